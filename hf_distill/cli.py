@@ -1,0 +1,177 @@
+"""`hf-distill`: the command line.
+
+```bash
+hf-distill distill --dataset sklearn:digits --method dm --images_per_class 10 --num_iterations 200
+hf-distill distill --config recipes/mnist/dm_ipc10.yaml --num_iterations 500     # flags override the YAML
+hf-distill evaluate outputs/digits-dm-ipc10 --num_models 5
+```
+
+The `distill` parser is built from the method's config dataclass (`HfArgumentParser`), so every field of
+[`DistributionMatchingConfig`] (or another method's config) is a flag; `--config recipe.yaml` supplies defaults.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+from .config import CONFIG_NAME, DistillConfig
+from .data import DIGITS_SOURCE
+from .evaluation import format_result
+from .methods import METHODS, get_method_class
+
+
+@dataclass
+class ScriptArguments:
+    """Where the data comes from (recorded in `distill_config.json`, not part of the method's config)."""
+
+    dataset: str = field(
+        default=DIGITS_SOURCE,
+        metadata={"help": "Hub id, local folder (parquet/imagefolder/save_to_disk) or 'sklearn:digits' (offline)."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision."})
+
+
+def _load_recipe(path: str | None) -> dict:
+    if not path:
+        return {}
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a YAML mapping of option names to values.")
+    return values
+
+
+def build_distill_parser(method: str, defaults: dict | None = None) -> HfArgumentParser:
+    """The `distill` parser for `method`, with `defaults` (e.g. from a YAML recipe) applied."""
+    config_class = get_method_class(method).config_class
+    parser = HfArgumentParser((ScriptArguments, config_class), prog="hf-distill distill")
+    parser.add_argument("--config", default=None, help="A YAML recipe whose keys give defaults for the flags.")
+    parser.add_argument("--method", default=method, choices=sorted(METHODS), help="Distillation method.")
+    defaults = dict(defaults or {})
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} for method {method!r}; see `hf-distill distill --help`.")
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def parse_distill_args(argv: list[str] | None = None) -> tuple[ScriptArguments, DistillConfig]:
+    """Parses `distill` flags: YAML recipe (`--config`) first, then flags on top."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--method", default=None)
+    known, _ = pre.parse_known_args(argv)
+    recipe = _load_recipe(known.config)
+    method = known.method or recipe.get("method") or "dm"
+    parser = build_distill_parser(method, {k: v for k, v in recipe.items() if k != "method"})
+    script_args, config, *_ = parser.parse_args_into_dataclasses(args=argv)
+    if config.output_dir is None:
+        name = Path(str(script_args.dataset).replace(":", "-")).name
+        config.output_dir = f"outputs/{name}-{config.method}-ipc{config.images_per_class}"
+    return script_args, config
+
+
+def run_distill(script_args: ScriptArguments, config: DistillConfig):
+    """Distills, evaluates (protocol + random real baseline), saves, and prints the comparison."""
+    from .api import distill_dataset
+
+    trainer = distill_dataset(
+        script_args.dataset,
+        config,
+        dataset_config_name=script_args.dataset_config_name,
+        revision=script_args.dataset_revision,
+        evaluate=config.test_split is not None,
+        return_trainer=True,
+    )
+    output_dir = trainer.save(config.output_dir)
+    if trainer.accelerator.is_main_process:
+        _print_summary(trainer.eval_results, config, trainer.iteration, trainer.distill_seconds, output_dir)
+    return trainer
+
+
+def _print_summary(results: dict, config: DistillConfig, iterations: int, seconds: float, output_dir) -> None:
+    size = f"{config.images_per_class} images/class"
+    lines = [f"Distilled with {config.method} ({size}, {iterations} iterations, {seconds:.1f} s)"]
+    if results:
+        lines.append(f"  test accuracy, distilled set     : {format_result(results['distilled'])}")
+        if "random_real" in results:
+            lines.append(f"  test accuracy, random real subset: {format_result(results['random_real'])}")
+        if "full_data" in results:
+            lines.append(f"  test accuracy, whole train split : {format_result(results['full_data'])}")
+    lines.append(f"Wrote {output_dir}/ (dataset/, {CONFIG_NAME}, eval_results.json, synthetic_grid.png)")
+    print("\n".join(lines))
+
+
+def run_evaluate(argv: list[str] | None = None) -> dict:
+    """`hf-distill evaluate OUTPUT_DIR`: re-evaluates a saved distilled set and rewrites `eval_results.json`."""
+    from datasets import load_from_disk
+
+    from .data import load_source
+    from .synthetic import SyntheticSet
+    from .trainer import DATASET_DIR, EVAL_RESULTS_NAME, DistillTrainer
+
+    parser = argparse.ArgumentParser(prog="hf-distill evaluate", description=run_evaluate.__doc__)
+    parser.add_argument("output_dir", help="A folder written by `hf-distill distill` (or DistillTrainer.save).")
+    parser.add_argument("--dataset", default=None, help="Source dataset (default: the one recorded at distillation).")
+    parser.add_argument("--dataset_config_name", default=None)
+    parser.add_argument("--num_models", type=int, default=None, help="Evaluation models (default: the config's).")
+    parser.add_argument("--epochs", type=int, default=None, help="Epochs per model (default: the config's).")
+    parser.add_argument("--eval_model_name_or_path", default=None, help="Evaluate with another architecture.")
+    parser.add_argument("--full_data", action="store_true", help="Also train on the whole training split.")
+    args = parser.parse_args(argv)
+
+    output_dir = Path(args.output_dir)
+    metadata = json.loads((output_dir / CONFIG_NAME).read_text())
+    config = DistillConfig.from_dict(metadata)
+    if args.eval_model_name_or_path:
+        config.eval_model_name_or_path = args.eval_model_name_or_path
+    source = metadata.get("source") or {}
+    dataset = args.dataset or source.get("dataset")
+    if not dataset:
+        raise ValueError("The source dataset is not recorded in distill_config.json: pass --dataset.")
+    train, test = load_source(
+        dataset,
+        train_split=config.train_split,
+        test_split=config.test_split,
+        name=args.dataset_config_name or source.get("config_name"),
+    )
+    trainer = DistillTrainer(config, train, test, source=source)
+    distilled = load_from_disk(str(output_dir / DATASET_DIR))
+    trainer.synthetic = SyntheticSet.from_dataset(distilled, metadata["image_mean"], metadata["image_std"])
+    trainer.iteration = metadata.get("iterations_completed", 0)
+    trainer.distill_seconds = metadata.get("distill_seconds", 0.0)
+    results = trainer.evaluate(num_models=args.num_models, epochs=args.epochs, full_data=args.full_data or None)
+    if trainer.accelerator.is_main_process:
+        (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
+        _print_summary(results, config, trainer.iteration, trainer.distill_seconds, output_dir)
+    return results
+
+
+def distill_main(argv: list[str] | None = None):
+    """Entry point of `hf-distill distill` and `recipes/distill.py`."""
+    script_args, config = parse_distill_args(argv)
+    return run_distill(script_args, config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"distill": distill_main, "evaluate": run_evaluate}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print(
+            "usage: hf-distill {distill,evaluate} [options]\n\n"
+            "  distill   distill a dataset (hf-distill distill --help for every option)\n"
+            "  evaluate  re-evaluate a saved distilled set (hf-distill evaluate --help)"
+        )
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    commands[argv[0]](argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""`DistillConfig`: the hyper-parameters every method shares, saved as `distill_config.json`.
+
+Each method subclasses it with its own fields and paper defaults (see `hf_distill/methods/`). The JSON file
+records the method name and the package version, so `DistillConfig.from_pretrained(path)` rebuilds the right
+subclass, PEFT-style.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "distill_config.json"
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillConfig:
+    """Settings shared by all distillation methods.
+
+    Method-specific settings (learning rates on pixels, real batch sizes, ...) live on the subclass each method
+    registers. Defaults follow the papers; the help text of each field says where a value comes from.
+    """
+
+    method: str = field(default="", init=False, metadata={"help": "Name of the method (set by the subclass)."})
+
+    images_per_class: int = field(default=10, metadata={"help": "Synthetic (or selected) images per class (IPC)."})
+    num_iterations: int = field(default=1000, metadata={"help": "Number of distillation iterations."})
+    seed: int = field(default=0, metadata={"help": "Seed from which every random draw of the run is derived."})
+    init: str = field(
+        default="real",
+        metadata={"help": "How synthetic images start: 'real' (random real images of the class) or 'noise'."},
+    )
+
+    # Data
+    train_split: str = field(default="train", metadata={"help": "Split to distill."})
+    test_split: str | None = field(default="test", metadata={"help": "Split used to evaluate the distilled set."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (found automatically if unset)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (found automatically if unset)."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Resize images to this square size (needed when sizes differ)."}
+    )
+
+    # Network used to distill (and, unless eval_model_name_or_path is set, to evaluate)
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A transformers vision classifier (Hub id or local path); unset = the papers' ConvNet."},
+    )
+    net_width: int = field(default=128, metadata={"help": "ConvNet width (DC/DSA/DM papers: 128)."})
+    net_depth: int = field(default=3, metadata={"help": "ConvNet depth (papers: 3)."})
+    net_norm: str = field(default="instancenorm", metadata={"help": "ConvNet normalisation (papers: instancenorm)."})
+    net_act: str = field(default="relu", metadata={"help": "ConvNet activation."})
+    net_pooling: str = field(default="avgpooling", metadata={"help": "ConvNet pooling (papers: avgpooling)."})
+
+    # Augmentation
+    dsa_strategy: str = field(
+        default="auto",
+        metadata={
+            "help": "Differentiable siamese augmentation: 'auto' (color_crop_cutout_flip_scale_rotate, without flip "
+            "for digit datasets as the DSA code does), 'none', or an explicit '_'-joined strategy."
+        },
+    )
+
+    # Evaluation (the standard protocol; see hf_distill/evaluation.py)
+    eval_num_models: int = field(default=3, metadata={"help": "Fresh models trained on the distilled set at the end."})
+    eval_epochs: int = field(
+        default=300, metadata={"help": "Epochs per evaluation model (DC/DSA: 300, DM/MTT: 1000)."}
+    )
+    eval_lr: float = field(default=0.01, metadata={"help": "Evaluation SGD learning rate (papers: 0.01)."})
+    eval_batch_size: int = field(default=256, metadata={"help": "Evaluation training batch size (papers: 256)."})
+    eval_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Architecture to evaluate with (default: the distillation network)."}
+    )
+    eval_steps: int = field(
+        default=0, metadata={"help": "Evaluate every N iterations during distillation (0: only at the end)."}
+    )
+    eval_steps_num_models: int = field(default=1, metadata={"help": "Models per evaluation during distillation."})
+    eval_steps_epochs: int | None = field(
+        default=None, metadata={"help": "Epochs per evaluation during distillation (default: eval_epochs)."}
+    )
+    eval_random_baseline: bool = field(
+        default=True, metadata={"help": "Also evaluate a random real subset of the same size."}
+    )
+    eval_full_data: bool = field(default=False, metadata={"help": "Also train on the whole training split."})
+    eval_full_data_epochs: int = field(default=20, metadata={"help": "Epochs for the whole-data figure."})
+
+    # Run management
+    output_dir: str | None = field(default=None, metadata={"help": "Where checkpoints and results are written."})
+    save_steps: int = field(default=500, metadata={"help": "Checkpoint every N iterations (0: never)."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (oldest deleted first)."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest one in output_dir."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log the loss every N iterations."})
+    report_to: str = field(
+        default="none", metadata={"help": "Accelerate trackers, comma separated ('tensorboard', 'wandb', 'all')."}
+    )
+
+    def __post_init__(self):
+        if self.images_per_class < 1:
+            raise ValueError(f"images_per_class must be >= 1, got {self.images_per_class}.")
+        if self.num_iterations < 0:
+            raise ValueError(f"num_iterations must be >= 0, got {self.num_iterations}.")
+        if self.init not in ("real", "noise"):
+            raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}.")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {self.image_size}.")
+        for name in ("eval_num_models", "eval_epochs", "eval_batch_size", "eval_steps_num_models"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("eval_steps", "save_steps", "logging_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}.")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit must be >= 1 or None, got {self.save_total_limit}.")
+
+    # ------------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, the method name included, as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, save_directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Writes `distill_config.json` (with the package version and `extra`, e.g. the source dataset).
+
+        Args:
+            save_directory (`str` or `os.PathLike`): Folder to write into (created if missing).
+            extra (`dict`, *optional*): More top-level keys to record (source dataset, image statistics, ...).
+
+        Returns:
+            `Path`: The written file.
+        """
+        from . import __version__
+
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        payload = {**self.to_dict(), "hf_distill_version": __version__, **(extra or {})}
+        path = save_directory / CONFIG_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DistillConfig":
+        """Builds the config of the method named in `values["method"]` (or `cls` when it has no method name).
+
+        Unknown keys (the package version, the source dataset, keys of a newer version) are ignored.
+        """
+        from .methods import get_method_class
+
+        method = values.get("method") or cls.method_name()
+        config_class = get_method_class(method).config_class if method else cls
+        names = {f.name for f in dataclasses.fields(config_class) if f.init}
+        return config_class(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **hub_kwargs) -> "DistillConfig":
+        """Loads `distill_config.json` from a folder, a file or a Hub repository (any repo type).
+
+        Args:
+            path_or_repo_id (`str` or `os.PathLike`): Folder or file path, or a Hub repo id.
+            **hub_kwargs: Passed to `huggingface_hub.hf_hub_download` (`repo_type`, `revision`, `token`).
+        """
+        path = Path(path_or_repo_id)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        if not path.is_file():
+            from huggingface_hub import hf_hub_download
+
+            hub_kwargs.setdefault("repo_type", "dataset")
+            path = Path(hf_hub_download(str(path_or_repo_id), CONFIG_NAME, **hub_kwargs))
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def method_name(cls) -> str:
+        return next(f.default for f in dataclasses.fields(cls) if f.name == "method")
+
+
+@dataclass
+class SyntheticOptimizationConfig(DistillConfig):
+    """Settings of the methods that learn synthetic pixels (everything but coresets)."""
+
+    lr_images: float = field(default=1.0, metadata={"help": "Learning rate on the synthetic pixels."})
+    momentum_images: float = field(default=0.5, metadata={"help": "Momentum of the pixel optimiser (SGD)."})
+    optimizer: str = field(default="sgd", metadata={"help": "Pixel optimiser: 'sgd' or 'adam'."})
+    batch_real: int = field(default=256, metadata={"help": "Real images sampled per class per iteration."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
+        if self.lr_images <= 0:
+            raise ValueError(f"lr_images must be > 0, got {self.lr_images}.")
+        if self.batch_real < 1:
+            raise ValueError(f"batch_real must be >= 1, got {self.batch_real}.")

@@ -1,0 +1,203 @@
+"""The standard evaluation protocol: what an accuracy figure for a distilled set means.
+
+Train N fresh networks on the distilled set (SGD lr 0.01, momentum 0.9, weight decay 5e-4, lr x0.1 at half the
+epochs, batch 256, DSA augmentation), test each on the whole real test split, report mean ± std (population std,
+as the papers' `np.std`). Beside it: a random real subset of the same size, and on request the whole training
+split. Any transformers vision classifier config can be the evaluation architecture.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+from transformers import PretrainedConfig
+
+from .augment import SiameseAugment
+from .data import ClassBalancedSampler, ImageData
+from .modeling import fresh_model
+from .seeding import derive_generator
+
+
+@dataclass
+class EvaluationProtocol:
+    """How evaluation models are trained (defaults: DC/DSA/DM papers).
+
+    Args:
+        num_models (`int`): Fresh models trained per figure.
+        epochs (`int`): Training epochs (DC/DSA: 300; DM/MTT: 1000).
+        lr (`float`), momentum (`float`), weight_decay (`float`): SGD settings; lr x0.1 at half the epochs.
+        batch_size (`int`): Training batch size.
+        dsa_strategy (`str`, *optional*): Augmentation while training; `None` turns it off.
+        test_batch_size (`int`): Batch size for testing.
+        seed (`int`): Seed from which model initialisation, shuffling and augmentation are derived.
+    """
+
+    num_models: int = 3
+    epochs: int = 300
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    dsa_strategy: str | None = None
+    test_batch_size: int = 1024
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_classifier(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    protocol: EvaluationProtocol,
+    generator: torch.Generator,
+    show_progress: bool = False,
+    desc: str = "train",
+) -> torch.nn.Module:
+    """Trains `model` on `images` with the protocol's SGD schedule and augmentation.
+
+    Args:
+        model (`torch.nn.Module`): A classifier whose forward returns an object with `.logits`.
+        images (`torch.Tensor` of shape `(N, C, H, W)`): Normalised training images (on the model's device).
+        targets (`torch.Tensor`): Hard labels `(N,)` (int64) or soft labels `(N, num_classes)` (probabilities).
+        protocol ([`EvaluationProtocol`]): Optimiser settings.
+        generator (`torch.Generator`): Source of shuffling and augmentation randomness.
+
+    Returns:
+        `torch.nn.Module`: The trained model (in eval mode).
+    """
+    augment = SiameseAugment(protocol.dsa_strategy)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
+    )
+    half = protocol.epochs // 2
+    model.train()
+    for epoch in tqdm(range(protocol.epochs), desc=desc, leave=False, disable=not show_progress):
+        if epoch == half:
+            for group in optimizer.param_groups:
+                group["lr"] = protocol.lr * 0.1
+        order = torch.randperm(images.shape[0], generator=generator).to(images.device)
+        for batch in order.split(protocol.batch_size):
+            inputs = images[batch]
+            if augment.enabled:
+                inputs = augment(inputs, generator)
+            logits = model(pixel_values=inputs).logits
+            loss = F.cross_entropy(logits, targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def test_accuracy(model: torch.nn.Module, data: ImageData, batch_size: int = 1024) -> float:
+    """Top-1 accuracy (in [0, 1]) of `model` on every image of `data`."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for images, labels in zip(data.images.split(batch_size), data.labels.split(batch_size)):
+        predictions = model(pixel_values=images.to(device)).logits.argmax(dim=-1)
+        correct += (predictions.cpu() == labels).sum().item()
+    return correct / len(data.labels)
+
+
+def evaluate_images(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    test_data: ImageData,
+    model_config: PretrainedConfig,
+    protocol: EvaluationProtocol,
+    key: str = "distilled",
+    accelerator: Accelerator | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """Trains `protocol.num_models` fresh models on `(images, targets)` and tests them on `test_data`.
+
+    With several processes, models are shared out between them and the accuracies gathered, so every process
+    returns the same result.
+
+    Returns:
+        `dict`: `mean` and `std` (percent), `accuracies` (percent, per model), `num_models`, `epochs`,
+        `architecture` (the model type) and `num_images`.
+    """
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    device = accelerator.device if accelerator else images.device
+    images, targets = images.to(device), targets.to(device)
+    results = []
+    for index in range(rank, protocol.num_models, world):
+        model = fresh_model(model_config, derive_generator(protocol.seed, key, "model", index)).to(device)
+        generator = derive_generator(protocol.seed, key, "train", index)
+        train_classifier(
+            model,
+            images,
+            targets,
+            protocol,
+            generator,
+            show_progress=show_progress and rank == 0,
+            desc=f"eval {key} {index + 1}/{protocol.num_models}",
+        )
+        results.append((index, 100.0 * test_accuracy(model, test_data, protocol.test_batch_size)))
+    if world > 1:
+        results = gather_object(results)
+    accuracies = [accuracy for _, accuracy in sorted(results)]
+    return {
+        "mean": float(np.mean(accuracies)),
+        "std": float(np.std(accuracies)),
+        "accuracies": accuracies,
+        "num_models": protocol.num_models,
+        "epochs": protocol.epochs,
+        "architecture": model_config.model_type,
+        "num_images": int(images.shape[0]),
+    }
+
+
+def random_real_subset(train_data: ImageData, images_per_class: int, seed: int) -> torch.LongTensor:
+    """Rows of a class-balanced random real subset (the baseline of every table), class-major."""
+    sampler = ClassBalancedSampler(train_data.labels, train_data.num_classes)
+    return torch.cat(
+        [
+            sampler.sample(c, images_per_class, derive_generator(seed, "random-baseline", c))
+            for c in range(train_data.num_classes)
+        ]
+    )
+
+
+def evaluate_random_baseline(
+    train_data: ImageData,
+    images_per_class: int,
+    test_data: ImageData,
+    model_config: PretrainedConfig,
+    protocol: EvaluationProtocol,
+    accelerator: Accelerator | None = None,
+) -> dict:
+    """The protocol applied to a random real subset with `images_per_class` images per class."""
+    rows = random_real_subset(train_data, images_per_class, protocol.seed)
+    return evaluate_images(
+        train_data.images[rows], train_data.labels[rows], test_data, model_config, protocol, "random", accelerator
+    )
+
+
+def evaluate_full_data(
+    train_data: ImageData,
+    test_data: ImageData,
+    model_config: PretrainedConfig,
+    protocol: EvaluationProtocol,
+    accelerator: Accelerator | None = None,
+) -> dict:
+    """The protocol applied to the whole training split (an upper bound for the distilled set)."""
+    return evaluate_images(
+        train_data.images, train_data.labels, test_data, model_config, protocol, "full", accelerator
+    )
+
+
+def format_result(result: dict) -> str:
+    """`'97.12 ± 0.10 (n=3, 300 epochs)'`."""
+    if not result or math.isnan(result.get("mean", math.nan)):
+        return "n/a"
+    return f"{result['mean']:.2f} ± {result['std']:.2f} (n={result['num_models']}, {result['epochs']} epochs)"

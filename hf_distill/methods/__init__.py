@@ -1,0 +1,16 @@
+"""Distillation methods. Importing this package registers every method in `METHODS`."""
+
+from .base import METHODS, DistillationMethod, get_method_class, register_method
+from .coreset import RandomSelection, RandomSelectionConfig
+from .distribution_matching import DistributionMatching, DistributionMatchingConfig
+
+__all__ = [
+    "METHODS",
+    "DistillationMethod",
+    "DistributionMatching",
+    "DistributionMatchingConfig",
+    "RandomSelection",
+    "RandomSelectionConfig",
+    "get_method_class",
+    "register_method",
+]

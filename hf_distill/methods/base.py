@@ -1,0 +1,134 @@
+"""The method interface and its registry.
+
+A method is a config dataclass (a `DistillConfig` subclass with the paper's defaults) and a `DistillationMethod`
+subclass decorated with `@register_method("name")`. There are two kinds:
+
+- *selection* methods (coresets) pick real rows once: they implement `select`;
+- *optimising* methods learn the synthetic set: they implement `loss`, which the `DistillTrainer` minimises
+  with the pixel optimiser the config describes.
+"""
+
+from typing import ClassVar
+
+import torch
+from transformers import PretrainedConfig
+
+from ..augment import SiameseAugment
+from ..config import DistillConfig
+from ..data import ClassBalancedSampler, ImageData
+from ..seeding import derive_generator
+from ..synthetic import SyntheticSet
+
+METHODS: dict[str, type["DistillationMethod"]] = {}
+
+
+def register_method(name: str):
+    """Class decorator that adds a `DistillationMethod` to the registry under `name`.
+
+    The class must define `config_class`, whose `method` field defaults to `name`.
+    """
+
+    def decorator(method_class: type["DistillationMethod"]) -> type["DistillationMethod"]:
+        if name in METHODS and METHODS[name] is not method_class:
+            raise ValueError(f"A method named {name!r} is already registered ({METHODS[name].__name__}).")
+        if method_class.config_class.method_name() != name:
+            raise ValueError(
+                f"{method_class.config_class.__name__}.method defaults to "
+                f"{method_class.config_class.method_name()!r}, expected {name!r}."
+            )
+        method_class.name = name
+        METHODS[name] = method_class
+        return method_class
+
+    return decorator
+
+
+def get_method_class(name: str) -> type["DistillationMethod"]:
+    """The registered method class called `name`; a `ValueError` lists the known names otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}. Available methods: {', '.join(sorted(METHODS))}.")
+    return METHODS[name]
+
+
+class DistillationMethod:
+    """Base class of every method.
+
+    Args:
+        config ([`DistillConfig`]): The method's config.
+        train_data ([`ImageData`]): The prepared real training split.
+        model_config (`PretrainedConfig`): Architecture of the networks the method trains or samples.
+        augment ([`SiameseAugment`]): Augmentation applied identically to real and synthetic batches.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[DistillConfig]] = DistillConfig
+    #: Whether the method selects real rows (a coreset) instead of optimising pixels.
+    selects_real_rows: ClassVar[bool] = False
+    #: Paper metadata for cards and docs: title, authors, year, url, bibtex.
+    paper: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        train_data: ImageData,
+        model_config: PretrainedConfig,
+        augment: SiameseAugment,
+    ):
+        self.config = config
+        self.train_data = train_data
+        self.model_config = model_config
+        self.augment = augment
+        self.sampler = ClassBalancedSampler(train_data.labels, train_data.num_classes)
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def sample_real(self, classes: list[int], n: int, *keys) -> torch.LongTensor:
+        """Row indices of `n` real images for each class in `classes` (class-major).
+
+        Each class draws from its own generator keyed by `(seed, *keys, class)`, so the rows a class gets do not
+        depend on which other classes this process handles.
+        """
+        rows = [self.sampler.sample(c, n, derive_generator(self.config.seed, *keys, "real", c)) for c in classes]
+        return torch.cat(rows)
+
+    def siamese_augment(
+        self, real: torch.Tensor, synthetic: torch.Tensor, classes: list[int], n_real: int, n_syn: int, *keys
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augments class-major real and synthetic batches with the same transforms (DSA).
+
+        Parameters are drawn once for all classes of the dataset from a generator keyed by `(seed, *keys)`; class
+        `c` uses rows `c * stride + j`, so image `j` of a class gets the same transform in both batches, and the
+        draw does not depend on how classes are split across processes.
+        """
+        if not self.augment.enabled:
+            return real, synthetic
+        stride = max(n_real, n_syn)
+        params = self.augment.sample(
+            self.train_data.num_classes * stride,
+            self.train_data.image_size,
+            derive_generator(self.config.seed, *keys, "augment"),
+        )
+        starts = torch.tensor(classes, dtype=torch.long).unsqueeze(1) * stride
+        real_rows = (starts + torch.arange(n_real)).flatten()
+        syn_rows = (starts + torch.arange(n_syn)).flatten()
+        return (
+            self.augment.apply(real, params.select(real_rows)),
+            self.augment.apply(synthetic, params.select(syn_rows)),
+        )
+
+    # ------------------------------------------------------------------ interface
+
+    def select(self) -> torch.LongTensor:
+        """Selection methods: row indices of the real images to keep, class-major, `images_per_class` each."""
+        raise NotImplementedError(f"{type(self).__name__} does not select real rows.")
+
+    def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int) -> torch.Tensor:
+        """Optimising methods: the matching loss of `classes` at `iteration` (a scalar to minimise).
+
+        All randomness must come from generators derived from `(config.seed, iteration, ...)`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not optimise a synthetic set.")
+
+    def optimizer_parameters(self, synthetic: SyntheticSet) -> list[dict]:
+        """Parameter groups for the pixel optimiser (learnable images by default)."""
+        return [{"params": [synthetic.images]}]

@@ -1,0 +1,141 @@
+"""`SyntheticSet`: the learnable distilled images, their labels, and conversion to a `datasets.Dataset`."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Array3D, ClassLabel, Dataset, Features, Image
+from PIL import Image as PILImage
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+class SyntheticSet(nn.Module):
+    """A distilled set: `images_per_class` images for each class, stored class-major.
+
+    Row `c * images_per_class + j` is image `j` of class `c`. `images` holds the exact normalised values that
+    are optimised (and exported as `pixel_values`); `mean`/`std` turn them back into viewable pixels.
+
+    Args:
+        images (`torch.Tensor` of shape `(num_classes * images_per_class, C, H, W)`): Normalised images.
+        num_classes (`int`): Number of classes.
+        class_names (`list[str]`): Class names, in label order.
+        mean (`list[float]`), std (`list[float]`): Per-channel normalisation, in [0, 1] pixel units.
+        requires_grad (`bool`, *optional*, defaults to `True`): Whether the images are learnable.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        num_classes: int,
+        class_names: list[str],
+        mean: list[float],
+        std: list[float],
+        requires_grad: bool = True,
+    ):
+        super().__init__()
+        if images.shape[0] % num_classes:
+            raise ValueError(f"{images.shape[0]} images cannot be split evenly into {num_classes} classes.")
+        self.num_classes = num_classes
+        self.images_per_class = images.shape[0] // num_classes
+        self.class_names = list(class_names)
+        self.mean = list(mean)
+        self.std = list(std)
+        self.images = nn.Parameter(images.detach().clone().float(), requires_grad=requires_grad)
+        labels = torch.arange(num_classes).repeat_interleave(self.images_per_class)
+        self.register_buffer("labels", labels, persistent=False)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def rows(self, classes: list[int]) -> torch.LongTensor:
+        """Row indices of the images of `classes`, class-major."""
+        ipc = self.images_per_class
+        starts = torch.tensor(classes, dtype=torch.long).unsqueeze(1) * ipc
+        return (starts + torch.arange(ipc)).flatten()
+
+    def images_of(self, classes: list[int]) -> torch.Tensor:
+        """The (differentiable) images of `classes`, class-major."""
+        if list(classes) == list(range(self.num_classes)):
+            return self.images
+        return self.images[self.rows(classes).to(self.images.device)]
+
+    def denormalized(self) -> torch.Tensor:
+        """The images in [0, 1] pixel units (clamped), detached, on CPU."""
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (self.images.detach().cpu() * std + mean).clamp(0, 1)
+
+    # ------------------------------------------------------------------ export
+
+    def to_pil_images(self) -> list[PILImage.Image]:
+        """De-normalised previews (mode `L` for one channel, `RGB` for three)."""
+        arrays = (self.denormalized() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        if arrays.shape[-1] == 1:
+            return [PILImage.fromarray(a[..., 0], mode="L") for a in arrays]
+        return [PILImage.fromarray(a[..., :3], mode="RGB") for a in arrays]
+
+    def to_dataset(self) -> Dataset:
+        """The distilled set as a `datasets.Dataset`.
+
+        Columns: `image` (de-normalised PIL preview), `pixel_values` (float32, C x H x W, the exact optimised
+        values), `label` (`ClassLabel` with the source names).
+        """
+        features = Features(
+            {
+                "image": Image(),
+                "pixel_values": Array3D(shape=self.image_shape, dtype="float32"),
+                "label": ClassLabel(names=self.class_names),
+            }
+        )
+        data = {
+            "image": self.to_pil_images(),
+            "pixel_values": self.images.detach().cpu().float().numpy(),
+            "label": self.labels.tolist(),
+        }
+        return Dataset.from_dict(data, features=features)
+
+    def grid_image(self, max_cell: int = 64) -> PILImage.Image:
+        """One row per class, `images_per_class` columns; small images are enlarged (nearest) for viewing."""
+        previews = self.to_pil_images()
+        height, width = self.image_shape[1:]
+        scale = max(1, math.floor(max_cell / max(height, width)))
+        cell_h, cell_w, pad = height * scale, width * scale, 2
+        grid = PILImage.new(
+            "RGB",
+            (self.images_per_class * (cell_w + pad) + pad, self.num_classes * (cell_h + pad) + pad),
+            color=(255, 255, 255),
+        )
+        for index, preview in enumerate(previews):
+            row, col = divmod(index, self.images_per_class)
+            cell = preview.convert("RGB").resize((cell_w, cell_h), PILImage.NEAREST)
+            grid.paste(cell, (pad + col * (cell_w + pad), pad + row * (cell_h + pad)))
+        return grid
+
+    # ------------------------------------------------------------------ persistence (checkpoints)
+
+    def save(self, path: str | Path) -> None:
+        """Writes the learnable state as safetensors (the metadata holds names and normalisation)."""
+        metadata = {
+            "num_classes": str(self.num_classes),
+            "class_names": "\x1f".join(self.class_names),
+            "mean": ",".join(map(repr, self.mean)),
+            "std": ",".join(map(repr, self.std)),
+        }
+        save_file({name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}, str(path), metadata)
+
+    def load_state(self, path: str | Path) -> None:
+        """Restores values written by `save` into this set (shapes must match)."""
+        self.load_state_dict(load_file(str(path)))
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, mean: list[float], std: list[float]) -> "SyntheticSet":
+        """Rebuilds a (frozen) set from the `pixel_values`/`label` columns of `to_dataset()`'s output."""
+        data = dataset.with_format("numpy", columns=["pixel_values", "label"])[:]
+        labels = torch.as_tensor(np.asarray(data["label"]), dtype=torch.long)
+        order = torch.argsort(labels, stable=True)
+        images = torch.as_tensor(np.asarray(data["pixel_values"]), dtype=torch.float32)[order]
+        names = dataset.features["label"].names
+        return cls(images, len(names), names, mean, std, requires_grad=False)

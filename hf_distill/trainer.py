@@ -1,0 +1,540 @@
+"""`DistillTrainer`: runs any registered method on one or many processes through Accelerate.
+
+Classes are shared out between processes (class `c` goes to process `c % num_processes`); each process computes
+the matching loss of its classes, the gradients on the synthetic set are summed across processes, and every
+process takes the same optimiser step. All randomness is derived from `(seed, iteration, ...)` (see
+`hf_distill.seeding`), so a resumed run and a multi-process run reach the same synthetic set as an uninterrupted
+single-process run.
+"""
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+
+from .augment import DEFAULT_STRATEGY, DIGITS_STRATEGY, SiameseAugment
+from .checkpointing import (
+    STATE_NAME,
+    commit_folder,
+    latest_checkpoint,
+    load_optimizer,
+    rotate_checkpoints,
+    save_optimizer,
+)
+from .config import DistillConfig
+from .data import ImageData, find_columns, prepare_images, validate_image_dataset
+from .evaluation import EvaluationProtocol, evaluate_full_data, evaluate_images, evaluate_random_baseline
+from .methods import get_method_class
+from .modeling import default_convnet_config
+from .seeding import derive_generator
+from .synthetic import SyntheticSet
+
+logger = get_logger(__name__)
+
+EVAL_RESULTS_NAME = "eval_results.json"
+GRID_NAME = "synthetic_grid.png"
+DATASET_DIR = "dataset"
+SYNTHETIC_NAME = "synthetic.safetensors"
+
+
+def resolve_dsa_strategy(strategy: str | None, class_names: list[str]) -> str | None:
+    """`'auto'` -> the DSA default, without flip when the classes are the digits 0-9 (as the DSA code does)."""
+    if strategy is None or strategy.lower() == "none":
+        return None
+    if strategy == "auto":
+        return DIGITS_STRATEGY if all(name.strip().isdigit() for name in class_names) else DEFAULT_STRATEGY
+    return strategy
+
+
+def _processor_settings(name_or_path: str) -> dict:
+    """Image size and normalisation from a model's image processor, when it has one."""
+    try:
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(name_or_path)
+    except Exception:  # noqa: BLE001 - a model without a processor is fine: statistics come from the data
+        return {}
+    settings = {}
+    if getattr(processor, "image_mean", None) is not None:
+        settings["mean"], settings["std"] = list(processor.image_mean), list(processor.image_std)
+    size = getattr(processor, "size", None) or {}
+    if isinstance(size, dict) and "height" in size and "width" in size:
+        settings["image_size"] = (size["height"], size["width"])
+    elif isinstance(size, dict) and "shortest_edge" in size:
+        settings["image_size"] = (size["shortest_edge"], size["shortest_edge"])
+    return settings
+
+
+def resolve_architecture(
+    model: str | PretrainedConfig | PreTrainedModel | None,
+) -> tuple[PretrainedConfig | None, dict]:
+    """The architecture a method uses, and image settings its processor imposes.
+
+    Args:
+        model: `None` (the papers' ConvNet, built once the data's shape is known), a Hub id or local path, a
+            `PretrainedConfig`, or a `PreTrainedModel` (its architecture is used; methods draw fresh weights).
+
+    Returns:
+        `tuple`: `(config or None, {"mean", "std", "image_size"} from an image processor, possibly empty)`.
+    """
+    if model is None:
+        return None, {}
+    if isinstance(model, PreTrainedModel):
+        return model.config, {}
+    if isinstance(model, PretrainedConfig):
+        return model, {}
+    if isinstance(model, str):
+        try:
+            config = AutoConfig.from_pretrained(model)
+        except Exception as error:
+            raise ValueError(
+                f"Could not load a model config from {model!r}: {error}. Pass a local folder with a config.json, "
+                "a reachable Hub id, or a transformers config object."
+            ) from error
+        return config, _processor_settings(model)
+    raise TypeError(f"model must be None, a Hub id/path, a PretrainedConfig or a PreTrainedModel, got {type(model)}.")
+
+
+def _config_image_size(config: PretrainedConfig | None) -> tuple[int, int] | None:
+    size = getattr(config, "image_size", None) if config is not None else None
+    if size is None or getattr(config, "model_type", "") == "hf_distill_convnet":
+        return None
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def prepare_splits(
+    train_dataset: Dataset | ImageData,
+    eval_dataset: Dataset | ImageData | None,
+    config: DistillConfig,
+    architecture: PretrainedConfig | None = None,
+    processor_settings: dict | None = None,
+) -> tuple[ImageData, ImageData | None]:
+    """Validates both splits (cheaply, before any long work) and converts them to normalised tensors.
+
+    The test split is normalised with the training split's statistics (or the model processor's).
+    """
+    if isinstance(train_dataset, ImageData):
+        return train_dataset, eval_dataset
+    processor_settings = processor_settings or {}
+    mapping = {k: v for k, v in (("image", config.image_column), ("label", config.label_column)) if v}
+    image_column, label_column = find_columns(train_dataset, mapping or None)
+    init = "real" if config.init == "real" or get_method_class(config.method).selects_real_rows else config.init
+    validate_image_dataset(
+        train_dataset,
+        image_column,
+        label_column,
+        images_per_class=config.images_per_class,
+        init=init,
+        split=config.train_split,
+    )
+    if eval_dataset is not None:
+        validate_image_dataset(eval_dataset, image_column, label_column, split=config.test_split or "test")
+    image_size = (
+        (config.image_size, config.image_size)
+        if config.image_size
+        else processor_settings.get("image_size") or _config_image_size(architecture)
+    )
+    num_channels = getattr(architecture, "num_channels", None) if architecture is not None else None
+    train_data = prepare_images(
+        train_dataset,
+        image_column,
+        label_column,
+        mean=processor_settings.get("mean"),
+        std=processor_settings.get("std"),
+        image_size=image_size,
+        num_channels=num_channels,
+        desc=f"Preparing {config.train_split}",
+    )
+    test_data = None
+    if eval_dataset is not None:
+        test_data = prepare_images(
+            eval_dataset,
+            image_column,
+            label_column,
+            mean=train_data.mean,
+            std=train_data.std,
+            image_size=train_data.image_size,
+            num_channels=train_data.num_channels,
+            desc=f"Preparing {config.test_split}",
+        )
+        if test_data.num_classes != train_data.num_classes:
+            raise ValueError(
+                f"The test split has {test_data.num_classes} classes but the training split has "
+                f"{train_data.num_classes}: both must share one ClassLabel feature."
+            )
+    return train_data, test_data
+
+
+def build_model_config(
+    architecture: PretrainedConfig | None, data: ImageData, config: DistillConfig
+) -> PretrainedConfig:
+    """The config of the networks a method builds: the ConvNet from `config`, or `architecture` fitted to the data."""
+    id2label = dict(enumerate(data.class_names))
+    if architecture is None:
+        return default_convnet_config(
+            data.num_channels,
+            data.image_size[0],
+            data.num_classes,
+            net_width=config.net_width,
+            net_depth=config.net_depth,
+            net_norm=config.net_norm,
+            net_act=config.net_act,
+            net_pooling=config.net_pooling,
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+        )
+    fitted = architecture.__class__.from_dict(architecture.to_dict())
+    fitted.num_labels = data.num_classes
+    fitted.id2label, fitted.label2id = id2label, {v: k for k, v in id2label.items()}
+    if hasattr(fitted, "num_channels"):
+        fitted.num_channels = data.num_channels
+    return fitted
+
+
+class DistillTrainer:
+    """Distills a labelled image dataset with the method named by `config.method`.
+
+    Args:
+        config ([`DistillConfig`]): The method's config (e.g. [`DistributionMatchingConfig`]).
+        train_dataset (`datasets.Dataset` or [`ImageData`]): The split to distill.
+        eval_dataset (`datasets.Dataset` or [`ImageData`], *optional*): The real test split for evaluation.
+        model (`str`, `PretrainedConfig` or `PreTrainedModel`, *optional*): The architecture to distill with;
+            defaults to `config.model_name_or_path`, then to the papers' ConvNet.
+        accelerator (`accelerate.Accelerator`, *optional*): Created from the config when not given.
+        source (`dict`, *optional*): Where the data came from (dataset id, config name, splits), recorded in
+            `distill_config.json` and the card.
+
+    Example:
+
+    ```python
+    >>> from hf_distill import DistillTrainer, DistributionMatchingConfig
+    >>> trainer = DistillTrainer(DistributionMatchingConfig(images_per_class=10, num_iterations=100), train, test)
+    >>> trainer.train()
+    >>> trainer.evaluate()
+    >>> trainer.save("outputs/mnist-dm-ipc10")
+    ```
+    """
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        train_dataset: Dataset | ImageData,
+        eval_dataset: Dataset | ImageData | None = None,
+        model: str | PretrainedConfig | PreTrainedModel | None = None,
+        accelerator: Accelerator | None = None,
+        source: dict | None = None,
+    ):
+        self.config = config
+        trackers = None if config.report_to in ("none", "", None) else config.report_to.split(",")
+        self.accelerator = accelerator or Accelerator(log_with=trackers, project_dir=config.output_dir)
+        self.source = dict(source or {})
+        method_class = get_method_class(config.method)  # unknown names fail here, before data preparation
+
+        architecture, processor_settings = resolve_architecture(model or config.model_name_or_path)
+        self.train_data, self.test_data = prepare_splits(
+            train_dataset, eval_dataset, config, architecture, processor_settings
+        )
+        self.model_config = build_model_config(architecture, self.train_data, config)
+        self.dsa_strategy = resolve_dsa_strategy(config.dsa_strategy, self.train_data.class_names)
+        self.augment = SiameseAugment(self.dsa_strategy)
+        self.train_data.images = self.train_data.images.to(self.accelerator.device)
+        self.method = method_class(config, self.train_data, self.model_config, self.augment)
+
+        self.iteration = 0
+        self.log_history: list[dict] = []
+        self.distill_seconds = 0.0
+        self.eval_results: dict = {}
+        self.selected_rows: torch.LongTensor | None = None
+        self.synthetic = self._initial_synthetic_set().to(self.accelerator.device)
+        self.optimizer = self._create_optimizer()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _initial_synthetic_set(self) -> SyntheticSet:
+        data, config = self.train_data, self.config
+        classes = list(range(data.num_classes))
+        if self.method.selects_real_rows:
+            self.selected_rows = self.method.select().cpu()
+            images = data.images[self.selected_rows.to(data.images.device)]
+        elif config.init == "real":
+            images = data.images[
+                self.method.sample_real(classes, config.images_per_class, "init").to(data.images.device)
+            ]
+        else:
+            shape = (data.num_classes * config.images_per_class, *data.image_shape)
+            images = torch.randn(shape, generator=derive_generator(config.seed, "init-noise"))
+        learnable = not self.method.selects_real_rows
+        return SyntheticSet(images.cpu(), data.num_classes, data.class_names, data.mean, data.std, learnable)
+
+    def _create_optimizer(self) -> torch.optim.Optimizer | None:
+        if self.method.selects_real_rows:
+            return None
+        groups = self.method.optimizer_parameters(self.synthetic)
+        if self.config.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=self.config.lr_images)
+        return torch.optim.SGD(groups, lr=self.config.lr_images, momentum=self.config.momentum_images)
+
+    def _learnable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]] if self.optimizer else []
+
+    @property
+    def local_classes(self) -> list[int]:
+        """The classes whose matching loss this process computes."""
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        return [c for c in range(self.train_data.num_classes) if c % world == rank]
+
+    # ------------------------------------------------------------------ training
+
+    def train(self) -> SyntheticSet:
+        """Runs (or resumes) the distillation and returns the synthetic set."""
+        config, accelerator = self.config, self.accelerator
+        if self.method.selects_real_rows:
+            return self.synthetic
+        if config.resume_from_checkpoint:
+            self._resume(config.resume_from_checkpoint)
+        accelerator.init_trackers("hf_distill", config={k: v for k, v in config.to_dict().items() if v is not None})
+        progress = tqdm(
+            total=config.num_iterations,
+            initial=self.iteration,
+            desc=f"Distilling ({config.method})",
+            disable=not accelerator.is_local_main_process,
+        )
+        classes = self.local_classes
+        started = time.perf_counter() - self.distill_seconds
+        while self.iteration < config.num_iterations:
+            loss = self._step(classes)
+            self.iteration += 1
+            self.distill_seconds = time.perf_counter() - started
+            progress.update(1)
+            if config.logging_steps and self.iteration % config.logging_steps == 0:
+                record = {"loss": loss, "iteration": self.iteration, "seconds": round(self.distill_seconds, 2)}
+                self.log_history.append(record)
+                accelerator.log({"train/loss": loss}, step=self.iteration)
+                progress.set_postfix(loss=f"{loss:.4g}")
+            if config.eval_steps and self.iteration % config.eval_steps == 0 and self.test_data is not None:
+                self._evaluate_during_training()
+                started = time.perf_counter() - self.distill_seconds  # evaluation time is not distillation time
+            if config.save_steps and self.iteration % config.save_steps == 0 and config.output_dir:
+                self.save_checkpoint()
+                started = time.perf_counter() - self.distill_seconds
+        progress.close()
+        accelerator.end_training()
+        return self.synthetic
+
+    def _step(self, classes: list[int]) -> float:
+        """One optimiser step on the synthetic set; returns the loss summed over all classes."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if classes:
+            loss = self.method.loss(self.synthetic, classes, self.iteration)
+        else:  # more processes than classes: this one contributes nothing
+            loss = self.synthetic.images.sum() * 0.0
+        self.accelerator.backward(loss)
+        loss_value = loss.detach().reshape(1)
+        if self.accelerator.num_processes > 1:
+            for parameter in self._learnable_parameters():
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+                parameter.grad = self.accelerator.reduce(parameter.grad, reduction="sum")
+            loss_value = self.accelerator.reduce(loss_value, reduction="sum")
+        loss_value = loss_value.item()
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"The {self.config.method} loss became {loss_value} at iteration {self.iteration}. Lower lr_images "
+                "or check the input data; the last checkpoint in output_dir is intact."
+            )
+        self.optimizer.step()
+        return loss_value
+
+    def _evaluate_during_training(self) -> None:
+        epochs = self.config.eval_steps_epochs or self.config.eval_epochs
+        protocol = self.evaluation_protocol(num_models=self.config.eval_steps_num_models, epochs=epochs)
+        result = evaluate_images(
+            self.synthetic.images.detach(),
+            self.synthetic.labels,
+            self.test_data,
+            self.eval_model_config(),
+            protocol,
+            key=f"step-{self.iteration}",
+            accelerator=self.accelerator,
+            show_progress=False,
+        )
+        record = {
+            "iteration": self.iteration,
+            "seconds": round(self.distill_seconds, 2),
+            "eval_accuracy": result["mean"],
+            "eval_std": result["std"],
+            "eval_num_models": result["num_models"],
+            "eval_epochs": result["epochs"],
+        }
+        self.log_history.append(record)
+        self.accelerator.log({"eval/accuracy": result["mean"]}, step=self.iteration)
+        logger.info(f"iteration {self.iteration}: accuracy {result['mean']:.2f} ± {result['std']:.2f}")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> Path | None:
+        """Writes `output_dir/checkpoint-{iteration}` atomically (main process) and prunes old ones."""
+        path = None
+        if self.accelerator.is_main_process:
+            output_dir = Path(self.config.output_dir)
+            path = output_dir / f"checkpoint-{self.iteration}"
+            tmp = output_dir / f".checkpoint-{self.iteration}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.synthetic.save(tmp / SYNTHETIC_NAME)
+            save_optimizer(self.optimizer, tmp)
+            self.config.save_pretrained(tmp)
+            state = {
+                "iteration": self.iteration,
+                "distill_seconds": self.distill_seconds,
+                "log_history": self.log_history,
+            }
+            # The state file is written last: a folder without it is never taken for a checkpoint.
+            (tmp / STATE_NAME).write_text(json.dumps(state, indent=2))
+            commit_folder(tmp, path)
+            rotate_checkpoints(output_dir, self.config.save_total_limit)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def _resume(self, checkpoint: str) -> None:
+        if checkpoint in ("latest", "True", "true"):
+            path = latest_checkpoint(self.config.output_dir) if self.config.output_dir else None
+            if path is None:
+                logger.warning(f"No checkpoint found in {self.config.output_dir}; starting from scratch.")
+                return
+        else:
+            path = Path(checkpoint)
+            if not (path / STATE_NAME).is_file():
+                raise ValueError(f"{path} is not a complete checkpoint folder (no {STATE_NAME} in it).")
+        self.synthetic.load_state(path / SYNTHETIC_NAME)
+        self.synthetic.to(self.accelerator.device)
+        load_optimizer(self.optimizer, path)
+        state = json.loads((path / STATE_NAME).read_text())
+        self.iteration = state["iteration"]
+        self.distill_seconds = state.get("distill_seconds", 0.0)
+        self.log_history = state.get("log_history", [])
+        logger.info(f"Resumed from {path} at iteration {self.iteration}.")
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluation_protocol(self, num_models: int | None = None, epochs: int | None = None) -> EvaluationProtocol:
+        """The standard protocol with this run's settings."""
+        return EvaluationProtocol(
+            num_models=num_models or self.config.eval_num_models,
+            epochs=epochs or self.config.eval_epochs,
+            lr=self.config.eval_lr,
+            batch_size=self.config.eval_batch_size,
+            dsa_strategy=self.dsa_strategy,
+            seed=self.config.seed,
+        )
+
+    def eval_model_config(self) -> PretrainedConfig:
+        """The architecture evaluation models use (`eval_model_name_or_path`, else the distillation network)."""
+        if not self.config.eval_model_name_or_path:
+            return self.model_config
+        architecture, _ = resolve_architecture(self.config.eval_model_name_or_path)
+        return build_model_config(architecture, self.train_data, self.config)
+
+    def evaluate(
+        self,
+        num_models: int | None = None,
+        epochs: int | None = None,
+        random_baseline: bool | None = None,
+        full_data: bool | None = None,
+    ) -> dict:
+        """Evaluates the synthetic set with the standard protocol (see `hf_distill.evaluation`).
+
+        Args:
+            num_models (`int`, *optional*): Defaults to `config.eval_num_models`.
+            epochs (`int`, *optional*): Defaults to `config.eval_epochs`.
+            random_baseline (`bool`, *optional*): Also a random real subset of the same size
+                (default `config.eval_random_baseline`).
+            full_data (`bool`, *optional*): Also the whole training split (default `config.eval_full_data`).
+
+        Returns:
+            `dict`: `distilled`, optionally `random_real` and `full_data` (each mean/std/accuracies in percent),
+            and the `protocol` used.
+        """
+        if self.test_data is None:
+            raise ValueError("No evaluation split: pass eval_dataset (or set test_split to a split the dataset has).")
+        config = self.config
+        protocol = self.evaluation_protocol(num_models, epochs)
+        model_config = self.eval_model_config()
+        results = {
+            "distilled": evaluate_images(
+                self.synthetic.images.detach(),
+                self.synthetic.labels,
+                self.test_data,
+                model_config,
+                protocol,
+                key="distilled",
+                accelerator=self.accelerator,
+            )
+        }
+        if config.eval_random_baseline if random_baseline is None else random_baseline:
+            results["random_real"] = evaluate_random_baseline(
+                self.train_data, config.images_per_class, self.test_data, model_config, protocol, self.accelerator
+            )
+        if config.eval_full_data if full_data is None else full_data:
+            full_protocol = self.evaluation_protocol(num_models=1, epochs=config.eval_full_data_epochs)
+            results["full_data"] = evaluate_full_data(
+                self.train_data, self.test_data, model_config, full_protocol, self.accelerator
+            )
+        results["protocol"] = protocol.to_dict()
+        results["distill_seconds"] = round(self.distill_seconds, 2)
+        results["iterations"] = self.iteration
+        self.eval_results = results
+        return results
+
+    # ------------------------------------------------------------------ output
+
+    def to_dataset(self) -> Dataset:
+        """The distilled set as a `datasets.Dataset` (see [`SyntheticSet.to_dataset`])."""
+        return self.synthetic.to_dataset()
+
+    def save(self, output_dir: str | None = None) -> Path:
+        """Writes the distilled set and everything needed to reuse or publish it.
+
+        `output_dir/dataset` (`save_to_disk`), `distill_config.json` (method, every hyper-parameter, source,
+        image statistics, package version), `eval_results.json`, `synthetic_grid.png` (one row per class).
+        """
+        output_dir = Path(output_dir or self.config.output_dir or "outputs")
+        if self.accelerator.is_main_process:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            dataset_tmp = output_dir / f".{DATASET_DIR}.tmp"
+            shutil.rmtree(dataset_tmp, ignore_errors=True)
+            self.to_dataset().save_to_disk(str(dataset_tmp))
+            commit_folder(dataset_tmp, output_dir / DATASET_DIR)
+            self.config.save_pretrained(output_dir, extra=self._run_metadata())
+            results_tmp = output_dir / f"{EVAL_RESULTS_NAME}.tmp"
+            results_tmp.write_text(json.dumps(self.eval_results, indent=2) + "\n")
+            results_tmp.replace(output_dir / EVAL_RESULTS_NAME)
+            self.synthetic.grid_image().save(output_dir / GRID_NAME)
+        self.accelerator.wait_for_everyone()
+        return output_dir
+
+    def _run_metadata(self) -> dict:
+        metadata = {
+            "source": self.source,
+            "image_mean": self.train_data.mean,
+            "image_std": self.train_data.std,
+            "image_shape": list(self.train_data.image_shape),
+            "class_names": self.train_data.class_names,
+            "num_classes": self.train_data.num_classes,
+            "dsa_strategy_resolved": self.dsa_strategy,
+            "architecture": self.model_config.to_dict(),
+            "iterations_completed": self.iteration,
+            "distill_seconds": round(self.distill_seconds, 2),
+            "num_processes": self.accelerator.num_processes,
+        }
+        if self.selected_rows is not None:
+            metadata["selected_rows"] = self.selected_rows.tolist()
+        return metadata
