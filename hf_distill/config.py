@@ -117,6 +117,8 @@ class DistillConfig:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}.")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit must be >= 1 or None, got {self.save_total_limit}.")
+        if isinstance(self.resume_from_checkpoint, bool):  # `resume_from_checkpoint: true` in a YAML recipe
+            self.resume_from_checkpoint = "latest" if self.resume_from_checkpoint else None
 
     # ------------------------------------------------------------------ serialisation
 

@@ -9,6 +9,7 @@ single-process run.
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -234,7 +235,12 @@ class DistillTrainer:
     ):
         self.config = config
         trackers = None if config.report_to in ("none", "", None) else config.report_to.split(",")
-        self.accelerator = accelerator or Accelerator(log_with=trackers, project_dir=config.output_dir)
+        if accelerator is None:
+            # Under `accelerate launch --multi_gpu` on a machine without CUDA, processes only join one gloo group
+            # when Accelerate is told to use the CPU.
+            on_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+            accelerator = Accelerator(log_with=trackers, project_dir=config.output_dir, cpu=on_cpu)
+        self.accelerator = accelerator
         self.source = dict(source or {})
         method_class = get_method_class(config.method)  # unknown names fail here, before data preparation
 
@@ -326,7 +332,10 @@ class DistillTrainer:
                 self.save_checkpoint()
                 started = time.perf_counter() - self.distill_seconds
         progress.close()
-        accelerator.end_training()
+        # Finish the trackers only: `accelerator.end_training()` would also destroy the process group, which
+        # evaluation and saving still need.
+        for tracker in accelerator.trackers:
+            tracker.finish()
         return self.synthetic
 
     def _step(self, classes: list[int]) -> float:

@@ -1,0 +1,152 @@
+"""The YAML recipes parse with the CLI's parser, and the benchmark's report generation works (no subprocess)."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_distill.cli import parse_distill_args
+from hf_distill.methods import METHODS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RECIPES_DIR = REPO_ROOT / "recipes"
+# Every YAML under recipes/ except the accelerate launcher configs is a `hf-distill distill` recipe.
+RECIPES = sorted(p for p in RECIPES_DIR.rglob("*.yaml") if "accelerate_configs" not in p.parts)
+RECIPE_NAME = re.compile(r"^(?P<method>[a-z_]+)_ipc(?P<ipc>\d+)\.yaml$")
+
+
+def _load_benchmark_module():
+    # benchmarks/ is a folder of scripts, not a package: load the file directly.
+    spec = importlib.util.spec_from_file_location("run_benchmark", REPO_ROOT / "benchmarks" / "run_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipes_exist():
+    names = {p.relative_to(RECIPES_DIR).as_posix() for p in RECIPES}
+    for dataset in ("mnist", "fashion_mnist", "cifar10"):
+        for method in ("dm", "random"):
+            for ipc in (1, 10, 50):
+                assert f"{dataset}/{method}_ipc{ipc}.yaml" in names
+    assert "digits/dm_ipc10.yaml" in names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(RECIPES_DIR).as_posix())
+def test_recipe_parses(path):
+    values = yaml.safe_load(path.read_text())
+    assert values["method"] in METHODS, f"{path}: method {values['method']!r} is not registered"
+    # Unknown keys raise inside parse_distill_args; values are validated by the config's __post_init__.
+    script_args, config = parse_distill_args(["--config", str(path)])
+    assert config.method == values["method"]
+    for key, value in values.items():
+        if key in ("dataset", "method"):
+            continue
+        assert getattr(config, key) == value, f"{path}: {key} was not applied"
+
+    # The file name, the folder and the contents agree (the benchmark finds runs by these names).
+    match = RECIPE_NAME.match(path.name)
+    assert match, f"{path.name} should be named <method>_ipc<N>.yaml"
+    assert match["method"] == config.method and int(match["ipc"]) == config.images_per_class
+    dataset_folder = path.parent.name
+    assert config.output_dir == f"benchmarks/runs/{dataset_folder}/{config.method}_ipc{config.images_per_class}"
+    if dataset_folder != "digits":
+        assert script_args.dataset == f"../shared/data/{dataset_folder}"
+    if config.method == "dm":
+        # Every checkpoint is kept: the benchmark evaluates each of them for the accuracy-vs-time curve.
+        assert config.save_total_limit is None and config.save_steps > 0
+
+
+def test_accelerate_config_parses():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(RECIPES_DIR / "accelerate_configs" / "cpu_2proc.yaml"))
+    assert config.num_processes == 2 and config.num_machines == 1
+
+
+def _fake_result(dataset, method, ipc, mean, curve=None, status="ok"):
+    result = {"mean": mean, "std": 0.5, "accuracies": [mean - 0.5, mean + 0.5], "num_models": 2, "epochs": 300}
+    return {
+        "schema_version": 1,
+        "dataset": dataset,
+        "method": method,
+        "ipc": ipc,
+        "status": status,
+        "returncode": 0 if status == "ok" else 1,
+        "iterations": 1000 if method == "dm" else 0,
+        "distill_seconds": 812.4 if method == "dm" else 0.0,
+        "wall_seconds": 1500.0,
+        "peak_rss_mib": 1234.5,
+        "machine": {"nproc": 2, "cpu_model": "Test CPU", "torch": "2.13.0"},
+        "eval_results": {"distilled": result} if status == "ok" else None,
+        "curve": curve,
+    }
+
+
+def test_benchmark_reports(tmp_path):
+    bench = _load_benchmark_module()
+    curve = {
+        "protocol": {"num_models": 2, "epochs": 100},
+        "points": [
+            {"iteration": 0, "distill_seconds": 0.0, "mean": 93.0, "std": 0.2},
+            {"iteration": 500, "distill_seconds": 400.0, "mean": 94.8, "std": 0.1},
+            {"iteration": 1000, "distill_seconds": 812.4, "mean": 95.3, "std": 0.2},
+        ],
+    }
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    for record in (
+        _fake_result("mnist", "dm", 10, 95.31, curve=curve),
+        _fake_result("mnist", "random", 10, 93.12),
+        _fake_result("cifar10", "dm", 1, float("nan"), status="failed"),
+    ):
+        name = bench.result_filename(record["dataset"], record["method"], record["ipc"])
+        (results_dir / name).write_text(json.dumps(record))
+    (results_dir / "broken.json").write_text("{not json")  # skipped, never fatal
+
+    records = bench.load_results(results_dir)
+    # Sorted by dataset (MNIST first), IPC, then random before dm.
+    assert [(r["dataset"], r["method"]) for r in records] == [("mnist", "random"), ("mnist", "dm"), ("cifar10", "dm")]
+
+    table = bench.render_table(records)
+    assert "| MNIST | 10 | dm | 95.31 ± 0.50 (n=2, 300 ep) | 97.5 ± 0.1 [DM23]* | 1000 | 812 | 1,234 |" in table
+    assert "| MNIST | 10 | random | 93.12 ± 0.50 (n=2, 300 ep) | 95.1 ± 0.9 [DC21]* |" in table
+    assert "| CIFAR-10 | 1 | dm | failed (exit code 1) | 26.0 ± 0.8 [DM23] |" in table
+    assert "[DM23] Zhao & Bilen" in table and "[DC21]" in table
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Bench\n\nintro\n\n{bench.MARKER_START}\nold table\n{bench.MARKER_END}\n\nafter\n")
+    written = bench.regenerate_reports(results_dir, readme, plot=False)
+    text = readme.read_text()
+    assert "old table" not in text and "intro" in text and text.rstrip().endswith("after")
+    assert text.count(bench.MARKER_START) == 1 and "95.31 ± 0.50" in text
+    summary = json.loads(written["summary"].read_text())
+    rows = {(r["dataset"], r["method"], r["ipc"]): r for r in summary["results"]}
+    assert rows[("mnist", "dm", 10)]["curve_points"] == 3
+    assert rows[("mnist", "dm", 10)]["published"]["mean"] == 97.5
+    assert rows[("cifar10", "dm", 1)]["status"] == "failed"
+
+    # Regenerating is idempotent, and a file without markers gets them appended.
+    bench.regenerate_reports(results_dir, readme, plot=False)
+    assert readme.read_text() == text
+    assert bench.replace_between_markers("plain\n", "T").endswith(f"{bench.MARKER_START}\nT\n{bench.MARKER_END}\n")
+
+    assert bench.baseline_accuracy(records, "mnist", 10) == 93.12
+    assert bench.parse_overrides(["num_iterations=5", "dm:batch_real=32"]) == {
+        None: {"num_iterations": "5"},
+        "dm": {"batch_real": "32"},
+    }
+    assert bench.overrides_for(bench.parse_overrides(["a=1", "dm:a=2"]), "random") == {"a": "1"}
+
+
+def test_benchmark_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    bench = _load_benchmark_module()
+    curve = {"protocol": {"num_models": 1, "epochs": 2}, "points": [{"distill_seconds": 0.0, "mean": 10.0}]}
+    records = [_fake_result("mnist", "dm", 10, 95.0, curve=curve), _fake_result("mnist", "random", 10, 93.0)]
+    path = bench.plot_accuracy_vs_time(records, tmp_path / "plot.png")
+    assert path.is_file() and path.stat().st_size > 0
+    assert bench.plot_accuracy_vs_time(records[1:], tmp_path / "none.png") is None
