@@ -124,6 +124,11 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=None, help="Epochs per model (default: the config's).")
     parser.add_argument("--eval_model_name_or_path", default=None, help="Evaluate with another architecture.")
     parser.add_argument("--full_data", action="store_true", help="Also train on the whole training split.")
+    parser.add_argument(
+        "--results_name",
+        default=None,
+        help="File (in OUTPUT_DIR) to write the results to (default: eval_results.json, replacing it).",
+    )
     args = parser.parse_args(argv)
 
     output_dir = Path(args.output_dir)
@@ -148,7 +153,7 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     trainer.distill_seconds = metadata.get("distill_seconds", 0.0)
     results = trainer.evaluate(num_models=args.num_models, epochs=args.epochs, full_data=args.full_data or None)
     if trainer.accelerator.is_main_process:
-        (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
+        (output_dir / (args.results_name or EVAL_RESULTS_NAME)).write_text(json.dumps(results, indent=2) + "\n")
         _print_summary(results, config, trainer.iteration, trainer.distill_seconds, output_dir)
     return results
 

@@ -56,6 +56,19 @@ class DistillConfig:
     net_act: str = field(default="relu", metadata={"help": "ConvNet activation."})
     net_pooling: str = field(default="avgpooling", metadata={"help": "ConvNet pooling (papers: avgpooling)."})
 
+    # Speed (no effect on what is computed beyond floating-point rounding)
+    mixed_precision: str = field(
+        default="no",
+        metadata={
+            "help": "'bf16' runs the networks' forward/backward in bfloat16 autocast with channels-last tensors "
+            "(several times faster on CPUs with AMX and on GPUs); the synthetic pixels stay float32. 'no': float32."
+        },
+    )
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the feature extractor with torch.compile (one-off cost of 10-30 s)."},
+    )
+
     # Augmentation
     dsa_strategy: str = field(
         default="auto",
@@ -105,6 +118,8 @@ class DistillConfig:
             raise ValueError(f"images_per_class must be >= 1, got {self.images_per_class}.")
         if self.num_iterations < 0:
             raise ValueError(f"num_iterations must be >= 0, got {self.num_iterations}.")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}.")
         if self.init not in ("real", "noise"):
             raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}.")
         if self.image_size is not None and self.image_size < 1:

@@ -79,3 +79,18 @@ def test_dm_step_reduces_its_loss_on_a_fixed_network(tiny_image_dataset):
     trainer.optimizer.step()
     after = trainer.method.loss(trainer.synthetic, classes, 0)  # same iteration: same network, same real batch
     assert after.item() < before.item()
+
+
+def test_dm_bf16_compiled_loss_close_to_float32(tiny_image_dataset):
+    """bf16 autocast + channels-last + torch.compile compute the same loss up to bf16 rounding."""
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    losses = {}
+    for precision, compiled in (("no", False), ("bf16", True)):
+        config = DistributionMatchingConfig(
+            **{**TINY, "batch_real": 8, "mixed_precision": precision, "torch_compile": compiled}
+        )
+        trainer = DistillTrainer(config, splits["train"])
+        losses[precision] = trainer.method.loss(trainer.synthetic, [0, 1, 2], iteration=1)
+        losses[precision].backward()
+        assert torch.isfinite(trainer.synthetic.images.grad).all()
+    torch.testing.assert_close(losses["bf16"], losses["no"], rtol=0.1, atol=1e-3)

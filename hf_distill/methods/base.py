@@ -8,14 +8,18 @@ subclass decorated with `@register_method("name")`. There are two kinds:
   with the pixel optimiser the config describes.
 """
 
+import contextlib
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
+from torch import nn
 from transformers import PretrainedConfig
 
 from ..augment import SiameseAugment
 from ..config import DistillConfig
 from ..data import ClassBalancedSampler, ImageData
+from ..modeling import extract_features
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
 
@@ -81,6 +85,36 @@ class DistillationMethod:
         self.sampler = ClassBalancedSampler(train_data.labels, train_data.num_classes)
 
     # ------------------------------------------------------------------ shared pieces
+
+    def prepare_network(self, network: nn.Module) -> nn.Module:
+        """Puts a network in the memory layout the precision setting wants (channels-last for bf16)."""
+        if self.config.mixed_precision == "bf16":
+            network = network.to(memory_format=torch.channels_last)
+        return network
+
+    def prepare_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """Matches the inputs' memory layout to `prepare_network` (differentiable; values unchanged)."""
+        if self.config.mixed_precision == "bf16":
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast when `mixed_precision="bf16"`, else a no-op context."""
+        if self.config.mixed_precision == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def feature_function(self, network: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`extract_features(network, x)`, compiled with `torch.compile` when the config asks for it.
+
+        The compiled function reads the network's parameters at call time, so re-drawing them in place (as DM does
+        each iteration) needs no recompilation.
+        """
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            return extract_features(network, images)
+
+        return torch.compile(features, dynamic=False) if self.config.torch_compile else features
 
     def sample_real(self, classes: list[int], n: int, *keys) -> torch.LongTensor:
         """Row indices of `n` real images for each class in `classes` (class-major).

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import SyntheticOptimizationConfig
-from ..modeling import build_model, extract_features, reinitialize_
+from ..modeling import build_model, reinitialize_
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
 from .base import DistillationMethod, register_method
@@ -55,7 +55,8 @@ class DistributionMatching(DistillationMethod):
         super().__init__(*args, **kwargs)
         # One network, re-drawn in place each iteration: building a model object per iteration costs more
         # than re-drawing its weights. Only the synthetic pixels need gradients.
-        self.network = build_model(self.model_config).requires_grad_(False)
+        self.network = self.prepare_network(build_model(self.model_config).requires_grad_(False))
+        self.features = self.feature_function(self.network)
 
     def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int) -> torch.Tensor:
         config = self.config
@@ -67,13 +68,14 @@ class DistributionMatching(DistillationMethod):
         real = self.train_data.images[self.sample_real(classes, n_real, iteration)].to(device)
         syn = synthetic.images_of(classes)
         real, syn = self.siamese_augment(real, syn, classes, n_real, n_syn, iteration)
+        real, syn = self.prepare_inputs(real), self.prepare_inputs(syn)
 
-        with torch.no_grad():
-            real_features = torch.cat(
-                [extract_features(network, chunk) for chunk in real.split(config.real_forward_chunk)]
-            )
-        syn_features = extract_features(network, syn)
-        real_means = real_features.view(len(classes), n_real, -1).mean(dim=1)
-        syn_means = syn_features.view(len(classes), n_syn, -1).mean(dim=1)
+        with self.autocast(device):
+            with torch.no_grad():
+                real_features = torch.cat([self.features(chunk) for chunk in real.split(config.real_forward_chunk)])
+            syn_features = self.features(syn)
+        # Means and the distance in float32 whatever the forward's precision.
+        real_means = real_features.float().view(len(classes), n_real, -1).mean(dim=1)
+        syn_means = syn_features.float().view(len(classes), n_syn, -1).mean(dim=1)
         # Sum over classes as the paper does: each class's pixels get the gradient of their own term.
         return ((real_means - syn_means) ** 2).sum()
