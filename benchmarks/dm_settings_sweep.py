@@ -34,11 +34,11 @@ SETTINGS = {
 }
 
 
-def image_data(images: np.ndarray, labels: np.ndarray, mean=None, std=None) -> ImageData:
+def image_data(images: np.ndarray, labels: np.ndarray, names: list[str], mean=None, std=None) -> ImageData:
     pixels = torch.from_numpy(images).float().div(255).unsqueeze(1)
     mean = [pixels.mean().item()] if mean is None else mean
     std = [pixels.std().item()] if std is None else std
-    return ImageData((pixels - mean[0]) / std[0], torch.from_numpy(labels), [str(i) for i in range(10)], mean, std)
+    return ImageData((pixels - mean[0]) / std[0], torch.from_numpy(labels), names, mean, std)
 
 
 def main():
@@ -48,11 +48,15 @@ def main():
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS))
     parser.add_argument("--checkpoints", nargs="*", type=int, default=[500, 1500, 4000])
     parser.add_argument("--eval-models", type=int, default=2)
+    parser.add_argument("--eval-epochs", type=int, default=300)
+    parser.add_argument("--ipc", type=int, default=10)
     args = parser.parse_args()
 
     arrays = np.load(args.data)
-    train = image_data(arrays["train_images"], arrays["train_labels"])
-    test = image_data(arrays["test_images"], arrays["test_labels"], train.mean, train.std)
+    # The class names decide the DSA strategy ('auto' drops the flip for digit classes).
+    names = [str(name) for name in arrays["class_names"]] if "class_names" in arrays else [str(i) for i in range(10)]
+    train = image_data(arrays["train_images"], arrays["train_labels"], names)
+    test = image_data(arrays["test_images"], arrays["test_labels"], names, train.mean, train.std)
     results = {
         "command": " ".join(sys.argv),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
@@ -61,7 +65,8 @@ def main():
     }
     for name in args.settings:
         config = DistributionMatchingConfig(
-            images_per_class=10,
+            images_per_class=args.ipc,
+            eval_epochs=args.eval_epochs,
             num_iterations=0,
             save_steps=0,
             eval_num_models=args.eval_models,

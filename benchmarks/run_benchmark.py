@@ -624,26 +624,13 @@ def curve_main(argv: list[str]) -> int:
     parser.add_argument("--every", type=int, default=None, help="Only checkpoints whose iteration is a multiple.")
     args = parser.parse_args(argv)
 
-    from datasets import load_from_disk
-
-    from hf_distill.config import CONFIG_NAME, DistillConfig
-    from hf_distill.data import load_source
-    from hf_distill.synthetic import SyntheticSet
-    from hf_distill.trainer import DATASET_DIR, SYNTHETIC_NAME, DistillTrainer
+    from hf_distill.config import CONFIG_NAME
+    from hf_distill.trainer import SYNTHETIC_NAME, DistillTrainer
 
     metadata = json.loads((args.run_dir / CONFIG_NAME).read_text())
-    config = DistillConfig.from_dict(metadata)
-    source = metadata.get("source") or {}
-    train, test = load_source(
-        source["dataset"],
-        train_split=config.train_split,
-        test_split=config.test_split,
-        name=source.get("config_name"),
-        revision=source.get("revision"),
-    )
     # Same config and data as the run: the initial synthetic set is rebuilt exactly (all draws are seeded).
-    trainer = DistillTrainer(config, train, test, source=source)
-    epochs = args.epochs or config.eval_epochs
+    trainer = DistillTrainer.from_output_dir(args.run_dir, load_distilled=False)
+    epochs = args.epochs or trainer.config.eval_epochs
 
     def evaluate(iteration: int, seconds: float, name: str) -> dict:
         result = trainer.evaluate(num_models=args.models, epochs=epochs, random_baseline=False, full_data=False)
@@ -665,9 +652,7 @@ def curve_main(argv: list[str]) -> int:
         points.append(evaluate(iteration, state.get("distill_seconds", 0.0), path.name))
     if final_iteration > 0 and all(p["iteration"] != final_iteration for p in points):
         # The final set is only in dataset/ when num_iterations is not a multiple of save_steps.
-        trainer.synthetic = SyntheticSet.from_dataset(
-            load_from_disk(str(args.run_dir / DATASET_DIR)), metadata["image_mean"], metadata["image_std"]
-        )
+        trainer.load_distilled(args.run_dir)
         points.append(evaluate(final_iteration, metadata.get("distill_seconds", 0.0), "final"))
     protocol = trainer.evaluation_protocol(num_models=args.models, epochs=epochs).to_dict()
     _write_json(args.output, {"protocol": protocol, "points": points})

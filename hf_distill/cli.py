@@ -110,11 +110,7 @@ def _print_summary(results: dict, config: DistillConfig, iterations: int, second
 
 def run_evaluate(argv: list[str] | None = None) -> dict:
     """`hf-distill evaluate OUTPUT_DIR`: re-evaluates a saved distilled set and rewrites `eval_results.json`."""
-    from datasets import load_from_disk
-
-    from .data import load_source
-    from .synthetic import SyntheticSet
-    from .trainer import DATASET_DIR, EVAL_RESULTS_NAME, DistillTrainer
+    from .trainer import EVAL_RESULTS_NAME, DistillTrainer
 
     parser = argparse.ArgumentParser(prog="hf-distill evaluate", description=run_evaluate.__doc__)
     parser.add_argument("output_dir", help="A folder written by `hf-distill distill` (or DistillTrainer.save).")
@@ -132,25 +128,11 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     output_dir = Path(args.output_dir)
-    metadata = json.loads((output_dir / CONFIG_NAME).read_text())
-    config = DistillConfig.from_dict(metadata)
-    if args.eval_model_name_or_path:
-        config.eval_model_name_or_path = args.eval_model_name_or_path
-    source = metadata.get("source") or {}
-    dataset = args.dataset or source.get("dataset")
-    if not dataset:
-        raise ValueError("The source dataset is not recorded in distill_config.json: pass --dataset.")
-    train, test = load_source(
-        dataset,
-        train_split=config.train_split,
-        test_split=config.test_split,
-        name=args.dataset_config_name or source.get("config_name"),
+    overrides = {"eval_model_name_or_path": args.eval_model_name_or_path} if args.eval_model_name_or_path else {}
+    trainer = DistillTrainer.from_output_dir(
+        output_dir, dataset=args.dataset, dataset_config_name=args.dataset_config_name, **overrides
     )
-    trainer = DistillTrainer(config, train, test, source=source)
-    distilled = load_from_disk(str(output_dir / DATASET_DIR))
-    trainer.synthetic = SyntheticSet.from_dataset(distilled, metadata["image_mean"], metadata["image_std"])
-    trainer.iteration = metadata.get("iterations_completed", 0)
-    trainer.distill_seconds = metadata.get("distill_seconds", 0.0)
+    config = trainer.config
     results = trainer.evaluate(num_models=args.num_models, epochs=args.epochs, full_data=args.full_data or None)
     if trainer.accelerator.is_main_process:
         (output_dir / (args.results_name or EVAL_RESULTS_NAME)).write_text(json.dumps(results, indent=2) + "\n")

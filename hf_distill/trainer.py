@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
@@ -30,8 +30,8 @@ from .checkpointing import (
     rotate_checkpoints,
     save_optimizer,
 )
-from .config import DistillConfig
-from .data import ImageData, find_columns, prepare_images, validate_image_dataset
+from .config import CONFIG_NAME, DistillConfig
+from .data import ImageData, find_columns, load_source, prepare_images, validate_image_dataset
 from .evaluation import EvaluationProtocol, evaluate_full_data, evaluate_images, evaluate_random_baseline
 from .methods import get_method_class
 from .modeling import default_convnet_config
@@ -261,6 +261,57 @@ class DistillTrainer:
         self.selected_rows: torch.LongTensor | None = None
         self.synthetic = self._initial_synthetic_set().to(self.accelerator.device)
         self.optimizer = self._create_optimizer()
+
+    @classmethod
+    def from_output_dir(
+        cls,
+        output_dir: str | os.PathLike,
+        dataset: str | None = None,
+        dataset_config_name: str | None = None,
+        load_distilled: bool = True,
+        **config_overrides,
+    ) -> "DistillTrainer":
+        """Rebuilds the trainer of a saved run (same config and data), e.g. to re-evaluate its set.
+
+        Args:
+            output_dir (`str` or `os.PathLike`): A folder written by [`DistillTrainer.save`].
+            dataset (`str`, *optional*): The source dataset (default: the one recorded in `distill_config.json`).
+            dataset_config_name (`str`, *optional*): Its configuration name (default: the recorded one).
+            load_distilled (`bool`, *optional*, defaults to `True`): Load the saved set from `output_dir/dataset`;
+                `False` keeps the initial set (rebuilt exactly: every draw is seeded).
+            **config_overrides: Config fields to change (e.g. `eval_model_name_or_path`).
+        """
+        output_dir = Path(output_dir)
+        metadata = json.loads((output_dir / CONFIG_NAME).read_text())
+        config = DistillConfig.from_dict({**metadata, **config_overrides})
+        source = metadata.get("source") or {}
+        dataset = dataset or source.get("dataset")
+        if not dataset:
+            raise ValueError(
+                f"No source dataset is recorded in {output_dir / CONFIG_NAME}: pass `dataset=` "
+                "(`--dataset` with `hf-distill evaluate`)."
+            )
+        train, test = load_source(
+            dataset,
+            train_split=config.train_split,
+            test_split=config.test_split,
+            name=dataset_config_name or source.get("config_name"),
+            revision=source.get("revision"),
+        )
+        trainer = cls(config, train, test, source=source)
+        if load_distilled:
+            trainer.load_distilled(output_dir)
+        return trainer
+
+    def load_distilled(self, output_dir: str | os.PathLike) -> None:
+        """Replaces the synthetic set with the one saved in `output_dir` (and its iteration count and seconds)."""
+        output_dir = Path(output_dir)
+        metadata = json.loads((output_dir / CONFIG_NAME).read_text())
+        distilled = load_from_disk(str(output_dir / DATASET_DIR))
+        images = SyntheticSet.from_dataset(distilled, metadata["image_mean"], metadata["image_std"])
+        self.synthetic = images.to(self.accelerator.device)
+        self.iteration = metadata.get("iterations_completed", 0)
+        self.distill_seconds = metadata.get("distill_seconds", 0.0)
 
     # ------------------------------------------------------------------ set-up
 

@@ -230,7 +230,7 @@ def test_evaluate_without_a_recorded_source_asks_for_dataset(distilled_run, tmp_
     metadata = json.loads((output_dir / CONFIG_NAME).read_text())
     metadata["source"] = {}
     (output_dir / CONFIG_NAME).write_text(json.dumps(metadata))
-    with pytest.raises(ValueError, match="pass --dataset"):
+    with pytest.raises(ValueError, match="--dataset"):
         main(["evaluate", str(output_dir), "--num_models", "1", "--epochs", "1"])
 
 
