@@ -121,6 +121,9 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval_model_name_or_path", default=None, help="Evaluate with another architecture.")
     parser.add_argument("--full_data", action="store_true", help="Also train on the whole training split.")
     parser.add_argument(
+        "--no_random_baseline", action="store_true", help="Skip the random real subset of the same size."
+    )
+    parser.add_argument(
         "--results_name",
         default=None,
         help="File (in OUTPUT_DIR) to write the results to (default: eval_results.json, replacing it).",
@@ -133,7 +136,12 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         output_dir, dataset=args.dataset, dataset_config_name=args.dataset_config_name, **overrides
     )
     config = trainer.config
-    results = trainer.evaluate(num_models=args.num_models, epochs=args.epochs, full_data=args.full_data or None)
+    results = trainer.evaluate(
+        num_models=args.num_models,
+        epochs=args.epochs,
+        random_baseline=False if args.no_random_baseline else None,
+        full_data=args.full_data or None,
+    )
     if trainer.accelerator.is_main_process:
         (output_dir / (args.results_name or EVAL_RESULTS_NAME)).write_text(json.dumps(results, indent=2) + "\n")
         _print_summary(results, config, trainer.iteration, trainer.distill_seconds, output_dir)
