@@ -193,9 +193,9 @@ def _format_seconds(seconds) -> str:
 def render_table(records: list[dict]) -> str:
     """The markdown results table (plus the sources of the published figures) for `records`."""
     lines = [
-        "| dataset | IPC | method | ours: test acc. % mean ± std (n, epochs) | published | iterations "
-        "| distill s | peak MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | IPC | method | ours: test acc. % mean ± std (n, epochs) | random real, same size and protocol "
+        "| published | iterations | distill s | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     used_sources, used_entries = set(), []
     for record in records:
@@ -206,16 +206,17 @@ def render_table(records: list[dict]) -> str:
             used_entries.append(entry)
         status = record.get("status", "ok")
         ours = format_accuracy((record.get("eval_results") or {}).get("distilled"))
+        random_real = format_accuracy((record.get("eval_results") or {}).get("random_real"))
         if status != "ok":
             ours = f"{status} (exit code {record.get('returncode')})"
         peak = record.get("peak_rss_mib")
         lines.append(
-            f"| {DATASET_NAMES.get(dataset, dataset)} | {ipc} | {method} | {ours} "
+            f"| {DATASET_NAMES.get(dataset, dataset)} | {ipc} | {method} | {ours} | {random_real} "
             f"| {format_published(dataset, method, ipc)} | {record.get('iterations', '—')} "
             f"| {_format_seconds(record.get('distill_seconds'))} | {'—' if peak is None else f'{peak:,.0f}'} |"
         )
     if not records:
-        lines.append("| — | — | — | no results yet | — | — | — | — |")
+        lines.append("| — | — | — | no results yet | — | — | — | — | — |")
     notes = [f"[{key}] {SOURCES[key]}." for key in SOURCES if key in used_sources]
     if any(not entry["checked"] for entry in used_entries):
         notes.append(
