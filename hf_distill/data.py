@@ -52,6 +52,8 @@ from datasets import (
 )
 from datasets.utils.tqdm import tqdm
 
+from .seeding import derive_generator
+
 logger = logging.getLogger(__name__)
 
 DIGITS_SOURCE = "sklearn:digits"
@@ -1131,3 +1133,13 @@ class ClassBalancedSampler:
         if len(classes) == 0:
             return torch.empty(0, dtype=torch.long)
         return torch.cat([self.sample(int(c), n, generator) for c in classes])
+
+    def sample_keyed(self, classes: Sequence[int], n: int, seed: int, *keys) -> torch.Tensor:
+        """Like `sample_classes`, but each class draws from its own generator keyed by `(seed, *keys, class)`.
+
+        The rows a class gets then do not depend on which other classes are sampled alongside it (what makes
+        multi-process and resumed runs draw exactly what a single uninterrupted run draws).
+        """
+        if len(classes) == 0:
+            return torch.empty(0, dtype=torch.long)
+        return torch.cat([self.sample(int(c), n, derive_generator(seed, *keys, int(c))) for c in classes])

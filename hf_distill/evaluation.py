@@ -160,12 +160,7 @@ def evaluate_images(
 def random_real_subset(train_data: ImageData, images_per_class: int, seed: int) -> torch.LongTensor:
     """Rows of a class-balanced random real subset (the baseline of every table), class-major."""
     sampler = ClassBalancedSampler(train_data.labels, train_data.num_classes)
-    return torch.cat(
-        [
-            sampler.sample(c, images_per_class, derive_generator(seed, "random-baseline", c))
-            for c in range(train_data.num_classes)
-        ]
-    )
+    return sampler.sample_keyed(range(train_data.num_classes), images_per_class, seed, "random-baseline")
 
 
 def evaluate_random_baseline(

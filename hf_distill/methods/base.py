@@ -122,8 +122,7 @@ class DistillationMethod:
         Each class draws from its own generator keyed by `(seed, *keys, class)`, so the rows a class gets do not
         depend on which other classes this process handles.
         """
-        rows = [self.sampler.sample(c, n, derive_generator(self.config.seed, *keys, "real", c)) for c in classes]
-        return torch.cat(rows)
+        return self.sampler.sample_keyed(classes, n, self.config.seed, *keys, "real")
 
     def siamese_augment(
         self, real: torch.Tensor, synthetic: torch.Tensor, classes: list[int], n_real: int, n_syn: int, *keys
