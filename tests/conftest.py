@@ -1,18 +1,47 @@
-"""Shared fixtures: tiny in-memory image datasets and a tiny distillation config. Everything is offline.
+"""Shared fixtures: tiny in-memory image datasets, a tiny distillation config and a local Hub server.
 
-`HF_HUB_OFFLINE` is deliberately left alone (a Hub test needs to control it); only telemetry and progress bars
-are turned off.
+Nothing reaches the real Hugging Face Hub. The Hub clients read their endpoint when they are imported, so before
+anything imports them this module points `HF_ENDPOINT` at a reserved localhost port, where the `hub_server`
+fixture serves an in-memory Hub (`tests/hub_server.py`) on demand; a test that does not use it and still calls the
+Hub gets a quick "connection refused". Xet is disabled (large files go through the server's Git LFS endpoints),
+`HF_HOME` is a fresh temporary folder (no cached files or stored token leak in or out) and `HF_TOKEN` is a dummy.
+
+`HF_HUB_OFFLINE` is deliberately left alone (a Hub test needs to control it); telemetry and progress bars are
+turned off.
 """
 
+import atexit
 import os
+import shutil
+import socket
+import tempfile
 
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+def _reserve_local_port() -> int:
+    # Bind port 0 to let the OS pick a free port, then release it for the `hub_server` fixture to bind later.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Subprocesses that import this module (tests/distributed_worker.py) inherit the parent's settings instead of
+# reserving another port and creating another HF_HOME.
+if "HF_DISTILL_TESTS_HUB_PORT" not in os.environ:
+    os.environ["HF_DISTILL_TESTS_HUB_PORT"] = str(_reserve_local_port())
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf_distill_tests_hf_home_")
+    atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
+HUB_PORT = int(os.environ["HF_DISTILL_TESTS_HUB_PORT"])
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_TOKEN"] = "hf_local_test_token"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image  # noqa: E402
+from hub_server import HubServer  # noqa: E402 - tests/ is on sys.path, as for this conftest
 
 from hf_distill import DistributionMatchingConfig  # noqa: E402
 
@@ -74,3 +103,31 @@ def tiny_config():
         return DistributionMatchingConfig(**{**TINY_CONFIG_DEFAULTS, **overrides})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def hub_server():
+    """The local in-memory Hub (`tests.hub_server.HubServer`) at `HF_ENDPOINT`, started once per session.
+
+    State persists across tests: prefer the `hub` fixture, which resets it.
+    """
+    server = HubServer(port=HUB_PORT).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub(hub_server, monkeypatch):
+    """The `hub_server`, emptied (`reset()`), with `datasets`' parquet-export lookups turned off.
+
+    `datasets.config.USE_PARQUET_EXPORT = False` keeps `load_dataset` away from the dataset viewer's host, and
+    `HfFileSystem`'s instance cache is cleared so that no directory listing of a previous test's repo is reused.
+    """
+    import datasets
+    from huggingface_hub import HfFileSystem
+
+    hub_server.reset()
+    HfFileSystem.clear_instance_cache()
+    monkeypatch.setattr(datasets.config, "USE_PARQUET_EXPORT", False)
+    yield hub_server
+    HfFileSystem.clear_instance_cache()
