@@ -354,8 +354,10 @@ def load_source(
 
     Raises:
         ValueError: If the train split is missing (the message lists the available splits), a local path does not
-            exist, or the dataset cannot be found/loaded (the message names the source and what to check).
-        RuntimeError: If loading a Hub dataset fails for another reason (e.g. the network).
+            exist, or the dataset cannot be found/loaded: unknown Hub id, gated dataset, unknown revision, bad
+            configuration name (the message names the source and what to do).
+        RuntimeError: If the Hub cannot be reached (checked with one request, so this fails fast), offline mode
+            is on and the dataset is not cached, or loading fails for another reason.
     """
     if isinstance(dataset, DatasetDict):
         return _pick_splits(dataset, train_split, test_split, "the given DatasetDict")
@@ -426,18 +428,26 @@ def _load_hub(
     token: str | bool | None,
     cache_dir: str | None,
 ) -> tuple[Dataset, Dataset | None]:
+    # Imported here: `hub` builds on the trainer, which builds on this module.
+    from .hub import check_hub_access, hub_error
+
+    # One request first: a typo, a gated dataset, a bad revision or no network fails at once with one clear
+    # message, instead of after `load_dataset`'s retries (half a minute per file without a connection).
+    check_hub_access(repo_id, repo_type="dataset", revision=revision, token=token)
     try:
         loaded = load_dataset(repo_id, name, revision=revision, token=token, cache_dir=cache_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise ValueError(
-            f"Could not load dataset {repo_id!r} from the Hugging Face Hub: {type(e).__name__}: {e}. Check that the "
-            "id is spelled correctly (or that a local path exists), that `name` is a valid configuration, that "
-            "`revision` exists, and for private or gated datasets that you are logged in or pass token=..."
-        ) from e
     except Exception as e:
+        clear = hub_error(e, repo_id, repo_type="dataset", revision=revision)
+        if clear is not None:
+            raise clear from None
+        if isinstance(e, (FileNotFoundError, ValueError)):
+            raise ValueError(
+                f"Could not load dataset {repo_id!r} from the Hugging Face Hub: {type(e).__name__}: {e}. Check that "
+                "`name` is one of its configurations and that it holds data files `datasets` can read."
+            ) from e
         raise RuntimeError(
             f"Could not load dataset {repo_id!r} from the Hugging Face Hub: {type(e).__name__}: {e}. Check your "
-            "network connection (or set HF_DATASETS_OFFLINE=1 to use a cached copy), your access to the dataset "
+            "network connection (or set HF_HUB_OFFLINE=1 to use a cached copy), your access to the dataset "
             "(token=...), and the `name`/`revision` arguments."
         ) from e
     return _as_pair(loaded, train_split, test_split, f"dataset {repo_id!r}")

@@ -7,10 +7,12 @@ process takes the same optimiser step. All randomness is derived from `(seed, it
 single-process run.
 """
 
+import contextlib
 import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,7 +77,7 @@ def _processor_settings(name_or_path: str) -> dict:
 
 
 def resolve_architecture(
-    model: str | PretrainedConfig | PreTrainedModel | None,
+    model: str | os.PathLike | PretrainedConfig | PreTrainedModel | None,
 ) -> tuple[PretrainedConfig | None, dict]:
     """The architecture a method uses, and image settings its processor imposes.
 
@@ -85,6 +87,10 @@ def resolve_architecture(
 
     Returns:
         `tuple`: `(config or None, {"mean", "std", "image_size"} from an image processor, possibly empty)`.
+
+    Raises:
+        ValueError: A local path that does not exist, an unknown or gated Hub model, or a folder without a config.
+        RuntimeError: The Hub cannot be reached (checked with one request, so this fails fast).
     """
     if model is None:
         return None, {}
@@ -92,7 +98,16 @@ def resolve_architecture(
         return model.config, {}
     if isinstance(model, PretrainedConfig):
         return model, {}
-    if isinstance(model, str):
+    if isinstance(model, str | os.PathLike):
+        given_as_path, model = isinstance(model, os.PathLike), os.fspath(model)
+        if not os.path.isdir(model):
+            from .data import _looks_like_local_path
+            from .hub import check_hub_access
+
+            if given_as_path or _looks_like_local_path(model):
+                raise ValueError(f"Local model path {model!r} does not exist; pass an existing folder or a Hub id.")
+            # One quick request: a typo or no network fails here at once, not after from_pretrained's retries.
+            check_hub_access(model, repo_type="model")
         try:
             config = AutoConfig.from_pretrained(model)
         except Exception as error:
@@ -580,6 +595,48 @@ class DistillTrainer:
             self.synthetic.grid_image().save(output_dir / GRID_NAME)
         self.accelerator.wait_for_everyone()
         return output_dir
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        token: str | None = None,
+        output_dir: str | os.PathLike | None = None,
+    ) -> str | None:
+        """Saves the distilled set (see [`save`]) and pushes it to a Hub dataset repository with its card.
+
+        Only the main process uploads; the others wait for it.
+
+        Args:
+            repo_id (`str`): The dataset repository (`"owner/name"`; created if missing).
+            private (`bool`, *optional*): Visibility of a newly created repository.
+            token (`str`, *optional*): Hugging Face token with write access (default: the logged-in one).
+            output_dir (`str` or `os.PathLike`, *optional*): Where to save first (default: `config.output_dir`,
+                else a temporary folder that is removed afterwards).
+
+        Returns:
+            `str`: The URL of the last commit on the main process, `None` on the others.
+
+        Raises:
+            [`~hf_distill.hub.HubPushError`]: If the upload fails (the saved folder is left intact).
+        """
+        from .hub import push_distilled_to_hub
+
+        with contextlib.ExitStack() as stack:
+            target = output_dir or self.config.output_dir
+            if target is None:
+                target = stack.enter_context(tempfile.TemporaryDirectory(prefix="hf_distill-push-"))
+            self.save(target)
+            url, error = None, None
+            if self.accelerator.is_main_process:
+                try:
+                    url = push_distilled_to_hub(target, repo_id, private=private, token=token)
+                except Exception as caught:  # re-raised below, once no process waits on this one any more
+                    error = caught
+            self.accelerator.wait_for_everyone()
+        if error is not None:
+            raise error
+        return url
 
     def _run_metadata(self) -> dict:
         metadata = {
