@@ -7,6 +7,7 @@ from .augment import SiameseAugment
 from .config import DistillConfig, SyntheticOptimizationConfig
 from .data import ImageData
 from .evaluation import EvaluationProtocol
+from .kd import KDConfig, KDTrainer
 from .methods import (
     METHODS,
     DistillationMethod,
@@ -28,6 +29,8 @@ __all__ = [
     "DistributionMatchingConfig",
     "EvaluationProtocol",
     "ImageData",
+    "KDConfig",
+    "KDTrainer",
     "RandomSelectionConfig",
     "SiameseAugment",
     "SyntheticOptimizationConfig",

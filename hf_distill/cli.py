@@ -4,6 +4,8 @@
 hf-distill distill --dataset sklearn:digits --method dm --images_per_class 10 --num_iterations 200
 hf-distill distill --config recipes/mnist/dm_ipc10.yaml --num_iterations 500     # flags override the YAML
 hf-distill evaluate outputs/digits-dm-ipc10 --num_models 5
+hf-distill kd --distilled outputs/digits-dm-ipc10 --train_teacher --output_dir outputs/digits-student
+hf-distill push outputs/digits-dm-ipc10 me/digits-dm-ipc10                         # dataset + card
 ```
 
 The `distill` parser is built from the method's config dataclass (`HfArgumentParser`), so every field of
@@ -148,20 +150,111 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     return results
 
 
+def run_push(argv: list[str] | None = None) -> str:
+    """`hf-distill push OUTPUT_DIR REPO_ID`: pushes a distilled set (or a KD student folder) with its card."""
+    from .hub import KD_CONFIG_NAME, push_distilled_to_hub, push_student_to_hub
+
+    parser = argparse.ArgumentParser(prog="hf-distill push", description=run_push.__doc__)
+    parser.add_argument(
+        "output_dir", help="A folder written by `hf-distill distill` (a dataset) or by `hf-distill kd` (a model)."
+    )
+    parser.add_argument("repo_id", help="The Hub repository to push to, e.g. me/mnist-dm-ipc10 (created if missing).")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--token", default=None, help="Hugging Face token (default: the logged-in one).")
+    parser.add_argument("--commit_message", default=None, help="Commit message.")
+    args = parser.parse_args(argv)
+
+    kwargs = {"private": args.private or None, "token": args.token, "commit_message": args.commit_message}
+    if (Path(args.output_dir) / KD_CONFIG_NAME).is_file():
+        url = push_student_to_hub(args.output_dir, args.repo_id, **kwargs)
+    else:
+        url = push_distilled_to_hub(args.output_dir, args.repo_id, **kwargs)
+    print(f"Pushed {args.output_dir} to {args.repo_id}: {url}")
+    return url
+
+
 def distill_main(argv: list[str] | None = None):
     """Entry point of `hf-distill distill` and `recipes/distill.py`."""
     script_args, config = parse_distill_args(argv)
     return run_distill(script_args, config)
 
 
+def build_kd_parser(defaults: dict | None = None) -> HfArgumentParser:
+    """The `kd` parser: every [`KDConfig`] field (TrainingArguments included) is a flag; `defaults` from a recipe."""
+    from .kd import KDConfig
+
+    parser = HfArgumentParser(KDConfig, prog="hf-distill kd")
+    parser.add_argument("--config", default=None, help="A YAML recipe whose keys give defaults for the flags.")
+    defaults = dict(defaults or {})
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} for `hf-distill kd`; see `hf-distill kd --help`.")
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def parse_kd_args(argv: list[str] | None = None):
+    """Parses `kd` flags: YAML recipe (`--config`) first, then flags on top. Returns a [`KDConfig`]."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    parser = build_kd_parser(_load_recipe(known.config))
+    config, *_ = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    if not config.distilled_dataset:
+        parser.error("--distilled (a folder written by `hf-distill distill`, or a Hub dataset id) is required.")
+    return config
+
+
+def run_kd(config):
+    """Trains the student (see `hf_distill.kd.train_student`) and prints its test accuracy."""
+    from .kd import train_student
+
+    trainer = train_student(config)
+    if trainer.args.should_save:
+        _print_kd_summary(trainer)
+    return trainer
+
+
+def _print_kd_summary(trainer) -> None:
+    args, results, teacher = trainer.args, trainer.eval_results, trainer.teacher_info
+    student = trainer.accelerator.unwrap_model(trainer.model).config.model_type
+    lines = [
+        f"Trained a {student} student on {args.distilled_dataset} ({args.num_train_epochs:g} epochs, "
+        f"alpha {args.alpha:g}, temperature {args.temperature:g})"
+    ]
+    if teacher:
+        accuracy = teacher.get("test_accuracy")
+        lines.append(
+            f"  teacher: {teacher['description']}"
+            + (f" (test accuracy {accuracy:.2f}%)" if accuracy is not None else "")
+        )
+    if results:
+        lines.append(
+            f"  student test accuracy: {results['accuracy']:.2f}% on {results['num_test_images']} "
+            f"{results['test_split']} images of {results['dataset']}"
+        )
+    else:
+        lines.append("  no real test split available: the student was not evaluated (pass --source_dataset)")
+    lines.append(f"Wrote {args.output_dir}/ (model, preprocessor_config.json, kd_config.json, eval_results.json)")
+    print("\n".join(lines))
+
+
+def kd_main(argv: list[str] | None = None):
+    """Entry point of `hf-distill kd` and `recipes/kd.py`."""
+    return run_kd(parse_kd_args(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"distill": distill_main, "evaluate": run_evaluate}
+    commands = {"distill": distill_main, "evaluate": run_evaluate, "kd": kd_main, "push": run_push}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(
-            "usage: hf-distill {distill,evaluate} [options]\n\n"
+            "usage: hf-distill {distill,evaluate,kd,push} [options]\n\n"
             "  distill   distill a dataset (hf-distill distill --help for every option)\n"
-            "  evaluate  re-evaluate a saved distilled set (hf-distill evaluate --help)"
+            "  evaluate  re-evaluate a saved distilled set (hf-distill evaluate --help)\n"
+            "  kd        train a student on a distilled set with a teacher (hf-distill kd --help)\n"
+            "  push      push a distilled set or a KD student to the Hub with its card (hf-distill push --help)"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     commands[argv[0]](argv[1:])
