@@ -433,7 +433,12 @@ def _eval_summary(results: dict) -> dict:
 
 
 def render_dataset_card(
-    output_dir: str | os.PathLike, repo_id: str | None = None, *, token: str | bool | None = None
+    output_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    *,
+    token: str | bool | None = None,
+    license: str | None = None,
+    versions: dict[str, str] | None = None,
 ) -> DatasetCard:
     """Renders the dataset card of a distilled set saved by [`DistillTrainer.save`].
 
@@ -442,6 +447,10 @@ def render_dataset_card(
             `synthetic_grid.png`).
         repo_id (`str`, *optional*): The repository the card is for (used in the usage snippet).
         token (`str` or `bool`, *optional*): Token to read the source dataset's card (for its license).
+        license (`str`, *optional*): The card's license (default: the source dataset card's, looked up locally or on
+            the Hub; `unknown` when it has none).
+        versions (`dict[str, str]`, *optional*): The framework versions the card lists (default:
+            [`framework_versions`], the installed libraries). Recorded ones re-render a card identically elsewhere.
 
     Returns:
         `huggingface_hub.DatasetCard`: YAML (license inherited from the source dataset, task, tags, size, source,
@@ -469,7 +478,7 @@ def render_dataset_card(
     images_per_class = int(metadata["images_per_class"])
     num_images = num_classes * images_per_class
     distill_architecture = describe_architecture(metadata.get("architecture"))
-    license_ = source_license(source_id, revision=source.get("revision"), token=token) or "unknown"
+    license_ = license or source_license(source_id, revision=source.get("revision"), token=token) or "unknown"
     pretty_name = f"{_source_short_name(source_id)} distilled with {method} ({images_per_class} images per class)"
     summary = {
         "method": method,
@@ -522,7 +531,7 @@ def render_dataset_card(
         eval_architecture=f"`{eval_model}`" if eval_model else distill_architecture,
         eval_rows=_eval_rows(results, method),
         protocol_text=_protocol_text(results.get("protocol") or {}),
-        versions=framework_versions(metadata.get("hf_distill_version")),
+        versions=versions or framework_versions(metadata.get("hf_distill_version")),
     )
 
 
@@ -699,7 +708,12 @@ def _distilled_size(kd: dict, distilled: str | None) -> str | None:
 
 
 def render_student_card(
-    student_dir: str | os.PathLike, repo_id: str | None = None, *, token: str | bool | None = None
+    student_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    *,
+    token: str | bool | None = None,
+    license: str | None = None,
+    versions: dict[str, str] | None = None,
 ) -> ModelCard:
     """Renders the model card of a student trained with knowledge distillation on a distilled set.
 
@@ -710,6 +724,10 @@ def render_student_card(
             `dataset`, `num_test_images`, `epochs`, ...).
         repo_id (`str`, *optional*): The model repository the card is for (usage snippet, model name).
         token (`str` or `bool`, *optional*): Token to read the source dataset's card (for its license).
+        license (`str`, *optional*): The card's license (default: the source dataset card's; `unknown` when it has
+            none).
+        versions (`dict[str, str]`, *optional*): The framework versions the card lists (default: the installed
+            libraries, see [`framework_versions`]).
 
     Returns:
         `huggingface_hub.ModelCard`: YAML with `model-index` (accuracy on the real test split), `datasets`,
@@ -737,7 +755,7 @@ def render_student_card(
     accuracy = results.get("accuracy")
     model_name = (repo_id or student_dir.name).split("/")[-1]
     architecture = describe_architecture(model_config)
-    license_ = source_license(source, token=token) or "unknown"
+    license_ = license or source_license(source, token=token) or "unknown"
 
     eval_results = None
     if isinstance(accuracy, int | float):
@@ -796,7 +814,7 @@ def render_student_card(
         temperature=results.get("temperature", kd.get("temperature")),
         epochs=results.get("epochs", kd.get("num_train_epochs")),
         settings=settings,
-        versions=framework_versions(kd.get("hf_distill_version")),
+        versions=versions or framework_versions(kd.get("hf_distill_version")),
     )
 
 

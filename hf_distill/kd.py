@@ -137,8 +137,9 @@ class KDConfig(TrainingArguments):
     teacher_epochs: int = field(
         default=20,
         metadata={
+            # argparse %-formats help strings: a literal percent sign is written %% (as in TrainingArguments).
             "help": "Epochs of the teacher trained with --train_teacher (20 suits MNIST/CIFAR-sized splits; a split "
-            "of ~1,400 images such as sklearn:digits needs ~100 with augmentation: 20 gave an 88% teacher, 100 98%)."
+            "of ~1,400 images such as sklearn:digits needs ~100 with augmentation: 20 gave an 88%% teacher, 100 98%%)."
         },
     )
     teacher_net_width: int = field(default=128, metadata={"help": "Width of that teacher ConvNet (papers: 128)."})

@@ -106,6 +106,15 @@ def test_distill_help_lists_the_config_fields(capsys):
         assert flag in out
 
 
+def test_kd_help_lists_the_config_fields(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(["kd", "--help"])  # argparse %-formats every help string: a stray "%" crashed it
+    assert excinfo.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--distilled", "--teacher", "--train_teacher", "--teacher_epochs", "--alpha", "--output_dir"):
+        assert flag in out
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # parse_distill_args: YAML recipes and flags
 # ---------------------------------------------------------------------------------------------------------------------
