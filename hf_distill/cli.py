@@ -54,11 +54,16 @@ def build_distill_parser(method: str, defaults: dict | None = None) -> HfArgumen
     parser = HfArgumentParser((ScriptArguments, config_class), prog="hf-distill distill")
     parser.add_argument("--config", default=None, help="A YAML recipe whose keys give defaults for the flags.")
     parser.add_argument("--method", default=method, choices=sorted(METHODS), help="Distillation method.")
+    return _apply_recipe_defaults(parser, defaults, f"method {method!r}", "hf-distill distill")
+
+
+def _apply_recipe_defaults(parser: HfArgumentParser, defaults: dict | None, what: str, command: str):
+    """Sets a recipe's values as the parser's defaults; a key that is no flag is an error, not silently ignored."""
     defaults = dict(defaults or {})
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(defaults) - known)
     if unknown:
-        raise ValueError(f"Unknown option(s) {unknown} for method {method!r}; see `hf-distill distill --help`.")
+        raise ValueError(f"Unknown option(s) {unknown} for {what}; see `{command} --help`.")
     parser.set_defaults(**defaults)
     return parser
 
@@ -185,13 +190,7 @@ def build_kd_parser(defaults: dict | None = None) -> HfArgumentParser:
 
     parser = HfArgumentParser(KDConfig, prog="hf-distill kd")
     parser.add_argument("--config", default=None, help="A YAML recipe whose keys give defaults for the flags.")
-    defaults = dict(defaults or {})
-    known = {action.dest for action in parser._actions}
-    unknown = sorted(set(defaults) - known)
-    if unknown:
-        raise ValueError(f"Unknown option(s) {unknown} for `hf-distill kd`; see `hf-distill kd --help`.")
-    parser.set_defaults(**defaults)
-    return parser
+    return _apply_recipe_defaults(parser, defaults, "`hf-distill kd`", "hf-distill kd")
 
 
 def parse_kd_args(argv: list[str] | None = None):
