@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -57,7 +58,7 @@ def make_random_set(dataset_dir: Path, out_dir: Path, images_per_class: int, see
         return out_dir
     config = RandomSelectionConfig(images_per_class=images_per_class, seed=seed, output_dir=str(out_dir))
     train, test = load_source(str(dataset_dir), train_split="train", test_split="test")
-    source = {"dataset": str(dataset_dir), "train_split": "train", "test_split": "test"}
+    source = {"dataset": _relative(dataset_dir), "train_split": "train", "test_split": "test"}
     trainer = DistillTrainer(config, train, test, source=source)
     trainer.train()
     trainer.save(out_dir)
@@ -85,7 +86,7 @@ def get_teacher(dataset_dir: Path, distilled_dir: Path, out_dir: Path, epochs: i
         image_size=distilled.image_shape[1:],
         num_channels=distilled.image_shape[0],
         seed=0,
-        dataset_name=str(dataset_dir),
+        dataset_name=_relative(dataset_dir),
         output_dir=out_dir,
     )
     record = {
@@ -123,8 +124,8 @@ def train_one(distilled_dir: Path, teacher_dir: Path | None, out_dir: Path, seed
 
 
 def _relative(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+    """The path as recorded in results and cards: relative to the repository (`../shared/data/mnist`)."""
+    return os.path.relpath(Path(path).resolve(), REPO_ROOT)
 
 
 def summarize(runs: list[dict]) -> dict:

@@ -789,6 +789,9 @@ def render_student_card(
         for key, label in _KD_SETTINGS
         if kd.get(key) is not None or training_args.get(key) is not None
     ]
+    if kd.get("lr_decay_at_half"):
+        # KDTrainer multiplies the lr by 0.1 at half the steps on top of the Trainer's schedule (the protocol's).
+        settings.append(("Learning-rate decay", "x0.1 at half the training steps"))
     if kd.get("distilled_method"):
         settings.insert(0, ("Distillation method of the training set", f"`{kd['distilled_method']}`"))
     if results.get("seconds") is not None:
