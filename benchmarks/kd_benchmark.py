@@ -128,6 +128,10 @@ def _relative(path: Path) -> str:
     return os.path.relpath(Path(path).resolve(), REPO_ROOT)
 
 
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["python", "benchmarks/kd_benchmark.py", *sys.argv[1:]])
+
+
 def summarize(runs: list[dict]) -> dict:
     accuracies = [run["accuracy"] for run in runs]
     return {
@@ -154,7 +158,10 @@ def benchmark_dataset(name: str, args, machine: dict) -> dict:
         dataset_dir, distilled_dir, runs_dir / "teacher", args.teacher_epochs, args.teacher_width
     )
     sets = {"dm": distilled_dir, "random": random_dir}
-    results: dict[str, dict] = {}
+    result_path = Path(args.results_dir) / f"kd_{name}.json"
+    # Conditions not run this time keep their earlier figures (same teacher and sets), so runs can add conditions.
+    previous = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    results: dict[str, dict] = dict(previous.get("results", {}))
     for condition in args.conditions:
         set_name, uses_teacher, description = CONDITIONS[condition]
         runs = []
@@ -165,7 +172,10 @@ def benchmark_dataset(name: str, args, machine: dict) -> dict:
         results[condition] = {"description": description, "runs": runs, **summarize(runs)}
     record = {
         "dataset": name,
-        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/kd_benchmark.py", *sys.argv[1:]]),
+        "commands": [
+            *previous.get("commands", [previous["command"]] if "command" in previous else []),
+            _command_line(),
+        ],
         "git_commit": git_commit(),
         "machine": machine,
         "distilled_set": _relative(distilled_dir),
@@ -185,9 +195,8 @@ def benchmark_dataset(name: str, args, machine: dict) -> dict:
     }
     if "dm_kd" in results and "dm_ce" in results:
         record["kd_gain_on_dm_set"] = results["dm_kd"]["mean"] - results["dm_ce"]["mean"]
-    results_dir = Path(args.results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"kd_{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
