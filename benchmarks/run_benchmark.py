@@ -616,14 +616,18 @@ def _now() -> str:
 
 
 def curve_main(argv: list[str]) -> int:
-    """`run_benchmark.py _curve RUN_DIR --output FILE [--models N] [--epochs E] [--every K]`."""
+    """`run_benchmark.py _curve RUN_DIR --output FILE [--models N] [--epochs E] [--every K] [--iterations I ...]`."""
     parser = argparse.ArgumentParser(prog="run_benchmark.py _curve")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--models", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=None, help="Default: the run's eval_epochs.")
     parser.add_argument("--every", type=int, default=None, help="Only checkpoints whose iteration is a multiple.")
+    parser.add_argument(
+        "--iterations", type=int, nargs="+", default=None, help="Only these iterations (0: the initial set)."
+    )
     args = parser.parse_args(argv)
+    wanted = set(args.iterations) if args.iterations else None
 
     from hf_distill.config import CONFIG_NAME
     from hf_distill.trainer import SYNTHETIC_NAME, DistillTrainer
@@ -640,7 +644,7 @@ def curve_main(argv: list[str]) -> int:
         print(f"  {name}: iteration {iteration}, {seconds:.1f} s -> {point['mean']:.2f} ± {point['std']:.2f}")
         return point
 
-    points = [evaluate(0, 0.0, "initial")]
+    points = [evaluate(0, 0.0, "initial")] if wanted is None or 0 in wanted else []
     checkpoints = list_checkpoint_dirs(args.run_dir)
     final_iteration = metadata.get("iterations_completed", 0)
     for iteration, path in checkpoints:
@@ -648,10 +652,13 @@ def curve_main(argv: list[str]) -> int:
             continue
         if args.every and iteration % args.every and iteration != final_iteration:
             continue
+        if wanted is not None and iteration not in wanted:
+            continue
         state = json.loads((path / "trainer_state.json").read_text())
         trainer.synthetic.load_state(path / SYNTHETIC_NAME)
         points.append(evaluate(iteration, state.get("distill_seconds", 0.0), path.name))
-    if final_iteration > 0 and all(p["iteration"] != final_iteration for p in points):
+    final_wanted = wanted is None or final_iteration in wanted
+    if final_wanted and final_iteration > 0 and all(p["iteration"] != final_iteration for p in points):
         # The final set is only in dataset/ when num_iterations is not a multiple of save_steps.
         trainer.load_distilled(args.run_dir)
         points.append(evaluate(final_iteration, metadata.get("distill_seconds", 0.0), "final"))
