@@ -58,6 +58,19 @@ TINY_CONFIG_DEFAULTS = {
 }
 
 
+#: A tiny student and teacher for `KDConfig(distilled_dataset=..., output_dir=..., **TINY_KD_SETTINGS)`.
+TINY_KD_SETTINGS = {
+    "student_config": '{"net_width": 8, "net_depth": 2}',
+    "num_train_epochs": 1,
+    "train_teacher": True,
+    "teacher_epochs": 1,
+    "teacher_net_width": 8,
+    "teacher_net_depth": 2,
+    "disable_tqdm": True,
+    "report_to": "none",
+}
+
+
 def make_image_dataset_dict(
     num_classes: int = 3, rows_per_class: int = 10, size: int = 8, mode: str = "L", seed: int = 0
 ) -> DatasetDict:

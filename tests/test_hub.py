@@ -10,7 +10,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONFIG_DEFAULTS, make_image_dataset_dict
+from conftest import TINY_CONFIG_DEFAULTS, TINY_KD_SETTINGS, make_image_dataset_dict
 from datasets import load_dataset
 from huggingface_hub import DatasetCard, HfApi, ModelCard
 from huggingface_hub import constants as hub_constants
@@ -399,14 +399,7 @@ def test_student_push_round_trip(hub, distilled_run, tmp_path):
     config = KDConfig(
         distilled_dataset=str(distilled_run),
         output_dir=str(tmp_path / "student"),
-        student_config='{"net_width": 8, "net_depth": 2}',
-        num_train_epochs=1,
-        train_teacher=True,
-        teacher_epochs=1,
-        teacher_net_width=8,
-        teacher_net_depth=2,
-        disable_tqdm=True,
-        report_to="none",
+        **TINY_KD_SETTINGS,
     )
     train_student(config)
     student = Path(config.output_dir)

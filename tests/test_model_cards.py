@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CONFIG_DEFAULTS, make_image_dataset_dict
+from conftest import TINY_CONFIG_DEFAULTS, TINY_KD_SETTINGS, make_image_dataset_dict
 from huggingface_hub import DatasetCard, ModelCard
 
 import hf_distill.hub as hub_module
@@ -114,14 +114,7 @@ def tiny_runs(tmp_path_factory) -> tuple[Path, Path]:
     kd_config = KDConfig(
         distilled_dataset=str(distilled),
         output_dir=str(root / "student"),
-        student_config='{"net_width": 8, "net_depth": 2}',
-        num_train_epochs=1,
-        train_teacher=True,
-        teacher_epochs=1,
-        teacher_net_width=8,
-        teacher_net_depth=2,
-        disable_tqdm=True,
-        report_to="none",
+        **TINY_KD_SETTINGS,
     )
     train_student(kd_config)
     return distilled, Path(kd_config.output_dir)
