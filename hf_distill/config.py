@@ -85,6 +85,21 @@ class DistillConfig:
     )
     eval_lr: float = field(default=0.01, metadata={"help": "Evaluation SGD learning rate (papers: 0.01)."})
     eval_batch_size: int = field(default=256, metadata={"help": "Evaluation training batch size (papers: 256)."})
+    eval_dsa_strategy: str = field(
+        default="auto",
+        metadata={
+            "help": "Augmentation while training evaluation models (the protocol: 'auto' = DSA's "
+            "color_crop_cutout_flip_scale_rotate, no flip for digits), 'none', or an explicit strategy. Independent "
+            "of `dsa_strategy`, which only concerns distillation (DC distills without augmentation)."
+        },
+    )
+    eval_use_learned_lr: bool = field(
+        default=True,
+        metadata={
+            "help": "Train evaluation models with the step size a method learned (MTT's syn_lr), as the MTT paper "
+            "does, when the set has one; otherwise `eval_lr`."
+        },
+    )
     eval_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Architecture to evaluate with (default: the distillation network)."}
     )
@@ -209,9 +224,25 @@ class SyntheticOptimizationConfig(DistillConfig):
     momentum_images: float = field(default=0.5, metadata={"help": "Momentum of the pixel optimiser (SGD)."})
     optimizer: str = field(default="sgd", metadata={"help": "Pixel optimiser: 'sgd' or 'adam'."})
     batch_real: int = field(default=256, metadata={"help": "Real images sampled per class per iteration."})
+    learn_soft_labels: bool = field(
+        default=False,
+        metadata={
+            "help": "Learn a soft label (logits) per synthetic image beside the pixels; they start at 0.9 on the "
+            "true class. Exported as the `soft_label` column and used by evaluation and KD."
+        },
+    )
+    lr_labels: float = field(
+        default=1.0, metadata={"help": "Learning rate of the soft-label logits (same optimiser as the pixels)."}
+    )
+    lr_lr: float = field(
+        default=1e-5,
+        metadata={"help": "Learning rate of a learnable step size, for methods that learn one (MTT: 1e-5 / 1e-7)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.lr_labels <= 0 or self.lr_lr < 0:
+            raise ValueError(f"lr_labels must be > 0 and lr_lr >= 0, got {self.lr_labels} and {self.lr_lr}.")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
         if self.lr_images <= 0:

@@ -410,6 +410,9 @@ class DistilledSet:
 
     @property
     def dsa_strategy(self) -> str | None:
+        """The augmentation the set's evaluation used (sets written before it was recorded: the distillation's)."""
+        if "eval_dsa_strategy_resolved" in self.metadata:
+            return self.metadata["eval_dsa_strategy_resolved"]
         return self.metadata.get("dsa_strategy_resolved")
 
     @property

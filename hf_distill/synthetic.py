@@ -5,10 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Array3D, ClassLabel, Dataset, Features, Image
+from datasets import Array3D, ClassLabel, Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+SOFT_LABEL_COLUMN = "soft_label"
 
 
 class SyntheticSet(nn.Module):
@@ -23,6 +25,9 @@ class SyntheticSet(nn.Module):
         class_names (`list[str]`): Class names, in label order.
         mean (`list[float]`), std (`list[float]`): Per-channel normalisation, in [0, 1] pixel units.
         requires_grad (`bool`, *optional*, defaults to `True`): Whether the images are learnable.
+        label_logits (`torch.Tensor` of shape `(num_classes * images_per_class, num_classes)`, *optional*):
+            Learnable soft labels (logits; the targets are their softmax). `None`: hard labels only.
+        step_size (`float`, *optional*): A learnable learning rate (MTT, meta-learning), used by evaluation.
     """
 
     def __init__(
@@ -33,6 +38,8 @@ class SyntheticSet(nn.Module):
         mean: list[float],
         std: list[float],
         requires_grad: bool = True,
+        label_logits: torch.Tensor | None = None,
+        step_size: float | None = None,
     ):
         super().__init__()
         if images.shape[0] % num_classes:
@@ -45,6 +52,53 @@ class SyntheticSet(nn.Module):
         self.images = nn.Parameter(images.detach().clone().float(), requires_grad=requires_grad)
         labels = torch.arange(num_classes).repeat_interleave(self.images_per_class)
         self.register_buffer("labels", labels, persistent=False)
+        self.label_logits = None
+        if label_logits is not None:
+            if tuple(label_logits.shape) != (images.shape[0], num_classes):
+                raise ValueError(
+                    f"label_logits must have shape {(images.shape[0], num_classes)}, got {tuple(label_logits.shape)}."
+                )
+            self.label_logits = nn.Parameter(label_logits.detach().clone().float(), requires_grad=requires_grad)
+        self.step_size = None
+        if step_size is not None:
+            self.step_size = nn.Parameter(torch.tensor(float(step_size)), requires_grad=requires_grad)
+
+    @staticmethod
+    def initial_label_logits(labels: torch.Tensor, num_classes: int, confidence: float = 0.9) -> torch.Tensor:
+        """Logits whose softmax puts `confidence` on the true class and spreads the rest evenly (label smoothing).
+
+        Learnable labels start close to the hard ones; starting exactly one-hot would need infinite logits.
+        """
+        if not 1.0 / num_classes < confidence < 1.0:
+            raise ValueError(f"confidence must be in (1/num_classes, 1), got {confidence}.")
+        off = (1.0 - confidence) / (num_classes - 1)
+        logits = torch.full((len(labels), num_classes), math.log(off))
+        logits[torch.arange(len(labels)), labels] = math.log(confidence)
+        return logits
+
+    @property
+    def has_soft_labels(self) -> bool:
+        return self.label_logits is not None
+
+    def targets(self) -> torch.Tensor:
+        """Training targets: soft-label probabilities (differentiable) when learned, else the hard labels."""
+        if self.label_logits is None:
+            return self.labels
+        return self.label_logits.softmax(dim=-1)
+
+    def targets_of(self, classes: list[int]) -> torch.Tensor:
+        """`targets()` of the rows of `classes`, class-major."""
+        if list(classes) == list(range(self.num_classes)):
+            return self.targets()
+        rows = self.rows(classes).to(self.labels.device)
+        if self.label_logits is None:
+            return self.labels[rows]
+        return self.label_logits[rows].softmax(dim=-1)
+
+    @property
+    def learned_lr(self) -> float | None:
+        """The learned step size as a float (`None` when the set has none)."""
+        return None if self.step_size is None else float(self.step_size.detach())
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -81,21 +135,23 @@ class SyntheticSet(nn.Module):
         """The distilled set as a `datasets.Dataset`.
 
         Columns: `image` (de-normalised PIL preview), `pixel_values` (float32, C x H x W, the exact optimised
-        values), `label` (`ClassLabel` with the source names).
+        values), `label` (`ClassLabel` with the source names) and, when labels were learned, `soft_label`
+        (`num_classes` float32 probabilities per row).
         """
-        features = Features(
-            {
-                "image": Image(),
-                "pixel_values": Array3D(shape=self.image_shape, dtype="float32"),
-                "label": ClassLabel(names=self.class_names),
-            }
-        )
+        features = {
+            "image": Image(),
+            "pixel_values": Array3D(shape=self.image_shape, dtype="float32"),
+            "label": ClassLabel(names=self.class_names),
+        }
         data = {
             "image": self.to_pil_images(),
             "pixel_values": self.images.detach().cpu().float().numpy(),
             "label": self.labels.tolist(),
         }
-        return Dataset.from_dict(data, features=features)
+        if self.label_logits is not None:
+            features[SOFT_LABEL_COLUMN] = List(Value("float32"), length=self.num_classes)
+            data[SOFT_LABEL_COLUMN] = self.targets().detach().cpu().float().numpy()
+        return Dataset.from_dict(data, features=Features(features))
 
     def grid_image(self, max_cell: int = 64) -> PILImage.Image:
         """One row per class, `images_per_class` columns; small images are enlarged (nearest) for viewing."""
@@ -131,11 +187,23 @@ class SyntheticSet(nn.Module):
         self.load_state_dict(load_file(str(path)))
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, mean: list[float], std: list[float]) -> "SyntheticSet":
-        """Rebuilds a (frozen) set from the `pixel_values`/`label` columns of `to_dataset()`'s output."""
-        data = dataset.with_format("numpy", columns=["pixel_values", "label"])[:]
+    def from_dataset(
+        cls, dataset: Dataset, mean: list[float], std: list[float], step_size: float | None = None
+    ) -> "SyntheticSet":
+        """Rebuilds a (frozen) set from `to_dataset()`'s output (`pixel_values`, `label`, optional `soft_label`)."""
+        columns = ["pixel_values", "label"]
+        if SOFT_LABEL_COLUMN in dataset.column_names:
+            columns.append(SOFT_LABEL_COLUMN)
+        data = dataset.with_format("numpy", columns=columns)[:]
         labels = torch.as_tensor(np.asarray(data["label"]), dtype=torch.long)
         order = torch.argsort(labels, stable=True)
         images = torch.as_tensor(np.asarray(data["pixel_values"]), dtype=torch.float32)[order]
+        label_logits = None
+        if SOFT_LABEL_COLUMN in data:
+            # Stored as probabilities; their log is a logit vector with the same softmax.
+            probabilities = torch.as_tensor(np.asarray(data[SOFT_LABEL_COLUMN]), dtype=torch.float32)[order]
+            label_logits = probabilities.clamp_min(1e-12).log()
         names = dataset.features["label"].names
-        return cls(images, len(names), names, mean, std, requires_grad=False)
+        return cls(
+            images, len(names), names, mean, std, requires_grad=False, label_logits=label_logits, step_size=step_size
+        )

@@ -8,6 +8,7 @@ single-process run.
 """
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -265,6 +266,7 @@ class DistillTrainer:
         )
         self.model_config = build_model_config(architecture, self.train_data, config)
         self.dsa_strategy = resolve_dsa_strategy(config.dsa_strategy, self.train_data.class_names)
+        self.eval_dsa_strategy = resolve_dsa_strategy(config.eval_dsa_strategy, self.train_data.class_names)
         self.augment = SiameseAugment(self.dsa_strategy)
         self.train_data.images = self.train_data.images.to(self.accelerator.device)
         self.method = method_class(config, self.train_data, self.model_config, self.augment)
@@ -323,7 +325,9 @@ class DistillTrainer:
         output_dir = Path(output_dir)
         metadata = json.loads((output_dir / CONFIG_NAME).read_text())
         distilled = load_from_disk(str(output_dir / DATASET_DIR))
-        images = SyntheticSet.from_dataset(distilled, metadata["image_mean"], metadata["image_std"])
+        images = SyntheticSet.from_dataset(
+            distilled, metadata["image_mean"], metadata["image_std"], step_size=metadata.get("learned_lr")
+        )
         self.synthetic = images.to(self.accelerator.device)
         self.iteration = metadata.get("iterations_completed", 0)
         self.distill_seconds = metadata.get("distill_seconds", 0.0)
@@ -344,7 +348,25 @@ class DistillTrainer:
             shape = (data.num_classes * config.images_per_class, *data.image_shape)
             images = torch.randn(shape, generator=derive_generator(config.seed, "init-noise"))
         learnable = not self.method.selects_real_rows
-        return SyntheticSet(images.cpu(), data.num_classes, data.class_names, data.mean, data.std, learnable)
+        label_logits = None
+        if getattr(config, "learn_soft_labels", False):
+            if not self.method.uses_labels:
+                raise ValueError(
+                    f"learn_soft_labels has no effect with method {config.method!r}: its loss does not use labels. "
+                    "Set learn_soft_labels=False, or use a method that trains on the labels (dc, dsa, mtt)."
+                )
+            labels = torch.arange(data.num_classes).repeat_interleave(config.images_per_class)
+            label_logits = SyntheticSet.initial_label_logits(labels, data.num_classes)
+        return SyntheticSet(
+            images.cpu(),
+            data.num_classes,
+            data.class_names,
+            data.mean,
+            data.std,
+            learnable,
+            label_logits=label_logits,
+            step_size=None if self.method.selects_real_rows else self.method.initial_step_size(),
+        )
 
     def _create_optimizer(self) -> torch.optim.Optimizer | None:
         if self.method.selects_real_rows:
@@ -359,7 +381,9 @@ class DistillTrainer:
 
     @property
     def local_classes(self) -> list[int]:
-        """The classes whose matching loss this process computes."""
+        """The classes whose matching loss this process computes (all of them for a non-separable loss)."""
+        if not self.method.class_separable:
+            return list(range(self.train_data.num_classes))
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         return [c for c in range(self.train_data.num_classes) if c % world == rank]
 
@@ -405,20 +429,28 @@ class DistillTrainer:
         return self.synthetic
 
     def _step(self, classes: list[int]) -> float:
+        """One iteration: `method.updates_per_iteration` optimiser steps; returns their mean loss (all classes)."""
+        losses = [self._update(classes, update) for update in range(self.method.updates_per_iteration)]
+        return sum(losses) / len(losses)
+
+    def _update(self, classes: list[int], update: int) -> float:
         """One optimiser step on the synthetic set; returns the loss summed over all classes."""
         self.optimizer.zero_grad(set_to_none=True)
         if classes:
-            loss = self.method.loss(self.synthetic, classes, self.iteration)
+            loss = self.method.loss(self.synthetic, classes, self.iteration, update)
         else:  # more processes than classes: this one contributes nothing
             loss = self.synthetic.images.sum() * 0.0
         self.accelerator.backward(loss)
         loss_value = loss.detach().reshape(1)
         if self.accelerator.num_processes > 1:
+            # Separable losses: each process holds some classes' terms, so the gradients add up. Otherwise every
+            # process computed the whole loss, and the mean keeps the step the single-process one.
+            reduction = "sum" if self.method.class_separable else "mean"
             for parameter in self._learnable_parameters():
                 if parameter.grad is None:
                     parameter.grad = torch.zeros_like(parameter)
-                parameter.grad = self.accelerator.reduce(parameter.grad, reduction="sum")
-            loss_value = self.accelerator.reduce(loss_value, reduction="sum")
+                parameter.grad = self.accelerator.reduce(parameter.grad, reduction=reduction)
+            loss_value = self.accelerator.reduce(loss_value, reduction=reduction)
         loss_value = loss_value.item()
         if not math.isfinite(loss_value):
             raise FloatingPointError(
@@ -426,6 +458,7 @@ class DistillTrainer:
                 "or check the input data; the last checkpoint in output_dir is intact."
             )
         self.optimizer.step()
+        self.method.after_update(self.synthetic, self.iteration, update)
         return loss_value
 
     def _evaluate_during_training(self) -> None:
@@ -433,10 +466,10 @@ class DistillTrainer:
         protocol = self.evaluation_protocol(num_models=self.config.eval_steps_num_models, epochs=epochs)
         result = evaluate_images(
             self.synthetic.images.detach(),
-            self.synthetic.labels,
+            self.synthetic.targets().detach(),
             self.test_data,
             self.eval_model_config(),
-            protocol,
+            self._distilled_protocol(protocol),
             key=f"step-{self.iteration}",
             accelerator=self.accelerator,
             show_progress=False,
@@ -501,15 +534,22 @@ class DistillTrainer:
     # ------------------------------------------------------------------ evaluation
 
     def evaluation_protocol(self, num_models: int | None = None, epochs: int | None = None) -> EvaluationProtocol:
-        """The standard protocol with this run's settings."""
+        """The standard protocol with this run's settings (the baselines' protocol; see `_distilled_protocol`)."""
         return EvaluationProtocol(
             num_models=num_models or self.config.eval_num_models,
             epochs=epochs or self.config.eval_epochs,
             lr=self.config.eval_lr,
             batch_size=self.config.eval_batch_size,
-            dsa_strategy=self.dsa_strategy,
+            dsa_strategy=self.eval_dsa_strategy,
             seed=self.config.seed,
         )
+
+    def _distilled_protocol(self, protocol: EvaluationProtocol) -> EvaluationProtocol:
+        """`protocol` with the learned step size as learning rate when the set has one (as MTT evaluates)."""
+        learned_lr = self.synthetic.learned_lr
+        if learned_lr is None or not self.config.eval_use_learned_lr:
+            return protocol
+        return dataclasses.replace(protocol, lr=learned_lr)
 
     def eval_model_config(self) -> PretrainedConfig:
         """The architecture evaluation models use (`eval_model_name_or_path`, else the distillation network)."""
@@ -546,10 +586,10 @@ class DistillTrainer:
         results = {
             "distilled": evaluate_images(
                 self.synthetic.images.detach(),
-                self.synthetic.labels,
+                self.synthetic.targets().detach(),
                 self.test_data,
                 model_config,
-                protocol,
+                self._distilled_protocol(protocol),
                 key="distilled",
                 accelerator=self.accelerator,
             )
@@ -564,6 +604,8 @@ class DistillTrainer:
                 self.train_data, self.test_data, model_config, full_protocol, self.accelerator
             )
         results["protocol"] = protocol.to_dict()
+        if self._distilled_protocol(protocol) is not protocol:
+            results["distilled"]["lr"] = self._distilled_protocol(protocol).lr  # the learned one
         results["distill_seconds"] = round(self.distill_seconds, 2)
         results["iterations"] = self.iteration
         self.eval_results = results
@@ -647,6 +689,7 @@ class DistillTrainer:
             "class_names": self.train_data.class_names,
             "num_classes": self.train_data.num_classes,
             "dsa_strategy_resolved": self.dsa_strategy,
+            "eval_dsa_strategy_resolved": self.eval_dsa_strategy,
             "architecture": self.model_config.to_dict(),
             "iterations_completed": self.iteration,
             "distill_seconds": round(self.distill_seconds, 2),
@@ -654,4 +697,6 @@ class DistillTrainer:
         }
         if self.selected_rows is not None:
             metadata["selected_rows"] = self.selected_rows.tolist()
+        if self.synthetic.learned_lr is not None:
+            metadata["learned_lr"] = self.synthetic.learned_lr
         return metadata

@@ -166,3 +166,78 @@ def test_grid_image_has_one_row_per_class(num_classes, ipc, size, channels):
             expected = previews[c * ipc + j].convert("RGB").getpixel((0, 0))
             assert grid.getpixel((pad + j * (cell + pad), pad + c * (cell + pad))) == expected
     assert grid.getpixel((0, 0)) == (255, 255, 255)  # padding is white
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Learned soft labels and step size
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def make_soft_set(step_size=None) -> SyntheticSet:
+    base = make_set(num_classes=3, ipc=2)
+    logits = SyntheticSet.initial_label_logits(base.labels, 3, confidence=0.9)
+    return SyntheticSet(
+        base.images.detach(), 3, NAMES, [0.5], [0.25], label_logits=logits, step_size=step_size
+    )
+
+
+def test_initial_label_logits_are_label_smoothing():
+    labels = torch.tensor([0, 2])
+    probabilities = SyntheticSet.initial_label_logits(labels, 3, confidence=0.9).softmax(-1)
+    torch.testing.assert_close(probabilities, torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]]))
+    with pytest.raises(ValueError, match="confidence"):
+        SyntheticSet.initial_label_logits(labels, 3, confidence=0.2)
+
+
+def test_targets_are_hard_labels_without_soft_labels():
+    synthetic = make_set()
+    assert not synthetic.has_soft_labels
+    assert torch.equal(synthetic.targets(), synthetic.labels)
+    assert synthetic.targets_of([2]).tolist() == [2, 2]
+    assert synthetic.learned_lr is None
+
+
+def test_soft_targets_are_differentiable_probabilities():
+    synthetic = make_soft_set(step_size=0.01)
+    targets = synthetic.targets_of([1])
+    assert targets.shape == (2, 3)
+    torch.testing.assert_close(targets.sum(-1), torch.ones(2))
+    assert targets.argmax(-1).tolist() == [1, 1]
+    (targets[:, 0]).sum().backward()
+    assert synthetic.label_logits.grad is not None and synthetic.label_logits.grad.abs().sum() > 0
+    assert synthetic.learned_lr == pytest.approx(0.01)
+    assert synthetic.step_size.requires_grad
+
+
+def test_soft_labels_are_exported_and_restored(tmp_path):
+    synthetic = make_soft_set(step_size=0.02)
+    with torch.no_grad():
+        synthetic.label_logits[0] = torch.tensor([0.0, 3.0, -1.0])
+    dataset = synthetic.to_dataset()
+    assert dataset.column_names == ["image", "pixel_values", "label", "soft_label"]
+    row = np.asarray(dataset[0]["soft_label"], dtype=np.float32)
+    np.testing.assert_allclose(row, torch.tensor([0.0, 3.0, -1.0]).softmax(-1).numpy(), rtol=1e-6)
+    dataset.save_to_disk(str(tmp_path / "set"))
+    from datasets import load_from_disk
+
+    restored = SyntheticSet.from_dataset(load_from_disk(str(tmp_path / "set")), [0.5], [0.25], step_size=0.02)
+    torch.testing.assert_close(restored.targets(), synthetic.targets().detach())
+    assert restored.learned_lr == pytest.approx(0.02)
+    assert not restored.label_logits.requires_grad
+
+
+def test_soft_label_state_round_trips_through_checkpoints(tmp_path):
+    synthetic = make_soft_set(step_size=0.03)
+    with torch.no_grad():
+        synthetic.label_logits.add_(1.5)
+        synthetic.step_size.fill_(0.05)
+    synthetic.save(tmp_path / "s.safetensors")
+    other = make_soft_set(step_size=0.01)
+    other.load_state(tmp_path / "s.safetensors")
+    torch.testing.assert_close(other.label_logits, synthetic.label_logits)
+    assert other.learned_lr == pytest.approx(0.05)
+
+
+def test_label_logits_shape_is_checked():
+    with pytest.raises(ValueError, match="label_logits must have shape"):
+        SyntheticSet(torch.zeros(4, 1, 2, 2), 2, ["a", "b"], [0.0], [1.0], label_logits=torch.zeros(4, 3))

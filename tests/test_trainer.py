@@ -115,3 +115,22 @@ def test_two_processes_match_one(tiny_image_dataset, tmp_path):
     subprocess.run([sys.executable, str(worker), str(out_file), json.dumps(config_kwargs)], check=True, timeout=300)
     two = load_file(str(out_file))["images"]
     torch.testing.assert_close(two, single.synthetic.images.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_soft_labels_with_a_method_that_ignores_labels_is_a_clear_error(tiny_image_dataset):
+    from hf_distill import DistributionMatchingConfig
+
+    config = DistributionMatchingConfig(images_per_class=2, num_iterations=1, net_width=8, learn_soft_labels=True)
+    with pytest.raises(ValueError, match="learn_soft_labels has no effect with method 'dm'"):
+        DistillTrainer(config, tiny_image_dataset()["train"])
+
+
+def test_evaluation_augmentation_is_independent_of_distillation_augmentation(tiny_image_dataset):
+    from hf_distill import DistributionMatchingConfig
+
+    config = DistributionMatchingConfig(
+        images_per_class=2, num_iterations=0, net_width=8, dsa_strategy="none", eval_dsa_strategy="auto"
+    )
+    trainer = DistillTrainer(config, tiny_image_dataset()["train"])
+    assert trainer.dsa_strategy is None
+    assert trainer.evaluation_protocol().dsa_strategy == "color_crop_cutout_flip_scale_rotate"

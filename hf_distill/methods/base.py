@@ -70,6 +70,11 @@ class DistillationMethod:
     selects_real_rows: ClassVar[bool] = False
     #: Paper metadata for cards and docs: title, authors, year, url, bibtex.
     paper: ClassVar[dict[str, str]] = {}
+    #: Whether the loss is a sum of independent per-class terms. Such losses are shared out between processes by
+    #: class and their gradients summed; the others are computed whole by every process and averaged.
+    class_separable: ClassVar[bool] = True
+    #: Whether the loss depends on the synthetic labels (learned soft labels need it).
+    uses_labels: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -155,13 +160,32 @@ class DistillationMethod:
         """Selection methods: row indices of the real images to keep, class-major, `images_per_class` each."""
         raise NotImplementedError(f"{type(self).__name__} does not select real rows.")
 
-    def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int) -> torch.Tensor:
-        """Optimising methods: the matching loss of `classes` at `iteration` (a scalar to minimise).
+    @property
+    def updates_per_iteration(self) -> int:
+        """Optimiser steps on the synthetic set per iteration (DC/DSA: the outer loop; most methods: 1)."""
+        return 1
 
-        All randomness must come from generators derived from `(config.seed, iteration, ...)`.
+    def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int, update: int = 0) -> torch.Tensor:
+        """Optimising methods: the matching loss of `classes` at `(iteration, update)` (a scalar to minimise).
+
+        The trainer calls it for `update = 0 .. updates_per_iteration - 1`, each followed by one optimiser step and
+        [`after_update`]. All randomness must come from generators derived from `(config.seed, iteration, ...)`,
+        and state kept between updates must be rebuilt at `update == 0` (checkpoints fall between iterations).
         """
         raise NotImplementedError(f"{type(self).__name__} does not optimise a synthetic set.")
 
+    def after_update(self, synthetic: SyntheticSet, iteration: int, update: int) -> None:
+        """Called after each optimiser step (DC/DSA train their network on the updated set here)."""
+
+    def initial_step_size(self) -> float | None:
+        """A learnable step size to give the synthetic set (MTT's syn_lr), or `None` for methods that learn none."""
+        return None
+
     def optimizer_parameters(self, synthetic: SyntheticSet) -> list[dict]:
-        """Parameter groups for the pixel optimiser (learnable images by default)."""
-        return [{"params": [synthetic.images]}]
+        """Parameter groups for the optimiser: the images, plus soft labels and the step size when learned."""
+        groups = [{"params": [synthetic.images]}]
+        if synthetic.label_logits is not None:
+            groups.append({"params": [synthetic.label_logits], "lr": self.config.lr_labels})
+        if synthetic.step_size is not None:
+            groups.append({"params": [synthetic.step_size], "lr": self.config.lr_lr})
+        return groups

@@ -37,6 +37,7 @@ class DistributionMatching(DistillationMethod):
     """Single-layer distribution matching on the embedding the classifier head sees."""
 
     config_class = DistributionMatchingConfig
+    uses_labels = False  # embeddings are matched class by class; labels never enter the loss
     paper = {
         "title": "Dataset Condensation with Distribution Matching",
         "authors": "Bo Zhao, Hakan Bilen",
@@ -58,7 +59,7 @@ class DistributionMatching(DistillationMethod):
         self.network = self.prepare_network(build_model(self.model_config).requires_grad_(False))
         self.features = self.feature_function(self.network)
 
-    def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int) -> torch.Tensor:
+    def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int, update: int = 0) -> torch.Tensor:
         config = self.config
         device = synthetic.images.device
         network = reinitialize_(self.network.to(device), derive_generator(config.seed, iteration, "network"))
