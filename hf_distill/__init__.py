@@ -7,12 +7,14 @@ from .augment import SiameseAugment
 from .config import DistillConfig, SyntheticOptimizationConfig
 from .data import ImageData
 from .evaluation import EvaluationProtocol
+from .experts import ExpertTrajectories, push_experts_to_hub, train_experts
 from .kd import KDConfig, KDTrainer
 from .methods import (
     METHODS,
     DistillationMethod,
     DistributionMatchingConfig,
     RandomSelectionConfig,
+    TrajectoryMatchingConfig,
     register_method,
 )
 from .modeling import ConvNetConfig, ConvNetForImageClassification
@@ -20,7 +22,6 @@ from .synthetic import SyntheticSet
 from .trainer import DistillTrainer
 
 __all__ = [
-    "METHODS",
     "ConvNetConfig",
     "ConvNetForImageClassification",
     "DistillConfig",
@@ -28,13 +29,18 @@ __all__ = [
     "DistillationMethod",
     "DistributionMatchingConfig",
     "EvaluationProtocol",
+    "ExpertTrajectories",
     "ImageData",
     "KDConfig",
     "KDTrainer",
+    "METHODS",
     "RandomSelectionConfig",
     "SiameseAugment",
     "SyntheticOptimizationConfig",
     "SyntheticSet",
+    "TrajectoryMatchingConfig",
     "distill_dataset",
+    "push_experts_to_hub",
     "register_method",
+    "train_experts",
 ]

@@ -144,3 +144,25 @@ def hub(hub_server, monkeypatch):
     monkeypatch.setattr(datasets.config, "USE_PARQUET_EXPORT", False)
     yield hub_server
     HfFileSystem.clear_instance_cache()
+
+
+#: Experts of `tiny_experts` hold this many epochs: enough for MTT's default settings at IPC 2 (max_start_epoch 20,
+#: expert_epochs 2), so a config with only `expert_path` added (the generic method tests) works with them.
+TINY_EXPERT_EPOCHS = 21
+
+
+@pytest.fixture(scope="session")
+def tiny_experts(tmp_path_factory) -> str:
+    """A folder of 2 expert trajectories x 21 epochs for the tiny dataset (`make_image_dataset_dict()`: 3 classes,
+    8x8 grayscale) and the tiny ConvNet (`net_width=8, net_depth=2`), for `TrajectoryMatchingConfig(expert_path=...)`.
+    """
+    from hf_distill.experts import train_experts_for_config
+    from hf_distill.methods.trajectory_matching import TrajectoryMatchingConfig
+
+    splits = make_image_dataset_dict()
+    config = TrajectoryMatchingConfig(net_width=8, net_depth=2, images_per_class=2)
+    output_dir = tmp_path_factory.mktemp("tiny_experts")
+    train_experts_for_config(
+        config, splits["train"], splits["test"], output_dir, 2, TINY_EXPERT_EPOCHS, show_progress=False
+    )
+    return str(output_dir)

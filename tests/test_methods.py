@@ -19,10 +19,15 @@ def _config(name, **overrides):
     return config_class(**fields)
 
 
+#: Settings a method cannot run without, from fixtures (fixture name per config field).
+REQUIRED_FROM_FIXTURES = {"mtt": {"expert_path": "tiny_experts"}}
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_distills_and_exports(name, tiny_image_dataset, tmp_path):
+def test_every_method_distills_and_exports(name, tiny_image_dataset, tmp_path, request):
     splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
-    trainer = DistillTrainer(_config(name, eval_num_models=1), splits["train"], splits["test"])
+    required = {key: request.getfixturevalue(f) for key, f in REQUIRED_FROM_FIXTURES.get(name, {}).items()}
+    trainer = DistillTrainer(_config(name, eval_num_models=1, **required), splits["train"], splits["test"])
     before = trainer.synthetic.images.detach().clone()
     trainer.train()
     after = trainer.synthetic.images.detach()

@@ -3,6 +3,7 @@
 from .base import METHODS, DistillationMethod, get_method_class, register_method
 from .coreset import RandomSelection, RandomSelectionConfig
 from .distribution_matching import DistributionMatching, DistributionMatchingConfig
+from .trajectory_matching import TrajectoryMatching, TrajectoryMatchingConfig
 
 __all__ = [
     "METHODS",
@@ -11,6 +12,8 @@ __all__ = [
     "DistributionMatchingConfig",
     "RandomSelection",
     "RandomSelectionConfig",
+    "TrajectoryMatching",
+    "TrajectoryMatchingConfig",
     "get_method_class",
     "register_method",
 ]

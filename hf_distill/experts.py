@@ -1,0 +1,818 @@
+"""Expert trajectories for trajectory matching (MTT): train them, store them, load them, publish them.
+
+An *expert* is a network trained on the whole real training split with plain SGD; its *trajectory* is its
+parameters at initialisation (epoch 0) and after every epoch. MTT (Cazenavette et al., CVPR 2022) distills by making
+a few SGD steps on the synthetic set travel as far along such a trajectory as `expert_epochs` epochs on real data.
+
+Storage (one folder, or a Hub *model* repository with the same files):
+
+- `expert_{i:03d}.safetensors`: one float32 tensor per epoch, key `epoch_{e:03d}`, the flattened parameter vector
+  (parameters in `model.named_parameters()` order). A reader loads only the epochs it needs
+  (`safetensors.safe_open(...).get_tensor("epoch_002")`), without reading the rest of the file.
+- `experts.json`: the index: format version, parameter names and shapes, the model config, the number of epochs,
+  the training settings, the image statistics and classes, and one record per expert (file, final train/test
+  accuracy).
+
+Settings default to MTT's `buffer.py`: SGD with lr 0.01, no momentum, no weight decay, batch 256, DSA augmentation
+while training; MTT trains 100 experts for 50 epochs (CIFAR).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers import PretrainedConfig
+
+from .augment import SiameseAugment
+from .data import ImageData
+from .evaluation import test_accuracy
+from .functional import ParameterSpec
+from .modeling import build_model, fresh_model
+from .seeding import derive_generator
+
+__all__ = [
+    "EXPERTS_INDEX_NAME",
+    "ExpertTrajectories",
+    "expert_file_name",
+    "push_experts_to_hub",
+    "render_experts_card",
+    "train_experts",
+    "train_experts_for_config",
+]
+
+logger = logging.getLogger(__name__)
+
+EXPERTS_INDEX_NAME = "experts.json"
+EXPERTS_FORMAT = "hf_distill.expert_trajectories"
+EXPERTS_FORMAT_VERSION = 1
+EXPERT_TAGS = ["hf-distill", "dataset-distillation", "expert-trajectories"]
+#: Settings that must agree between runs writing into the same folder (they shape every stored trajectory).
+_TRAINING_KEYS = ("lr", "momentum", "weight_decay", "batch_size", "dsa_strategy", "seed", "mixed_precision")
+
+
+def expert_file_name(index: int) -> str:
+    """`expert_{index:03d}.safetensors`."""
+    return f"expert_{index:03d}.safetensors"
+
+
+def epoch_key(epoch: int) -> str:
+    """The tensor name of `epoch` in an expert file (`epoch_{epoch:03d}`)."""
+    return f"epoch_{epoch:03d}"
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _flat_parameters(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float().cpu()
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _default_device(images: torch.Tensor) -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else images.device
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def train_experts(
+    train_data: ImageData,
+    model_config: PretrainedConfig,
+    output_dir: str | os.PathLike,
+    num_experts: int,
+    num_epochs: int,
+    lr: float = 0.01,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    batch_size: int = 256,
+    dsa_strategy: str | None = "auto",
+    seed: int = 0,
+    mixed_precision: str = "no",
+    test_data: ImageData | None = None,
+    device: str | torch.device | None = None,
+    source: dict | None = None,
+    show_progress: bool = True,
+) -> Path:
+    """Trains `num_experts` networks on the whole training split and stores their trajectories in `output_dir`.
+
+    Expert `i` starts from `fresh_model(model_config, derive_generator(seed, "expert", i))` and shuffles and augments
+    with `derive_generator(seed, "expert", i, "train")`, so every expert is reproducible on its own. Its file is
+    written atomically once it is trained and the index after it: re-running with the same `output_dir` skips the
+    experts already stored (an interrupted run loses at most the expert in progress), and a larger `num_experts`
+    adds experts to an existing folder.
+
+    Args:
+        train_data ([`ImageData`]): The normalised training split (as `DistillTrainer.train_data`).
+        model_config (`PretrainedConfig`): The architecture; it must be the one the distillation uses
+            (`DistillTrainer.model_config`).
+        output_dir (`str` or `os.PathLike`): Folder of the expert files and `experts.json`.
+        num_experts (`int`): Number of experts the folder should hold (MTT: 100).
+        num_epochs (`int`): Epochs per expert (MTT: 50). MTT needs `max_start_epoch + expert_epochs - 1` of them.
+        lr (`float`, *optional*, defaults to 0.01): SGD learning rate (MTT's `lr_teacher`).
+        momentum (`float`, *optional*, defaults to 0.0), weight_decay (`float`, *optional*, defaults to 0.0):
+            SGD settings (MTT's experts use neither).
+        batch_size (`int`, *optional*, defaults to 256): Training batch size.
+        dsa_strategy (`str`, *optional*, defaults to `"auto"`): Augmentation while training (`"auto"`: DSA's
+            default, without flip for digits, as `DistillConfig.dsa_strategy`; `None`/`"none"`: off).
+        seed (`int`, *optional*, defaults to 0): Seed of initialisation, shuffling and augmentation.
+        mixed_precision (`str`, *optional*, defaults to `"no"`): `"bf16"` trains in bfloat16 autocast (the stored
+            parameters are float32 either way).
+        test_data ([`ImageData`], *optional*): The real test split; each expert's final test accuracy is recorded.
+        device (`str` or `torch.device`, *optional*): Where to train (default: CUDA when available, else the
+            images' device).
+        source (`dict`, *optional*): Where the data came from (e.g. `{"dataset": "ylecun/mnist"}`), recorded in the
+            index and shown on the card.
+        show_progress (`bool`, *optional*, defaults to `True`): tqdm progress bars.
+
+    Returns:
+        `Path`: `output_dir`; load it with [`ExpertTrajectories.from_pretrained`].
+
+    Raises:
+        ValueError: Invalid settings, or `output_dir` holds experts trained with other settings.
+
+    Example:
+
+    ```python
+    >>> from hf_distill.experts import train_experts
+    >>> from hf_distill.trainer import build_model_config, prepare_splits
+    >>> train_data, test_data = prepare_splits(train, test, config)  # as DistillTrainer(config, train, test) does
+    >>> model_config = build_model_config(None, train_data, config)
+    >>> train_experts(train_data, model_config, "experts/mnist", num_experts=10, num_epochs=30, test_data=test_data)
+
+    [`train_experts_for_config`] does these steps for you.
+    ```
+    """
+    from .trainer import resolve_dsa_strategy  # the trainer imports the methods, which import this module
+
+    if num_experts < 1 or num_epochs < 1:
+        raise ValueError(f"num_experts and num_epochs must be >= 1, got {num_experts} and {num_epochs}.")
+    if lr <= 0 or momentum < 0 or weight_decay < 0 or batch_size < 1:
+        raise ValueError(
+            f"Need lr > 0, momentum >= 0, weight_decay >= 0 and batch_size >= 1; got {lr}, {momentum}, "
+            f"{weight_decay}, {batch_size}."
+        )
+    if mixed_precision not in ("no", "bf16"):
+        raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}.")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device) if device is not None else _default_device(train_data.images)
+    strategy = resolve_dsa_strategy(dsa_strategy, train_data.class_names)
+    augment = SiameseAugment(strategy)
+    spec = ParameterSpec.from_module(build_model(model_config))
+    training = {
+        "optimizer": "sgd",
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "dsa_strategy": strategy,
+        "seed": seed,
+        "mixed_precision": mixed_precision,
+    }
+    index = _start_index(output_dir, spec, model_config, num_epochs, training, train_data, source)
+
+    images = train_data.images.to(device)
+    labels = train_data.labels.to(device)
+    records = {record["file"]: record for record in index["experts"]}
+    progress = tqdm(range(num_experts), desc="Experts", disable=not show_progress)
+    for expert in progress:
+        name = expert_file_name(expert)
+        if name in records and (output_dir / name).is_file():
+            continue  # resume: stored by an earlier run
+        if (output_dir / name).is_file():
+            # The file was written but the run stopped before the index was: keep it, re-measure what we can.
+            record = _record_from_file(output_dir / name, name, model_config, spec, test_data, device)
+        else:
+            record = _train_one_expert(
+                expert,
+                name,
+                output_dir,
+                model_config,
+                spec,
+                images,
+                labels,
+                num_epochs,
+                training,
+                augment,
+                test_data,
+                device,
+                show_progress,
+            )
+        records[name] = record
+        index["experts"] = [records[key] for key in sorted(records)]
+        _write_json_atomic(output_dir / EXPERTS_INDEX_NAME, index)
+        if record.get("test_accuracy") is not None:
+            progress.set_postfix(test_accuracy=f"{record['test_accuracy']:.2f}")
+    progress.close()
+    return output_dir
+
+
+def train_experts_for_config(
+    config,
+    train_dataset,
+    eval_dataset=None,
+    output_dir: str | os.PathLike | None = None,
+    num_experts: int = 100,
+    num_epochs: int = 50,
+    model=None,
+    source: dict | None = None,
+    **settings,
+) -> Path:
+    """[`train_experts`] on the data and architecture a [`DistillTrainer`] builds from `config`.
+
+    The splits are prepared (columns, resizing, normalisation) and the network is configured exactly as
+    `DistillTrainer(config, train_dataset, eval_dataset, model=model)` would, so the experts fit a later distillation
+    with the same settings (e.g. `TrajectoryMatchingConfig(expert_path=output_dir, ...)`). `config.seed` and
+    `config.mixed_precision` are used unless `settings` overrides them.
+
+    Args:
+        config ([`DistillConfig`]): Any method's config; its data and network fields are used.
+        train_dataset (`datasets.Dataset` or [`ImageData`]): The training split.
+        eval_dataset (`datasets.Dataset` or [`ImageData`], *optional*): The test split (each expert's accuracy).
+        output_dir (`str` or `os.PathLike`): Where the experts go (required).
+        num_experts (`int`, *optional*, defaults to 100), num_epochs (`int`, *optional*, defaults to 50): MTT's
+            buffer sizes for CIFAR.
+        model (*optional*): The architecture, as `DistillTrainer`'s `model` argument (default:
+            `config.model_name_or_path`, then the papers' ConvNet).
+        source (`dict`, *optional*): Where the data came from, for the index and the card.
+        **settings: Other [`train_experts`] arguments (`lr`, `batch_size`, `dsa_strategy`, `device`, ...).
+
+    Returns:
+        `Path`: `output_dir`.
+
+    Example:
+
+    ```python
+    >>> from datasets import load_dataset
+    >>> from hf_distill.experts import train_experts_for_config
+    >>> from hf_distill.methods.trajectory_matching import TrajectoryMatchingConfig
+    >>> splits = load_dataset("ylecun/mnist")
+    >>> config = TrajectoryMatchingConfig(images_per_class=10)
+    >>> train_experts_for_config(config, splits["train"], splits["test"], "experts/mnist", num_experts=10)
+    >>> config.expert_path = "experts/mnist"
+    ```
+    """
+    from .trainer import build_model_config, prepare_splits, resolve_architecture
+
+    if output_dir is None:
+        raise ValueError("output_dir is required: the folder the expert trajectories are written to.")
+    architecture, processor_settings = resolve_architecture(model or config.model_name_or_path)
+    train_data, test_data = prepare_splits(train_dataset, eval_dataset, config, architecture, processor_settings)
+    model_config = build_model_config(architecture, train_data, config)
+    settings.setdefault("seed", config.seed)
+    settings.setdefault("mixed_precision", config.mixed_precision)
+    settings.setdefault("dsa_strategy", config.dsa_strategy)
+    return train_experts(
+        train_data,
+        model_config,
+        output_dir,
+        num_experts=num_experts,
+        num_epochs=num_epochs,
+        test_data=test_data,
+        source=source,
+        **settings,
+    )
+
+
+def _start_index(
+    output_dir: Path,
+    spec: ParameterSpec,
+    model_config: PretrainedConfig,
+    num_epochs: int,
+    training: dict,
+    train_data: ImageData,
+    source: dict | None,
+) -> dict:
+    """The index to extend: the folder's own when its settings match, else a new one."""
+    from . import __version__
+
+    index = {
+        "format": EXPERTS_FORMAT,
+        "format_version": EXPERTS_FORMAT_VERSION,
+        "hf_distill_version": __version__,
+        "parameter_names": list(spec.names),
+        "parameter_shapes": [list(shape) for shape in spec.shapes],
+        "num_parameters": spec.num_parameters,
+        "model_config": model_config.to_dict(),
+        "num_epochs": num_epochs,
+        "training": training,
+        "image_mean": list(train_data.mean),
+        "image_std": list(train_data.std),
+        "image_shape": list(train_data.image_shape),
+        "class_names": list(train_data.class_names),
+        "num_train_images": len(train_data),
+        "source": source or {},
+        "experts": [],
+    }
+    path = output_dir / EXPERTS_INDEX_NAME
+    if not path.is_file():
+        stray = sorted(p.name for p in output_dir.glob("expert_*.safetensors"))
+        if stray:
+            raise ValueError(
+                f"{output_dir} holds expert files ({', '.join(stray[:3])}, ...) but no {EXPERTS_INDEX_NAME}: their "
+                "settings are unknown. Use an empty output_dir, or remove those files."
+            )
+        return index
+    existing = json.loads(path.read_text())
+    differences = [
+        key
+        for key, ours, theirs in (
+            (
+                "parameter names/shapes",
+                (index["parameter_names"], index["parameter_shapes"]),
+                (existing.get("parameter_names"), existing.get("parameter_shapes")),
+            ),
+            ("num_epochs", num_epochs, existing.get("num_epochs")),
+            ("image_shape", index["image_shape"], existing.get("image_shape")),
+            ("class_names", index["class_names"], existing.get("class_names")),
+            *((f"training.{key}", training[key], (existing.get("training") or {}).get(key)) for key in _TRAINING_KEYS),
+        )
+        if ours != theirs
+    ]
+    if differences:
+        raise ValueError(
+            f"{output_dir} already holds experts trained with other settings ({', '.join(differences)} differ). "
+            "Pass the settings recorded in its experts.json to add experts to it, or use another output_dir."
+        )
+    existing["hf_distill_version"] = __version__
+    return existing
+
+
+def _train_one_expert(
+    expert: int,
+    name: str,
+    output_dir: Path,
+    model_config: PretrainedConfig,
+    spec: ParameterSpec,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_epochs: int,
+    training: dict,
+    augment: SiameseAugment,
+    test_data: ImageData | None,
+    device: torch.device,
+    show_progress: bool,
+) -> dict:
+    started = time.perf_counter()
+    model = fresh_model(model_config, derive_generator(training["seed"], "expert", expert)).to(device)
+    model.train()
+    if ParameterSpec.from_module(model) != spec:
+        raise RuntimeError("The model's parameters changed between two builds of the same config.")
+    generator = derive_generator(training["seed"], "expert", expert, "train")
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=training["lr"], momentum=training["momentum"], weight_decay=training["weight_decay"]
+    )
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if training["mixed_precision"] == "bf16"
+        else contextlib.nullcontext()
+    )
+    trajectory = {epoch_key(0): _flat_parameters(model)}
+    train_accuracy = 0.0
+    epochs = tqdm(range(num_epochs), desc=f"Expert {expert}", leave=False, disable=not show_progress)
+    for epoch in epochs:
+        order = torch.randperm(images.shape[0], generator=generator)
+        correct = 0
+        for batch in order.to(device).split(training["batch_size"]):
+            inputs = images[batch]
+            if augment.enabled:
+                inputs = augment(inputs, generator)
+            with autocast:
+                logits = model(pixel_values=inputs).logits
+            loss = F.cross_entropy(logits.float(), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            correct += (logits.detach().argmax(-1) == labels[batch]).sum().item()
+        # As MTT's buffer.py reports it: accuracy on the epoch's (augmented) training batches.
+        train_accuracy = 100.0 * correct / images.shape[0]
+        trajectory[epoch_key(epoch + 1)] = _flat_parameters(model)
+        epochs.set_postfix(train_accuracy=f"{train_accuracy:.1f}")
+    epochs.close()
+    metadata = {"format": EXPERTS_FORMAT, "expert": str(expert), "num_epochs": str(num_epochs)}
+    tmp = output_dir / f".{name}.tmp"
+    save_file(trajectory, str(tmp), metadata=metadata)
+    os.replace(tmp, output_dir / name)
+    test = 100.0 * test_accuracy(model, test_data) if test_data is not None else None
+    return {
+        "file": name,
+        "train_accuracy": round(train_accuracy, 4),
+        "test_accuracy": None if test is None else round(test, 4),
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _record_from_file(
+    path: Path,
+    name: str,
+    model_config: PretrainedConfig,
+    spec: ParameterSpec,
+    test_data: ImageData | None,
+    device: torch.device,
+) -> dict:
+    test = None
+    if test_data is not None:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = sorted(handle.keys())
+            final = handle.get_tensor(keys[-1])
+        model = fresh_model(model_config, derive_generator(0, "expert-record")).to(device)
+        with torch.no_grad():
+            for parameter, value in zip(model.parameters(), spec.unflatten(final).values()):
+                parameter.copy_(value)
+        test = round(100.0 * test_accuracy(model, test_data), 4)
+    return {"file": name, "train_accuracy": None, "test_accuracy": test, "train_seconds": None}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ExpertTrajectories:
+    """Expert trajectories stored by [`train_experts`], read lazily, one epoch vector at a time.
+
+    Use [`ExpertTrajectories.from_pretrained`] to open a folder or a Hub model repository.
+
+    Args:
+        root (`Path`): Folder holding the index and the expert files.
+        index (`dict`): The parsed `experts.json`.
+        files (`list[Path]`): The expert files in use (local paths).
+        source (`str`): Where they came from (for messages).
+        max_epoch (`int`, *optional*): The last epoch that may be read (default: all stored).
+    """
+
+    def __init__(self, root: Path, index: dict, files: list[Path], source: str, max_epoch: int | None = None):
+        self.root = root
+        self.index = index
+        self.files = files
+        self.source = source
+        self.spec = ParameterSpec(index["parameter_names"], [tuple(s) for s in index["parameter_shapes"]])
+        self.max_epoch = self.num_epochs if max_epoch is None else max_epoch
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(source={self.source!r}, num_experts={self.num_experts}, "
+            f"num_epochs={self.num_epochs}, num_parameters={self.spec.num_parameters})"
+        )
+
+    @property
+    def num_experts(self) -> int:
+        """Number of experts in use."""
+        return len(self.files)
+
+    @property
+    def num_epochs(self) -> int:
+        """Epochs stored per expert (epochs `0..num_epochs` are available; 0 is the initialisation)."""
+        return int(self.index["num_epochs"])
+
+    @property
+    def model_config(self) -> dict:
+        """The architecture the experts were trained with (`PretrainedConfig.to_dict()`)."""
+        return self.index["model_config"]
+
+    @property
+    def training(self) -> dict:
+        """The training settings (lr, momentum, weight decay, batch size, augmentation, seed, precision)."""
+        return self.index["training"]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        max_epoch: int | None = None,
+        num_experts: int | None = None,
+    ) -> ExpertTrajectories:
+        """Opens the trajectories in a local folder or a Hub model repository.
+
+        From the Hub, `experts.json` is downloaded first (and checked), then the expert files in use (into the
+        Hugging Face cache). Epoch vectors are read from the files on demand.
+
+        Args:
+            path_or_repo_id (`str` or `os.PathLike`): A folder written by [`train_experts`], or a Hub model
+                repository pushed with [`push_experts_to_hub`].
+            revision (`str`, *optional*): Branch, tag or commit of the Hub repository.
+            token (`str` or `bool`, *optional*): Hugging Face token (private repositories).
+            max_epoch (`int`, *optional*): The last epoch the caller will read; checked against the stored epochs.
+            num_experts (`int`, *optional*): Use only the first `num_experts` experts (default: all; from the Hub,
+                only their files are downloaded).
+
+        Raises:
+            ValueError: Not an expert folder or repository, a corrupt or incomplete index, too few epochs or
+                experts. The message says how to fix it.
+        """
+        path = Path(path_or_repo_id).expanduser()
+        if path.is_dir():
+            index_path = path / EXPERTS_INDEX_NAME
+            if not index_path.is_file():
+                raise ValueError(
+                    f"{path} holds no {EXPERTS_INDEX_NAME}: it is not a folder of expert trajectories. Create one "
+                    "with hf_distill.experts.train_experts_for_config(...) or train_experts(...)."
+                )
+            index = cls._check_index(json.loads(index_path.read_text()), str(path), max_epoch, num_experts)
+            files = [path / record["file"] for record in index["experts"][: num_experts or None]]
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise ValueError(
+                    f"{path} lists expert files that are missing ({', '.join(missing[:3])}). Re-run train_experts "
+                    "with the same output_dir and settings to restore them, or lower num_experts."
+                )
+            return cls(path, index, files, str(path), max_epoch)
+        return cls._from_hub(str(path_or_repo_id), revision, token, max_epoch, num_experts)
+
+    @classmethod
+    def _from_hub(
+        cls,
+        repo_id: str,
+        revision: str | None,
+        token: str | bool | None,
+        max_epoch: int | None,
+        num_experts: int | None,
+    ) -> ExpertTrajectories:
+        from huggingface_hub import hf_hub_download
+
+        from .data import _looks_like_local_path
+        from .hub import hub_error, is_hub_id
+
+        if _looks_like_local_path(repo_id) or not is_hub_id(repo_id):
+            raise ValueError(
+                f"Expert trajectories {repo_id!r}: no such folder, and not a Hub repository id ('owner/name'). Pass "
+                "the output_dir of hf_distill.experts.train_experts or a model repository pushed with "
+                "push_experts_to_hub."
+            )
+
+        def download(filename: str) -> Path:
+            try:
+                return Path(hf_hub_download(repo_id, filename, repo_type="model", revision=revision, token=token))
+            except Exception as error:
+                clear = hub_error(error, repo_id, repo_type="model", revision=revision)
+                if clear is None:
+                    from huggingface_hub.errors import EntryNotFoundError
+
+                    if isinstance(error, EntryNotFoundError):
+                        clear = ValueError(
+                            f"The model repository {repo_id!r} has no {filename}: it does not hold expert "
+                            "trajectories pushed with hf_distill.experts.push_experts_to_hub."
+                        )
+                if clear is None:
+                    raise
+                raise clear from None
+
+        index_path = download(EXPERTS_INDEX_NAME)
+        index = cls._check_index(json.loads(index_path.read_text()), repo_id, max_epoch, num_experts)
+        files = [download(record["file"]) for record in index["experts"][: num_experts or None]]
+        return cls(index_path.parent, index, files, repo_id, max_epoch)
+
+    @staticmethod
+    def _check_index(index: Any, source: str, max_epoch: int | None, num_experts: int | None) -> dict:
+        if not isinstance(index, dict) or index.get("format") != EXPERTS_FORMAT:
+            raise ValueError(f"{source}: {EXPERTS_INDEX_NAME} is not an hf_distill expert-trajectory index.")
+        if int(index.get("format_version", 0)) > EXPERTS_FORMAT_VERSION:
+            raise ValueError(
+                f"{source} was written by a newer hf_distill (format version {index['format_version']}); upgrade "
+                "hf_distill to read it."
+            )
+        required = ("parameter_names", "parameter_shapes", "num_epochs", "experts", "model_config", "training")
+        missing = [key for key in required if key not in index]
+        if missing:
+            raise ValueError(f"{source}: {EXPERTS_INDEX_NAME} lacks {', '.join(missing)}; it is corrupt.")
+        stored_experts, stored_epochs = len(index["experts"]), int(index["num_epochs"])
+        if stored_experts == 0:
+            raise ValueError(f"{source} holds no trained expert yet: run train_experts to completion first.")
+        if num_experts is not None and not 1 <= num_experts <= stored_experts:
+            raise ValueError(
+                f"num_experts={num_experts}, but {source} holds {stored_experts} experts. Lower num_experts (None "
+                "uses all), or train more experts into the folder (train_experts with a larger num_experts)."
+            )
+        if max_epoch is not None and not 0 <= max_epoch <= stored_epochs:
+            raise ValueError(
+                f"Epoch {max_epoch} is needed (MTT: max_start_epoch - 1 + expert_epochs), but the experts in {source} "
+                f"were trained for {stored_epochs} epochs. Lower max_start_epoch or expert_epochs, or train experts "
+                f"with num_epochs >= {max_epoch}."
+            )
+        return index
+
+    def check_compatible(self, spec: ParameterSpec, description: str = "the distillation network") -> None:
+        """Raises a `ValueError` unless the experts' parameters have `spec`'s names and shapes (in order).
+
+        Args:
+            spec ([`ParameterSpec`]): The parameters of the network that will follow the trajectories.
+            description (`str`): How to name that network in the message.
+        """
+        if spec == self.spec:
+            return
+        from .hub import describe_architecture
+
+        ours = {name: shape for name, shape in zip(spec.names, spec.shapes)}
+        theirs = {name: shape for name, shape in zip(self.spec.names, self.spec.shapes)}
+        mismatch = next(
+            (
+                f"{name}: {list(theirs.get(name, ())) or 'absent'} in the experts, "
+                f"{list(ours.get(name, ())) or 'absent'} in the network"
+                for name in [*self.spec.names, *spec.names]
+                if theirs.get(name) != ours.get(name)
+            ),
+            "the parameter order differs",
+        )
+        raise ValueError(
+            f"The expert trajectories in {self.source} were trained with {describe_architecture(self.model_config)} "
+            f"({self.spec.num_parameters} parameters), which does not match {description} "
+            f"({spec.num_parameters} parameters; first difference: {mismatch}). Either distill with the experts' "
+            "architecture (e.g. the same net_width/net_depth/net_norm and image size as their model_config in "
+            f"{EXPERTS_INDEX_NAME}), or train experts for this network with hf_distill.experts.train_experts("
+            "trainer.train_data, trainer.model_config, ...)."
+        )
+
+    def check_data(self, train_data: ImageData) -> None:
+        """Logs a warning when `train_data` is not normalised like the experts' data or has other classes.
+
+        Trajectories of differently normalised images still load (the architecture matches) but lead the synthetic
+        set astray; this usually means the experts were trained on another dataset or another image size.
+        """
+        recorded = (self.index.get("image_mean"), self.index.get("image_std"), self.index.get("class_names"))
+        if None in recorded:
+            return
+        mean, std, names = recorded
+        close = all(abs(a - b) <= 1e-3 for a, b in zip([*mean, *std], [*train_data.mean, *train_data.std]))
+        if not close or list(names) != list(train_data.class_names):
+            logger.warning(
+                "The expert trajectories in %s were trained on data with mean %s, std %s and classes %s, but the "
+                "data being distilled has mean %s, std %s and classes %s: are they from another dataset?",
+                self.source,
+                mean,
+                std,
+                names[:5],
+                train_data.mean,
+                train_data.std,
+                train_data.class_names[:5],
+            )
+
+    def epoch(self, expert: int, epoch: int) -> torch.Tensor:
+        """The flat float32 parameter vector of `expert` after `epoch` epochs (0: the initialisation), on CPU."""
+        if not 0 <= expert < self.num_experts:
+            raise IndexError(f"expert {expert} out of range: {self.num_experts} experts are in use.")
+        if not 0 <= epoch <= self.max_epoch:
+            raise IndexError(f"epoch {epoch} out of range 0..{self.max_epoch}.")
+        with safe_open(str(self.files[expert]), framework="pt") as handle:
+            return handle.get_tensor(epoch_key(epoch))
+
+    def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A parameter dict (views of `vector`) keyed by parameter name, e.g. for `model.load_state_dict`."""
+        return self.spec.unflatten(vector)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The Hub
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def render_experts_card(
+    expert_dir: str | os.PathLike, repo_id: str | None = None, *, versions: dict[str, str] | None = None
+):
+    """The model card of a folder written by [`train_experts`].
+
+    Args:
+        expert_dir (`str` or `os.PathLike`): The folder (with `experts.json`).
+        repo_id (`str`, *optional*): The repository the card is for (usage snippet).
+        versions (`dict[str, str]`, *optional*): Framework versions to list (default: the installed ones).
+
+    Returns:
+        `huggingface_hub.ModelCard`: YAML (tags, datasets) and a body from `templates/experts_card.md`.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from .hub import TEMPLATES_DIR, _source_link, describe_architecture, framework_versions, is_hub_id
+
+    expert_dir = Path(expert_dir)
+    index_path = expert_dir / EXPERTS_INDEX_NAME
+    if not index_path.is_file():
+        raise ValueError(f"{index_path} not found: pass a folder written by hf_distill.experts.train_experts.")
+    index = ExpertTrajectories._check_index(json.loads(index_path.read_text()), str(expert_dir), None, None)
+    source_id = (index.get("source") or {}).get("dataset")
+    records = index["experts"]
+    tests = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
+    trains = [r["train_accuracy"] for r in records if r.get("train_accuracy") is not None]
+    training = index["training"]
+    settings = [
+        (
+            "Optimizer",
+            f"SGD, lr {training['lr']}, momentum {training['momentum']}, weight decay "
+            f"{training['weight_decay']}, constant learning rate",
+        ),
+        ("Batch size", training["batch_size"]),
+        ("Augmentation while training", f"`{training['dsa_strategy']}`" if training.get("dsa_strategy") else "none"),
+        ("Precision", "bfloat16 autocast" if training.get("mixed_precision") == "bf16" else "float32"),
+        ("Seed", training["seed"]),
+    ]
+    card_data = ModelCardData(
+        tags=list(EXPERT_TAGS),
+        datasets=[source_id] if is_hub_id(source_id) else None,
+        license=None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATES_DIR / "experts_card.md"),
+        repo_id=repo_id or "<user>/<experts-name>",
+        architecture=describe_architecture(index["model_config"]),
+        num_experts=len(records),
+        num_epochs=index["num_epochs"],
+        num_parameters=index.get("num_parameters"),
+        num_train_images=index.get("num_train_images"),
+        source_link=_source_link(source_id),
+        image_shape=tuple(index.get("image_shape") or ()),
+        image_mean=[round(float(m), 4) for m in index.get("image_mean") or []],
+        image_std=[round(float(s), 4) for s in index.get("image_std") or []],
+        num_classes=len(index.get("class_names") or []),
+        settings=settings,
+        test_accuracy=f"{_mean(tests):.2f}" if tests else None,
+        test_range=f"{min(tests):.2f}-{max(tests):.2f}" if tests else None,
+        train_accuracy=f"{_mean(trains):.2f}" if trains else None,
+        architecture_kwargs=_architecture_kwargs(index["model_config"]),
+        versions=versions or framework_versions(index.get("hf_distill_version")),
+    )
+
+
+def _architecture_kwargs(model_config: dict) -> str:
+    """The config arguments that make a distillation network of the experts' architecture (for the usage snippet)."""
+    if model_config.get("model_type") == "hf_distill_convnet":
+        keys = ("net_width", "net_depth", "net_norm", "net_act", "net_pooling")
+        return "".join(f", {key}={model_config[key]!r}" for key in keys if key in model_config)
+    name = model_config.get("_name_or_path")
+    return f", model_name_or_path={name!r}" if name else ""
+
+
+def push_experts_to_hub(
+    expert_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Pushes a folder written by [`train_experts`] to a Hub model repository, with a model card.
+
+    One commit holds `experts.json`, every expert file it lists and `README.md` (merged with a card already in
+    the repository). [`ExpertTrajectories.from_pretrained`] then reads the repository, and
+    `TrajectoryMatchingConfig(expert_path=repo_id)` distills with it.
+
+    Args:
+        expert_dir (`str` or `os.PathLike`): The folder.
+        repo_id (`str`): The model repository (`"owner/name"`; created if missing).
+        private (`bool`, *optional*): Visibility of a newly created repository.
+        token (`str`, *optional*): Hugging Face token with write access (default: the logged-in one).
+        commit_message (`str`, *optional*): Message of the commit.
+
+    Returns:
+        `str`: The commit URL.
+
+    Raises:
+        ValueError: `expert_dir` is not a complete expert folder (nothing is pushed).
+        [`~hf_distill.hub.HubPushError`]: The Hub refused the upload or could not be reached (nothing is committed).
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+
+    from .hub import _PUSH_ERRORS, _existing_card, _push_failure, merge_card
+
+    expert_dir = Path(expert_dir)
+    trajectories = ExpertTrajectories.from_pretrained(expert_dir)  # checks the index and that every file exists
+    card = render_experts_card(expert_dir, repo_id)
+    files = [EXPERTS_INDEX_NAME, *(path.name for path in trajectories.files)]
+    api = HfApi(token=token)
+    try:
+        pushed_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if pushed_id != repo_id:  # no namespace given: the usage snippet needs the full id
+            card = render_experts_card(expert_dir, pushed_id)
+        card = merge_card(card, _existing_card(api, ModelCard, pushed_id, None))
+        operations = [CommitOperationAdd("README.md", str(card).encode())]
+        operations += [CommitOperationAdd(name, str(expert_dir / name)) for name in files]
+        info = api.create_commit(
+            pushed_id, operations, commit_message=commit_message or "Upload expert trajectories (hf_distill)"
+        )
+    except _PUSH_ERRORS as error:
+        raise _push_failure(
+            f"{expert_dir} to the model repository {repo_id!r}",
+            error,
+            "No commit was made (the repository may have been created).",
+            f"Not pushed: {len(files) - 1} expert files, {EXPERTS_INDEX_NAME} and the model card.",
+        ) from error
+    logger.info("Pushed %s to %s.", expert_dir, info.commit_url)
+    return info.commit_url

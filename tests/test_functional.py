@@ -1,0 +1,152 @@
+"""Unrolled SGD (`hf_distill.functional`): the three memory modes against each other and a hand-written unroll."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_distill.augment import SiameseAugment
+from hf_distill.functional import ParameterSpec, plan_unroll, unrolled_sgd, unrolled_sgd_flat
+from hf_distill.modeling import build_model, default_convnet_config, fresh_model
+from hf_distill.seeding import derive_generator
+
+CONFIG = default_convnet_config(1, 8, 3, net_width=8, net_depth=2)
+AUGMENT = SiameseAugment("color_crop_cutout_scale_rotate")
+
+
+# The gradient comparisons run in float64: instance norm over the 2x2 maps of 8x8 images divides by tiny variances
+# for some augmented batches, which turns float32 rounding differences between two exact methods into visible ones.
+DTYPE = torch.float64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny networks: thread-pool start-up dominates every op, and is much worse on a loaded machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def network():
+    return build_model(CONFIG).requires_grad_(False).to(DTYPE)
+
+
+@pytest.fixture(scope="module")
+def start_params():
+    model = fresh_model(CONFIG, derive_generator(0, "start")).to(DTYPE)
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _gradients(network, start_params, memory, num_steps, soft_labels=True, batch_size=4, augment=AUGMENT):
+    """Loss and gradients (images, label logits, step size, one start tensor) of ||theta_N - theta*||^2."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(6, 1, 8, 8, generator=generator, dtype=DTYPE).requires_grad_(True)
+    label_logits = torch.randn(6, 3, generator=generator, dtype=DTYPE).requires_grad_(True)
+    targets = label_logits.softmax(-1) if soft_labels else torch.tensor([0, 0, 1, 1, 2, 2])
+    step_size = torch.tensor(0.05, dtype=DTYPE, requires_grad=True)
+    start = {name: t.clone().requires_grad_(True) for name, t in start_params.items()}
+    final = unrolled_sgd(
+        network,
+        start,
+        images,
+        targets,
+        step_size,
+        num_steps,
+        batch_size,
+        derive_generator(1, "unroll"),
+        augment,
+        memory,
+    )
+    loss = sum(((final[name] - 0.5 * start_params[name]) ** 2).sum() for name in final)
+    loss.backward()
+    return {
+        "loss": loss.detach(),
+        "images": images.grad,
+        "labels": label_logits.grad if soft_labels else None,
+        "step_size": step_size.grad,
+        "start": start["features.0.weight"].grad,
+    }
+
+
+@pytest.mark.parametrize("soft_labels", [True, False])
+def test_checkpoint_gradients_equal_full(network, start_params, soft_labels):
+    full = _gradients(network, start_params, "full", num_steps=4, soft_labels=soft_labels)
+    checkpoint = _gradients(network, start_params, "checkpoint", num_steps=4, soft_labels=soft_labels)
+    for name, value in full.items():
+        if value is None:
+            continue
+        assert torch.count_nonzero(value) > 0, name
+        torch.testing.assert_close(checkpoint[name], value, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_tesla_is_exact_for_one_step_and_first_order_beyond(network, start_params):
+    one_full = _gradients(network, start_params, "full", num_steps=1)
+    one_tesla = _gradients(network, start_params, "tesla", num_steps=1)
+    for name in ("loss", "images", "labels", "step_size"):
+        torch.testing.assert_close(one_tesla[name], one_full[name], rtol=1e-9, atol=1e-12, msg=name)
+
+    full = _gradients(network, start_params, "full", num_steps=5)
+    tesla = _gradients(network, start_params, "tesla", num_steps=5)
+    torch.testing.assert_close(tesla["loss"], full["loss"])  # the forward is the same unroll
+    for name in ("images", "labels"):
+        assert not torch.allclose(tesla[name], full[name], rtol=1e-3, atol=1e-6), name
+        cosine = F.cosine_similarity(tesla[name].flatten(), full[name].flatten(), dim=0)
+        assert cosine > 0.5, (name, cosine)
+
+
+def test_full_unroll_matches_hand_written_sgd(network, start_params):
+    """No augmentation, all images per step: theta_{i+1} = theta_i - lr * grad CE, written out with a real model."""
+    images = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=DTYPE)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    final = unrolled_sgd(network, start_params, images, labels, 0.1, 3, None, derive_generator(0, "u"), None)
+
+    model = fresh_model(CONFIG, derive_generator(0, "other")).to(DTYPE)
+    model.load_state_dict(start_params, strict=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        F.cross_entropy(model(pixel_values=images).logits, labels).backward()
+        optimizer.step()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(final[name], parameter.detach(), rtol=1e-10, atol=1e-12)
+    assert not final["classifier.weight"].requires_grad  # nothing to differentiate: no graph kept
+
+
+def test_plan_cycles_through_permutations_and_is_reproducible():
+    plan = plan_unroll(5, 4, 2, torch.Generator().manual_seed(0), AUGMENT, (8, 8))
+    assert [len(rows) for rows in plan.indices] == [2, 2, 1, 2]
+    assert sorted(torch.cat(plan.indices[:3]).tolist()) == [0, 1, 2, 3, 4]  # one permutation, then a new one
+    again = plan_unroll(5, 4, 2, torch.Generator().manual_seed(0), AUGMENT, (8, 8))
+    for first, second in zip(plan.augment_params, again.augment_params):
+        assert first.ops == second.ops
+        assert all(torch.equal(first.values[k], second.values[k]) for k in first.values)
+    with pytest.raises(ValueError, match="batch_size"):
+        plan_unroll(5, 1, 0, torch.Generator(), None)
+
+
+def test_parameter_spec_round_trip(network):
+    spec = ParameterSpec.from_module(network)
+    vector = spec.flatten(dict(network.named_parameters()))
+    assert vector.shape == (spec.num_parameters,)
+    for name, tensor in spec.unflatten(vector).items():
+        assert torch.equal(tensor, dict(network.named_parameters())[name])
+    with pytest.raises(ValueError, match="flat vector"):
+        spec.unflatten(vector[:-1])
+
+
+def test_invalid_memory_mode(network, start_params):
+    spec = ParameterSpec.from_dict(start_params)
+    with pytest.raises(ValueError, match="memory must be one of"):
+        unrolled_sgd_flat(
+            network,
+            spec,
+            spec.flatten(start_params),
+            torch.zeros(3, 1, 8, 8),
+            torch.zeros(3).long(),
+            0.1,
+            1,
+            None,
+            torch.Generator(),
+            memory="nope",
+        )
