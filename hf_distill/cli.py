@@ -6,6 +6,7 @@ hf-distill distill --config recipes/mnist/dm_ipc10.yaml --num_iterations 500    
 hf-distill evaluate outputs/digits-dm-ipc10 --num_models 5
 hf-distill kd --distilled outputs/digits-dm-ipc10 --train_teacher --output_dir outputs/digits-student
 hf-distill push outputs/digits-dm-ipc10 me/digits-dm-ipc10                         # dataset + card
+hf-distill train-experts --config recipes/mnist/mtt_ipc10.yaml --num_experts 5 --num_epochs 6  # MTT's experts
 ```
 
 The `distill` parser is built from the method's config dataclass (`HfArgumentParser`), so every field of
@@ -157,6 +158,7 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
 
 def run_push(argv: list[str] | None = None) -> str:
     """`hf-distill push OUTPUT_DIR REPO_ID`: pushes a distilled set (or a KD student folder) with its card."""
+    from .experts import EXPERTS_INDEX_NAME, push_experts_to_hub
     from .hub import KD_CONFIG_NAME, push_distilled_to_hub, push_student_to_hub
 
     parser = argparse.ArgumentParser(prog="hf-distill push", description=run_push.__doc__)
@@ -170,12 +172,64 @@ def run_push(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
 
     kwargs = {"private": args.private or None, "token": args.token, "commit_message": args.commit_message}
-    if (Path(args.output_dir) / KD_CONFIG_NAME).is_file():
+    if (Path(args.output_dir) / EXPERTS_INDEX_NAME).is_file():
+        url = push_experts_to_hub(args.output_dir, args.repo_id, **kwargs)
+    elif (Path(args.output_dir) / KD_CONFIG_NAME).is_file():
         url = push_student_to_hub(args.output_dir, args.repo_id, **kwargs)
     else:
         url = push_distilled_to_hub(args.output_dir, args.repo_id, **kwargs)
     print(f"Pushed {args.output_dir} to {args.repo_id}: {url}")
     return url
+
+
+def run_train_experts(argv: list[str] | None = None):
+    """`hf-distill train-experts`: trains MTT's expert trajectories with a distillation config's data and network.
+
+    Every `distill` flag (and `--config recipe.yaml`) is accepted, so the experts are trained on exactly the data,
+    normalisation and architecture the distillation will use; they are written to `--expert_dir` (default: the
+    config's `expert_path`). Experts already in the folder are kept: re-running resumes.
+    """
+    from .data import load_source
+    from .experts import train_experts_for_config
+
+    pre = argparse.ArgumentParser(prog="hf-distill train-experts", add_help=False)
+    pre.add_argument("--num_experts", type=int, required=True, help="Expert trajectories to train.")
+    pre.add_argument("--num_epochs", type=int, required=True, help="Epochs per expert (one snapshot per epoch).")
+    pre.add_argument("--expert_dir", default=None, help="Output folder (default: the config's expert_path).")
+    pre.add_argument("--expert_lr", type=float, default=0.01, help="Expert SGD learning rate (MTT: lr_teacher 0.01).")
+    pre.add_argument("--expert_batch_size", type=int, default=256, help="Expert training batch (MTT: 256).")
+    if argv and argv[0] in ("-h", "--help"):
+        pre.print_help()
+        print("\nAll `hf-distill distill` options are accepted as well (data, network, --config recipe.yaml).")
+        return None
+    known, rest = pre.parse_known_args(argv)
+    if not any(arg == "--method" or arg.startswith("--method=") for arg in rest):
+        rest = [*rest, "--method", "mtt"] if "--config" not in rest else rest
+    script_args, config = parse_distill_args(rest)
+    expert_dir = known.expert_dir or getattr(config, "expert_path", None)
+    if not expert_dir:
+        raise ValueError("Pass --expert_dir (or a recipe with expert_path) to say where the experts go.")
+    train, test = load_source(
+        script_args.dataset,
+        train_split=config.train_split,
+        test_split=config.test_split,
+        name=script_args.dataset_config_name,
+        revision=script_args.dataset_revision,
+    )
+    source = {"dataset": script_args.dataset, "config_name": script_args.dataset_config_name}
+    path = train_experts_for_config(
+        config,
+        train,
+        test,
+        expert_dir,
+        num_experts=known.num_experts,
+        num_epochs=known.num_epochs,
+        source=source,
+        lr=known.expert_lr,
+        batch_size=known.expert_batch_size,
+    )
+    print(f"Wrote {known.num_experts} expert trajectories x {known.num_epochs} epochs to {path}/")
+    return path
 
 
 def distill_main(argv: list[str] | None = None):
@@ -246,14 +300,21 @@ def kd_main(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"distill": distill_main, "evaluate": run_evaluate, "kd": kd_main, "push": run_push}
+    commands = {
+        "distill": distill_main,
+        "evaluate": run_evaluate,
+        "kd": kd_main,
+        "push": run_push,
+        "train-experts": run_train_experts,
+    }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(
-            "usage: hf-distill {distill,evaluate,kd,push} [options]\n\n"
+            "usage: hf-distill {distill,evaluate,kd,push,train-experts} [options]\n\n"
             "  distill   distill a dataset (hf-distill distill --help for every option)\n"
             "  evaluate  re-evaluate a saved distilled set (hf-distill evaluate --help)\n"
             "  kd        train a student on a distilled set with a teacher (hf-distill kd --help)\n"
-            "  push      push a distilled set or a KD student to the Hub with its card (hf-distill push --help)"
+            "  push      push a distilled set, KD student or MTT experts with a card (hf-distill push --help)\n"
+            "  train-experts  train MTT's expert trajectories (hf-distill train-experts --help)"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     commands[argv[0]](argv[1:])

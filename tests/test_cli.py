@@ -259,3 +259,20 @@ def test_usage_returns_zero(argv, capsys):
 def test_unknown_command_returns_two(capsys):
     assert main(["frobnicate"]) == 2
     assert "usage: hf-distill" in capsys.readouterr().out
+
+
+def test_train_experts_then_mtt_distill_from_the_command_line(tmp_path, capsys):
+    """`train-experts` writes experts for the same data/network flags; `distill --method mtt` then uses them."""
+    expert_dir = tmp_path / "experts"
+    common = ["--dataset", "sklearn:digits", "--net_width", "8", "--net_depth", "2", "--images_per_class", "1"]
+    code = main(["train-experts", *common, "--expert_dir", str(expert_dir), "--num_experts", "1", "--num_epochs", "2"])
+    assert code == 0
+    assert "Wrote 1 expert trajectories x 2 epochs" in capsys.readouterr().out
+    assert (expert_dir / "experts.json").is_file()
+    output_dir = tmp_path / "mtt"
+    flags = ["--method", "mtt", "--expert_path", str(expert_dir), "--max_start_epoch", "1", "--expert_epochs", "1"]
+    flags += ["--syn_steps", "2", "--num_iterations", "1", "--save_steps", "0", "--eval_epochs", "1"]
+    flags += ["--eval_num_models", "1", "--no_eval_random_baseline", "--output_dir", str(output_dir)]
+    assert main(["distill", *common, *flags]) == 0
+    config = json.loads((output_dir / "distill_config.json").read_text())
+    assert config["method"] == "mtt" and config["learned_lr"] > 0
