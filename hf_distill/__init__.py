@@ -11,8 +11,10 @@ from .experts import ExpertTrajectories, push_experts_to_hub, train_experts
 from .kd import KDConfig, KDTrainer
 from .methods import (
     METHODS,
+    DifferentiableSiameseAugmentationConfig,
     DistillationMethod,
     DistributionMatchingConfig,
+    GradientMatchingConfig,
     RandomSelectionConfig,
     TrajectoryMatchingConfig,
     register_method,
@@ -26,9 +28,11 @@ __all__ = [
     "ConvNetForImageClassification",
     "DistillConfig",
     "DistillTrainer",
+    "DifferentiableSiameseAugmentationConfig",
     "DistillationMethod",
     "DistributionMatchingConfig",
     "EvaluationProtocol",
+    "GradientMatchingConfig",
     "ExpertTrajectories",
     "ImageData",
     "KDConfig",

@@ -3,13 +3,23 @@
 from .base import METHODS, DistillationMethod, get_method_class, register_method
 from .coreset import RandomSelection, RandomSelectionConfig
 from .distribution_matching import DistributionMatching, DistributionMatchingConfig
+from .gradient_matching import (
+    DifferentiableSiameseAugmentation,
+    DifferentiableSiameseAugmentationConfig,
+    GradientMatching,
+    GradientMatchingConfig,
+)
 from .trajectory_matching import TrajectoryMatching, TrajectoryMatchingConfig
 
 __all__ = [
     "METHODS",
+    "DifferentiableSiameseAugmentation",
+    "DifferentiableSiameseAugmentationConfig",
     "DistillationMethod",
     "DistributionMatching",
     "DistributionMatchingConfig",
+    "GradientMatching",
+    "GradientMatchingConfig",
     "RandomSelection",
     "RandomSelectionConfig",
     "TrajectoryMatching",
