@@ -130,23 +130,39 @@ class DistillationMethod:
         return self.sampler.sample_keyed(classes, n, self.config.seed, *keys, "real")
 
     def siamese_augment(
-        self, real: torch.Tensor, synthetic: torch.Tensor, classes: list[int], n_real: int, n_syn: int, *keys
+        self,
+        real: torch.Tensor,
+        synthetic: torch.Tensor,
+        classes: list[int],
+        n_real: int,
+        n_syn: int,
+        *keys,
+        per_class: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augments class-major real and synthetic batches with the same transforms (DSA).
 
-        Parameters are drawn once for all classes of the dataset from a generator keyed by `(seed, *keys)`; class
-        `c` uses rows `c * stride + j`, so image `j` of a class gets the same transform in both batches, and the
-        draw does not depend on how classes are split across processes.
+        Parameters are drawn once for all classes of the dataset from a generator keyed by `(seed, *keys)`, so the
+        draw does not depend on how classes are split across processes. By default class `c` uses rows
+        `c * stride + j`: image `j` of a class gets the same transform in both batches. With `per_class=True` every
+        real and synthetic image of class `c` gets the one transform of row `c` (the DSA code's siamese "batch
+        mode", which gradient matching uses: both gradients are then taken under the same transform).
         """
         if not self.augment.enabled:
             return real, synthetic
-        stride = max(n_real, n_syn)
+        stride = 1 if per_class else max(n_real, n_syn)
         params = self.augment.sample(
             self.train_data.num_classes * stride,
             self.train_data.image_size,
             derive_generator(self.config.seed, *keys, "augment"),
         )
-        starts = torch.tensor(classes, dtype=torch.long).unsqueeze(1) * stride
+        class_index = torch.tensor(classes, dtype=torch.long)
+        if per_class:
+            real_rows, syn_rows = class_index.repeat_interleave(n_real), class_index.repeat_interleave(n_syn)
+            return (
+                self.augment.apply(real, params.select(real_rows)),
+                self.augment.apply(synthetic, params.select(syn_rows)),
+            )
+        starts = class_index.unsqueeze(1) * stride
         real_rows = (starts + torch.arange(n_real)).flatten()
         syn_rows = (starts + torch.arange(n_syn)).flatten()
         return (

@@ -151,6 +151,13 @@ class GradientMatchingConfig(SyntheticOptimizationConfig):
             "all parameters) or 'cosine' (1 - cosine between all gradients flattened together)."
         },
     )
+    augment_per_class: bool = field(
+        default=True,
+        metadata={
+            "help": "Siamese augmentation with one transform per class and update, shared by all its real and "
+            "synthetic images (the DSA code's batch mode); False: a transform per image index (as `dm` here)."
+        },
+    )
     bn_images_per_class: int = field(
         default=16,
         metadata={
@@ -363,7 +370,9 @@ class GradientMatching(DistillationMethod):
         n_real, n_syn = config.batch_real, synthetic.images_per_class
         real = self.train_data.images[self.sample_real(classes, n_real, iteration, update)].to(device)
         syn = synthetic.images_of(classes)
-        real, syn = self.siamese_augment(real, syn, classes, n_real, n_syn, iteration, update)
+        real, syn = self.siamese_augment(
+            real, syn, classes, n_real, n_syn, iteration, update, per_class=config.augment_per_class
+        )
         real, syn = self.prepare_inputs(real), self.prepare_inputs(syn)
         syn_targets = synthetic.targets_of(classes)
 
