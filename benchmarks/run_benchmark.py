@@ -56,7 +56,7 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 SCHEMA_VERSION = 1
 
 DATASET_ORDER = {"mnist": 0, "fashion_mnist": 1, "cifar10": 2}
-METHOD_ORDER = {"random": 0, "dm": 1}
+METHOD_ORDER = {"random": 0, "dm": 1, "dc": 2, "dsa": 3, "mtt": 4}
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits"}
 
 # ---------------------------------------------------------------------------------------------------------------
