@@ -788,31 +788,19 @@ def push_experts_to_hub(
         ValueError: `expert_dir` is not a complete expert folder (nothing is pushed).
         [`~hf_distill.hub.HubPushError`]: The Hub refused the upload or could not be reached (nothing is committed).
     """
-    from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
-
-    from .hub import _PUSH_ERRORS, _existing_card, _push_failure, merge_card
+    from .hub import push_model_folder
 
     expert_dir = Path(expert_dir)
     trajectories = ExpertTrajectories.from_pretrained(expert_dir)  # checks the index and that every file exists
     card = render_experts_card(expert_dir, repo_id)
     files = [EXPERTS_INDEX_NAME, *(path.name for path in trajectories.files)]
-    api = HfApi(token=token)
-    try:
-        pushed_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        if pushed_id != repo_id:  # no namespace given: the usage snippet needs the full id
-            card = render_experts_card(expert_dir, pushed_id)
-        card = merge_card(card, _existing_card(api, ModelCard, pushed_id, None))
-        operations = [CommitOperationAdd("README.md", str(card).encode())]
-        operations += [CommitOperationAdd(name, str(expert_dir / name)) for name in files]
-        info = api.create_commit(
-            pushed_id, operations, commit_message=commit_message or "Upload expert trajectories (hf_distill)"
-        )
-    except _PUSH_ERRORS as error:
-        raise _push_failure(
-            f"{expert_dir} to the model repository {repo_id!r}",
-            error,
-            "No commit was made (the repository may have been created).",
-            f"Not pushed: {len(files) - 1} expert files, {EXPERTS_INDEX_NAME} and the model card.",
-        ) from error
-    logger.info("Pushed %s to %s.", expert_dir, info.commit_url)
-    return info.commit_url
+    return push_model_folder(
+        expert_dir,
+        repo_id,
+        files,
+        card,
+        lambda pushed_id: render_experts_card(expert_dir, pushed_id),
+        private=private,
+        token=token,
+        commit_message=commit_message or "Upload expert trajectories (hf_distill)",
+    )

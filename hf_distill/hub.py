@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -868,23 +869,51 @@ def push_student_to_hub(
     )
     if not any(name.endswith(".safetensors") for name in files):
         raise ValueError(f"No .safetensors weights in {student_dir}: save the student with save_pretrained first.")
+    return push_model_folder(
+        student_dir,
+        repo_id,
+        files,
+        card,
+        lambda pushed_id: render_student_card(student_dir, pushed_id, token=token),
+        private=private,
+        token=token,
+        commit_message=commit_message or "Upload student model (hf_distill)",
+    )
+
+
+def push_model_folder(
+    folder: Path,
+    repo_id: str,
+    files: list[str],
+    card: ModelCard,
+    render_card_for: Callable[[str], ModelCard],
+    private: bool | None,
+    token: str | None,
+    commit_message: str,
+) -> str:
+    """Creates the model repository if needed and commits `files` of `folder` and the card in ONE commit.
+
+    `render_card_for(repo_id)` re-renders the card when the Hub adds a namespace to `repo_id` (its usage snippet
+    names the repository); a card already in the repository is merged in (its metadata kept).
+
+    Raises:
+        HubPushError: If the Hub refuses the upload or cannot be reached (nothing is committed).
+    """
     api = HfApi(token=token)
     try:
         pushed_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if pushed_id != repo_id:
-            card = render_student_card(student_dir, pushed_id, token=token)
+            card = render_card_for(pushed_id)
         card = merge_card(card, _existing_card(api, ModelCard, pushed_id, None))
         operations = [CommitOperationAdd("README.md", str(card).encode())]
-        operations += [CommitOperationAdd(name, str(student_dir / name)) for name in files]
-        info = api.create_commit(
-            pushed_id, operations, commit_message=commit_message or "Upload student model (hf_distill)"
-        )
+        operations += [CommitOperationAdd(name, str(folder / name)) for name in files]
+        info = api.create_commit(pushed_id, operations, commit_message=commit_message)
     except _PUSH_ERRORS as error:
         raise _push_failure(
-            f"{student_dir} to the model repository {repo_id!r}",
+            f"{folder} to the model repository {repo_id!r}",
             error,
             "No commit was made (the repository may have been created).",
             f"Not pushed: {', '.join([*files, 'the model card'])}.",
         ) from error
-    logger.info("Pushed %s to %s.", student_dir, info.commit_url)
+    logger.info("Pushed %s to %s.", folder, info.commit_url)
     return info.commit_url

@@ -166,3 +166,18 @@ def tiny_experts(tmp_path_factory) -> str:
         config, splits["train"], splits["test"], output_dir, 2, TINY_EXPERT_EPOCHS, show_progress=False
     )
     return str(output_dir)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tests on tiny tensors (`pytestmark = usefixtures("one_torch_thread")`).
+
+    Thread-pool start-up dominates every op on tiny networks, and on a busy 2-core machine (tests beside a
+    benchmark) spinning threads make each op many times slower.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,14 +22,7 @@ from hf_distill.modeling import fresh_model
 from hf_distill.seeding import derive_generator
 from hf_distill.trainer import build_model_config, prepare_splits
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny networks: thread-pool start-up dominates every op, and is much worse on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

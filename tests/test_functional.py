@@ -18,13 +18,7 @@ AUGMENT = SiameseAugment("color_crop_cutout_scale_rotate")
 DTYPE = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny networks: thread-pool start-up dominates every op, and is much worse on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,14 +36,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: intra-op threads gain nothing, and on a busy CPU (tests beside a benchmark) spinning
-    # threads make every op many times slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trainer(splits, config_class=GradientMatchingConfig, **overrides):

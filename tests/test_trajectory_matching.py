@@ -13,13 +13,7 @@ FAST = dict(net_width=8, net_depth=2, images_per_class=2, syn_steps=3, max_start
 FAST.update(eval_epochs=2, eval_num_models=1, save_steps=0, logging_steps=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny networks: thread-pool start-up dominates every op, and is much worse on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
