@@ -134,3 +134,34 @@ def test_evaluation_augmentation_is_independent_of_distillation_augmentation(tin
     trainer = DistillTrainer(config, tiny_image_dataset()["train"])
     assert trainer.dsa_strategy is None
     assert trainer.evaluation_protocol().dsa_strategy == "color_crop_cutout_flip_scale_rotate"
+
+
+def test_learned_soft_labels_are_evaluated_saved_and_reloaded(tiny_image_dataset, tmp_path, monkeypatch):
+    from hf_distill import DifferentiableSiameseAugmentationConfig
+    from hf_distill import trainer as trainer_module
+
+    config = DifferentiableSiameseAugmentationConfig(
+        images_per_class=2, num_iterations=1, net_width=4, net_depth=2, batch_real=4, outer_loop=1, inner_loop=1,
+        learn_soft_labels=True, lr_labels=50.0, save_steps=0, eval_num_models=1, eval_epochs=1,
+    )  # fmt: skip
+    splits = tiny_image_dataset(num_classes=3)
+    trainer = _train(config, splits)
+    targets = trainer.synthetic.targets().detach()
+    assert targets.shape == (6, 3) and not torch.allclose(targets.max(-1).values, torch.full((6,), 0.9))
+
+    seen = []
+    real_evaluate_images = trainer_module.evaluate_images
+    monkeypatch.setattr(
+        trainer_module,
+        "evaluate_images",
+        lambda images, targets, *args, **kwargs: seen.append(targets) or real_evaluate_images(
+            images, targets, *args, **kwargs
+        ),
+    )
+    trainer.evaluate(random_baseline=False)
+    torch.testing.assert_close(seen[0], targets)  # evaluation trains on the learned soft labels
+    trainer.save(tmp_path / "run")
+
+    reloaded = DistillTrainer(config, splits["train"], splits["test"])
+    reloaded.load_distilled(tmp_path / "run")
+    torch.testing.assert_close(reloaded.synthetic.targets(), targets)
