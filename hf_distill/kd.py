@@ -57,6 +57,7 @@ from .data import ImageData, find_columns, load_source, prepare_images
 from .evaluation import EvaluationProtocol, train_classifier
 from .modeling import default_convnet_config, fresh_model
 from .seeding import derive_generator
+from .synthetic import SOFT_LABEL_COLUMN
 from .trainer import DATASET_DIR, _processor_settings, build_model_config
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,6 @@ KD_CONFIG_NAME = "kd_config.json"
 EVAL_RESULTS_NAME = "eval_results.json"
 TEACHER_DIR = "teacher"
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
-SOFT_LABEL_COLUMN = "soft_label"
 SOFT_LABEL_CHOICES = ("auto", "yes", "no")
 
 
