@@ -101,20 +101,36 @@ def test_nan_loss_raises_clear_error(tiny_image_dataset, tiny_config, tmp_path):
         trainer.train()
 
 
-def test_two_processes_match_one(tiny_image_dataset, tmp_path):
-    """`debug_launcher(num_processes=2)` (gloo on CPU) reaches the single-process set, to float tolerance."""
-    from hf_distill import DistributionMatchingConfig
+TWO_PROCESS_SETTINGS = {
+    "dm": dict(batch_real=8),
+    # Separable per class, with inner-loop network training between updates on every process.
+    "dsa": dict(batch_real=4, outer_loop=2, inner_loop=1, learn_soft_labels=True),
+    # Not separable: every process computes the whole loss and the gradients are averaged.
+    "mtt": dict(syn_steps=2, max_start_epoch=2, expert_epochs=1),
+}
 
-    config_kwargs = dict(
-        images_per_class=2, num_iterations=3, batch_real=8, net_width=8, net_depth=2, save_steps=0, seed=3
-    )
+
+@pytest.mark.parametrize("method", sorted(TWO_PROCESS_SETTINGS))
+def test_two_processes_match_one(method, tiny_image_dataset, tmp_path, request):
+    """`debug_launcher(num_processes=2)` (gloo on CPU) reaches the single-process set, to float tolerance."""
+    from hf_distill.methods import get_method_class
+
+    config_kwargs = dict(images_per_class=2, num_iterations=3, net_width=8, net_depth=2, save_steps=0, seed=3)
+    config_kwargs.update(TWO_PROCESS_SETTINGS[method])
+    if method == "mtt":
+        config_kwargs["expert_path"] = request.getfixturevalue("tiny_experts")
     splits = tiny_image_dataset(num_classes=3)
-    single = _train(DistributionMatchingConfig(**config_kwargs), {"train": splits["train"], "test": None})
+    config = get_method_class(method).config_class(**config_kwargs)
+    single = _train(config, {"train": splits["train"], "test": None})
     out_file = tmp_path / "two.safetensors"
     worker = Path(__file__).with_name("distributed_worker.py")
-    subprocess.run([sys.executable, str(worker), str(out_file), json.dumps(config_kwargs)], check=True, timeout=300)
-    two = load_file(str(out_file))["images"]
-    torch.testing.assert_close(two, single.synthetic.images.detach(), rtol=1e-5, atol=1e-5)
+    payload = json.dumps({"method": method, **config_kwargs})
+    subprocess.run([sys.executable, str(worker), str(out_file), payload], check=True, timeout=300)
+    two = load_file(str(out_file))
+    expected = {name: t.detach() for name, t in single.synthetic.state_dict().items()}
+    assert sorted(two) == sorted(expected)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(two[name], tensor, rtol=1e-5, atol=1e-5, msg=f"{method}: {name} differs")
 
 
 def test_soft_labels_with_a_method_that_ignores_labels_is_a_clear_error(tiny_image_dataset):
