@@ -11,13 +11,13 @@ more. The reference implementation's figure on this machine (3.1-3.5 s at batch_
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 import torch
 from datasets import load_dataset
+from machine import cpu_model  # benchmarks/machine.py: scripts here run with this folder on sys.path
 
 from hf_distill import DistributionMatchingConfig
 from hf_distill.trainer import DistillTrainer
@@ -27,14 +27,6 @@ SETTINGS = {
     "float32 compiled": dict(mixed_precision="no", torch_compile=True),
     "bf16 compiled": dict(mixed_precision="bf16", torch_compile=True),
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def main():

@@ -19,13 +19,13 @@ backward through compiled graphs).
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 import torch
 from datasets import load_dataset
+from machine import cpu_model  # benchmarks/machine.py: scripts here run with this folder on sys.path
 
 from hf_distill.methods.gradient_matching import DifferentiableSiameseAugmentationConfig, GradientMatchingConfig
 from hf_distill.trainer import DistillTrainer
@@ -37,14 +37,6 @@ SETTINGS = {
     "bf16 compiled": dict(mixed_precision="bf16", torch_compile=True),
 }
 METHODS = {"dc": GradientMatchingConfig, "dsa": DifferentiableSiameseAugmentationConfig}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def time_updates(trainer: DistillTrainer, warmup: int, updates: int) -> tuple[float, float]:

@@ -29,17 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model  # benchmarks/machine.py: scripts here run with this folder on sys.path
+
 MODES = ("full", "checkpoint", "tesla")
 FULL = dict(image_size=28, num_classes=10, ipc=10, net_width=128, net_depth=3, syn_steps=30, train_images=2000)
 SMOKE = dict(image_size=28, num_classes=10, ipc=2, net_width=8, net_depth=3, syn_steps=3, train_images=200)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
