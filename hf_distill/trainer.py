@@ -582,6 +582,7 @@ class DistillTrainer:
             raise ValueError("No evaluation split: pass eval_dataset (or set test_split to a split the dataset has).")
         config = self.config
         protocol = self.evaluation_protocol(num_models, epochs)
+        distilled_protocol = self._distilled_protocol(protocol)
         model_config = self.eval_model_config()
         results = {
             "distilled": evaluate_images(
@@ -589,7 +590,7 @@ class DistillTrainer:
                 self.synthetic.targets().detach(),
                 self.test_data,
                 model_config,
-                self._distilled_protocol(protocol),
+                distilled_protocol,
                 key="distilled",
                 accelerator=self.accelerator,
             )
@@ -604,8 +605,8 @@ class DistillTrainer:
                 self.train_data, self.test_data, model_config, full_protocol, self.accelerator
             )
         results["protocol"] = protocol.to_dict()
-        if self._distilled_protocol(protocol) is not protocol:
-            results["distilled"]["lr"] = self._distilled_protocol(protocol).lr  # the learned one
+        if distilled_protocol is not protocol:
+            results["distilled"]["lr"] = distilled_protocol.lr  # the learned one
         results["distill_seconds"] = round(self.distill_seconds, 2)
         results["iterations"] = self.iteration
         self.eval_results = results
