@@ -218,6 +218,7 @@ def render_table(records: list[dict]) -> str:
     if not records:
         lines.append("| — | — | — | no results yet | — | — | — | — | — |")
     notes = [f"[{key}] {SOURCES[key]}." for key in SOURCES if key in used_sources]
+    notes += [note for note in map(_expert_note, records) if note]
     if any(not entry["checked"] for entry in used_entries):
         notes.append(
             "\\* not re-checked against the original paper (shared/reference/published.md): treat as +/- 2-3 points."
@@ -226,6 +227,38 @@ def render_table(records: list[dict]) -> str:
     if machines:
         notes.append("Measured on: " + "; ".join(machines) + ".")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
+
+
+def expert_summary(expert_dir: str | os.PathLike) -> dict | None:
+    """What MTT's experts cost (paid once, shared by every IPC): read from the folder's `experts.json`."""
+    index_path = Path(expert_dir) / "experts.json"
+    if not index_path.is_file():
+        return None
+    index = json.loads(index_path.read_text())
+    experts = index.get("experts") or []
+    accuracies = [e["test_accuracy"] for e in experts if e.get("test_accuracy") is not None]
+    return {
+        "path": str(expert_dir),
+        "num_experts": len(experts),
+        "num_epochs": index.get("num_epochs"),
+        "train_seconds": round(sum(e.get("train_seconds") or 0.0 for e in experts), 1),
+        "mean_test_accuracy": round(sum(accuracies) / len(accuracies), 2) if accuracies else None,
+        "training": index.get("training"),
+    }
+
+
+def _expert_note(record: dict) -> str | None:
+    experts = record.get("experts")
+    if not experts:
+        return None
+    name = f"{DATASET_NAMES.get(record['dataset'], record['dataset'])} {record['method']} IPC {record['ipc']}"
+    accuracy = experts.get("mean_test_accuracy")
+    return (
+        f"{name}: experts paid once and not in *distill s*: {experts['num_experts']} x {experts['num_epochs']} "
+        f"epochs, {_format_seconds(experts['train_seconds'])} s of training"
+        + (f" (final test accuracy {accuracy:.2f}%)" if accuracy is not None else "")
+        + "."
+    )
 
 
 def _machine_label(machine: dict) -> str:
@@ -585,6 +618,8 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
             record["config"] = {
                 k: v for k, v in config.items() if k not in ("architecture", "selected_rows", "class_names")
             }
+            if config.get("expert_path"):
+                record["experts"] = expert_summary(REPO_ROOT / config["expert_path"])
         if results_path.exists():
             record["eval_results"] = json.loads(results_path.read_text())
         if record["status"] == "ok" and "eval_results" not in record:

@@ -107,6 +107,7 @@ def train_experts(
     dsa_strategy: str | None = "auto",
     seed: int = 0,
     mixed_precision: str = "no",
+    torch_compile: bool = False,
     test_data: ImageData | None = None,
     device: str | torch.device | None = None,
     source: dict | None = None,
@@ -136,6 +137,9 @@ def train_experts(
         seed (`int`, *optional*, defaults to 0): Seed of initialisation, shuffling and augmentation.
         mixed_precision (`str`, *optional*, defaults to `"no"`): `"bf16"` trains in bfloat16 autocast (the stored
             parameters are float32 either way).
+        torch_compile (`bool`, *optional*, defaults to `False`): Compile the network's forward with `torch.compile`
+            (a one-off cost of ~20 s; with bf16 it roughly halves an epoch on a CPU with AMX). Not recorded as a
+            training setting: it changes the speed, not the trajectories' recipe.
         test_data ([`ImageData`], *optional*): The real test split; each expert's final test accuracy is recorded.
         device (`str` or `torch.device`, *optional*): Where to train (default: CUDA when available, else the
             images' device).
@@ -216,6 +220,7 @@ def train_experts(
                 test_data,
                 device,
                 show_progress,
+                torch_compile,
             )
         records[name] = record
         index["experts"] = [records[key] for key in sorted(records)]
@@ -280,6 +285,7 @@ def train_experts_for_config(
     model_config = build_model_config(architecture, train_data, config)
     settings.setdefault("seed", config.seed)
     settings.setdefault("mixed_precision", config.mixed_precision)
+    settings.setdefault("torch_compile", config.torch_compile)
     settings.setdefault("dsa_strategy", config.dsa_strategy)
     return train_experts(
         train_data,
@@ -371,6 +377,7 @@ def _train_one_expert(
     test_data: ImageData | None,
     device: torch.device,
     show_progress: bool,
+    torch_compile: bool = False,
 ) -> dict:
     started = time.perf_counter()
     model = fresh_model(model_config, derive_generator(training["seed"], "expert", expert)).to(device)
@@ -386,6 +393,8 @@ def _train_one_expert(
         if training["mixed_precision"] == "bf16"
         else contextlib.nullcontext()
     )
+    # The compiled module shares the parameters, so the optimiser and the snapshots see the same tensors.
+    forward = torch.compile(model, dynamic=False) if torch_compile else model
     trajectory = {epoch_key(0): _flat_parameters(model)}
     train_accuracy = 0.0
     epochs = tqdm(range(num_epochs), desc=f"Expert {expert}", leave=False, disable=not show_progress)
@@ -397,7 +406,7 @@ def _train_one_expert(
             if augment.enabled:
                 inputs = augment(inputs, generator)
             with autocast:
-                logits = model(pixel_values=inputs).logits
+                logits = forward(pixel_values=inputs).logits
             loss = F.cross_entropy(logits.float(), labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -158,3 +158,11 @@ def test_hub_round_trip(hub, expert_dir):
     hub.fail_next_commits()
     with pytest.raises(HubPushError, match=r"No commit was made.*re-running the push"):
         push_experts_to_hub(expert_dir, "org/other-experts")
+
+
+def test_torch_compile_trains_the_same_trajectory(data, expert_dir, tmp_path):
+    compiled = _train(data, tmp_path / "compiled", num_experts=1, torch_compile=True)
+    # Compilation changes the speed only: not recorded as a training setting, so such experts can join a folder.
+    assert "torch_compile" not in json.loads((compiled / EXPERTS_INDEX_NAME).read_text())["training"]
+    eager, fused = ExpertTrajectories.from_pretrained(expert_dir), ExpertTrajectories.from_pretrained(compiled)
+    torch.testing.assert_close(fused.epoch(0, 2), eager.epoch(0, 2), rtol=1e-4, atol=1e-5)

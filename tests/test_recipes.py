@@ -144,6 +144,31 @@ def test_benchmark_reports(tmp_path):
     assert bench.overrides_for(bench.parse_overrides(["a=1", "dm:a=2"]), "random") == {"a": "1"}
 
 
+def test_benchmark_reports_expert_cost(tmp_path):
+    bench = _load_benchmark_module()
+    assert bench.expert_summary(tmp_path) is None  # no experts.json
+    (tmp_path / "experts.json").write_text(
+        json.dumps(
+            {
+                "num_epochs": 6,
+                "training": {"lr": 0.01},
+                "experts": [
+                    {"file": "expert_000.safetensors", "test_accuracy": 88.0, "train_seconds": 500.0},
+                    {"file": "expert_001.safetensors", "test_accuracy": 87.0, "train_seconds": 520.5},
+                ],
+            }
+        )
+    )
+    experts = bench.expert_summary(tmp_path)
+    assert experts["num_experts"] == 2 and experts["num_epochs"] == 6
+    assert experts["train_seconds"] == 1020.5 and experts["mean_test_accuracy"] == 87.5
+    record = {**_fake_result("fashion_mnist", "mtt", 1, 71.0), "experts": experts}
+    assert (
+        "Fashion-MNIST mtt IPC 1: experts paid once and not in *distill s*: 2 x 6 epochs, 1,020 s of training "
+        "(final test accuracy 87.50%)."
+    ) in bench.render_table([record])
+
+
 def test_benchmark_plot(tmp_path):
     pytest.importorskip("matplotlib")
     bench = _load_benchmark_module()
