@@ -588,7 +588,8 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
         _clear_run_dir(run_dir)
         command = [args.python, "-m", "hf_distill.cli", "distill", "--config", str(recipe.resolve())]
         for key, value in extra.items():
-            command += [f"--{key}", value]
+            # A value with spaces is several arguments: `--set "feature_layers=0 1 2"` for a list field.
+            command += [f"--{key}", *shlex.split(value)]
         print(f"== {dataset} {method} IPC {ipc}\n+ {shlex.join(command)}", flush=True)
         started_at = _now()
         measured = run_measured(command, REPO_ROOT)
@@ -722,7 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="Flags passed to every run (`method:key=value` for one method only), e.g. num_iterations=200.",
+        help="Flags passed to every run (`method:key=value` for one method only), e.g. num_iterations=200; a "
+        "value with spaces becomes several arguments (a list field: 'feature_layers=0 1 2').",
     )
     parser.add_argument("--curve", action="store_true", help="Also evaluate every kept checkpoint (accuracy vs time).")
     parser.add_argument("--curve-models", type=int, default=2, help="Evaluation models per curve point.")

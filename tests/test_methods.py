@@ -74,6 +74,34 @@ def test_dm_loss_matches_hand_computation(tiny_image_dataset):
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_multi_layer_dm_loss_matches_hand_computation(tiny_image_dataset):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    settings = {**TINY, "batch_real": 4, "dsa_strategy": "none"}
+    single = DistillTrainer(DistributionMatchingConfig(**settings), splits["train"])
+    last = DistillTrainer(DistributionMatchingConfig(**settings, feature_layers=[-1]), splits["train"])
+    both = DistillTrainer(DistributionMatchingConfig(**settings, feature_layers=[0, 1]), splits["train"])
+    classes, iteration = [0, 2], 3
+    # [-1] is the last block's flattened output: the embedding, so the paper's loss.
+    torch.testing.assert_close(
+        last.method.loss(last.synthetic, classes, iteration), single.method.loss(single.synthetic, classes, iteration)
+    )
+
+    network = reinitialize_(both.method.network, derive_generator(both.config.seed, iteration, "network"))
+    expected = 0.0
+    for c in classes:
+        rows = both.method.sample_real([c], 4, iteration)
+        real = extract_features(network, both.train_data.images[rows], [0, 1])
+        syn = extract_features(network, both.synthetic.images_of([c]), [0, 1])
+        last_size = real[1].shape[1]
+        for r, s in zip(real, syn):
+            expected = expected + ((r.mean(0) - s.mean(0)) ** 2).sum() * last_size / r.shape[1]
+    assert real[0].shape[1] == 4 * real[1].shape[1]  # block 0 is wider: its term is scaled down
+    torch.testing.assert_close(both.method.loss(both.synthetic, classes, iteration), expected, rtol=1e-5, atol=1e-6)
+
+    with pytest.raises(ValueError, match="feature_layers must list at least one"):
+        DistributionMatchingConfig(**settings, feature_layers=[])
+
+
 def test_dm_step_reduces_its_loss_on_a_fixed_network(tiny_image_dataset):
     splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
     config = DistributionMatchingConfig(**{**TINY, "batch_real": 8, "dsa_strategy": "none", "lr_images": 0.1})

@@ -109,15 +109,17 @@ class DistillationMethod:
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def feature_function(self, network: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        """`extract_features(network, x)`, compiled with `torch.compile` when the config asks for it.
+    def feature_function(
+        self, network: nn.Module, layers: list[int] | None = None
+    ) -> Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]]:
+        """`extract_features(network, x, layers)`, compiled with `torch.compile` when the config asks for it.
 
         The compiled function reads the network's parameters at call time, so re-drawing them in place (as DM does
         each iteration) needs no recompilation.
         """
 
-        def features(images: torch.Tensor) -> torch.Tensor:
-            return extract_features(network, images)
+        def features(images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+            return extract_features(network, images, layers)
 
         return torch.compile(features, dynamic=False) if self.config.torch_compile else features
 

@@ -2,6 +2,9 @@
 
 Each iteration draws a fresh randomly initialised network and matches, class by class, the mean embedding of
 augmented real images with the mean embedding of the identically augmented synthetic images.
+
+With `feature_layers` the means are matched at several depths of the network (the layer-wise alignment of CAFE,
+Wang et al., CVPR 2022), not only at the embedding the classifier sees.
 """
 
 from dataclasses import dataclass, field
@@ -24,12 +27,27 @@ class DistributionMatchingConfig(SyntheticOptimizationConfig):
     lr_images: float = field(default=1.0, metadata={"help": "SGD learning rate on pixels (paper: 1.0)."})
     momentum_images: float = field(default=0.5, metadata={"help": "SGD momentum on pixels (paper: 0.5)."})
     batch_real: int = field(default=256, metadata={"help": "Real images per class per iteration (paper: 256)."})
+    feature_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Hidden states whose class means are matched (multi-layer DM; indices as in "
+            "`extract_features`, e.g. [0, 1, 2] for every block of ConvNet-3, negatives count from the end). "
+            "Each layer's squared distance is scaled by (size of the last listed layer / its size), so wide early "
+            "layers do not outweigh the rest, and [-1] is the paper's single-layer loss on a ConvNet. Default: the "
+            "embedding only (the paper)."
+        },
+    )
     real_forward_chunk: int = field(
         default=256,
         metadata={
             "help": "Real images per forward pass. Results do not depend on it; 256 is fastest on CPU (cache reuse)."
         },
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.feature_layers is not None and len(self.feature_layers) == 0:
+            raise ValueError("feature_layers must list at least one hidden state index, or be None (the embedding).")
 
 
 @register_method("dm")
@@ -57,7 +75,7 @@ class DistributionMatching(DistillationMethod):
         # One network, re-drawn in place each iteration: building a model object per iteration costs more
         # than re-drawing its weights. Only the synthetic pixels need gradients.
         self.network = self.prepare_network(build_model(self.model_config).requires_grad_(False))
-        self.features = self.feature_function(self.network)
+        self.features = self.feature_function(self.network, self.config.feature_layers)
 
     def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int, update: int = 0) -> torch.Tensor:
         config = self.config
@@ -73,10 +91,21 @@ class DistributionMatching(DistillationMethod):
 
         with self.autocast(device):
             with torch.no_grad():
-                real_features = torch.cat([self.features(chunk) for chunk in real.split(config.real_forward_chunk)])
-            syn_features = self.features(syn)
-        # Means and the distance in float32 whatever the forward's precision.
-        real_means = real_features.float().view(len(classes), n_real, -1).mean(dim=1)
-        syn_means = syn_features.float().view(len(classes), n_syn, -1).mean(dim=1)
-        # Sum over classes as the paper does: each class's pixels get the gradient of their own term.
-        return ((real_means - syn_means) ** 2).sum()
+                real_layers = _by_layer([self.features(chunk) for chunk in real.split(config.real_forward_chunk)])
+            syn_layers = _by_layer([self.features(syn)])
+        last_size = real_layers[-1].shape[1]
+        loss = 0.0
+        for real_features, syn_features in zip(real_layers, syn_layers):
+            # Means and the distance in float32 whatever the forward's precision.
+            real_means = real_features.float().view(len(classes), n_real, -1).mean(dim=1)
+            syn_means = syn_features.float().view(len(classes), n_syn, -1).mean(dim=1)
+            # Sum over classes as the paper does: each class's pixels get the gradient of their own term.
+            loss = loss + ((real_means - syn_means) ** 2).sum() * (last_size / real_features.shape[1])
+        return loss
+
+
+def _by_layer(chunks: list[torch.Tensor | list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Concatenates per-chunk features (one tensor, or one per layer) into one `(N, D_l)` tensor per layer."""
+    if isinstance(chunks[0], torch.Tensor):
+        return [torch.cat(chunks)]
+    return [torch.cat(layer) for layer in zip(*chunks)]
