@@ -621,6 +621,8 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
             }
             if config.get("expert_path"):
                 record["experts"] = expert_summary(REPO_ROOT / config["expert_path"])
+                if record["experts"]:
+                    record["experts"]["path"] = config["expert_path"]  # as the recipe gives it, not this machine's
         if results_path.exists():
             record["eval_results"] = json.loads(results_path.read_text())
         if record["status"] == "ok" and "eval_results" not in record:
