@@ -2,12 +2,18 @@
 
     python benchmarks/mtt_memory.py --out benchmarks/results/mtt_memory.json
     python benchmarks/mtt_memory.py --smoke --out /tmp/mtt_memory_smoke.json   # a minute-long check of the script
+    # the fastest unroll beside the reference implementation's arithmetic (float32, autograd through the unroll)
+    python benchmarks/mtt_memory.py --modes full checkpoint --precisions no bf16 \
+        --out benchmarks/results/mtt_speed.json
 
 Settings (MNIST-like): 1x28x28 images, 10 classes, IPC 10 (100 synthetic images, all of them in every student step,
 as MTT's default batch_syn), ConvNet-3 width 128, syn_steps 30, DSA augmentation, one process. Memory and time do not
 depend on the pixel values, so the training split is random tensors of MNIST's shape (`--dataset` loads a real one
 instead, e.g. ../shared/data/mnist), and the expert trajectories (1 expert, 2 epochs, `hf_distill.experts`) are
 trained on it first.
+
+`--precisions no bf16` measures every mode twice: in float32 (key `full`, ...) and with the student's forward passes
+in bfloat16 autocast (`mixed_precision="bf16"`; key `full_bf16`, ...).
 
 Each mode runs in a fresh child process: it builds the trainer, runs `--warmup` iterations, then times
 `--iterations` more. Reported per mode:
@@ -87,7 +93,9 @@ def child_prepare(settings: dict, dataset: str | None, expert_dir: str) -> None:
     train_experts(train_data, model_config, expert_dir, num_experts=1, num_epochs=2, show_progress=False)
 
 
-def child_measure(settings: dict, dataset: str | None, expert_dir: str, mode: str, args, out: str) -> None:
+def child_measure(
+    settings: dict, dataset: str | None, expert_dir: str, mode: str, precision: str, args, out: str
+) -> None:
     import resource
 
     import torch
@@ -95,7 +103,8 @@ def child_measure(settings: dict, dataset: str | None, expert_dir: str, mode: st
     from hf_distill.trainer import DistillTrainer
 
     trainer = DistillTrainer(
-        _config(settings, expert_path=expert_dir, unroll_memory=mode), _train_data(settings, dataset)
+        _config(settings, expert_path=expert_dir, unroll_memory=mode, mixed_precision=precision),
+        _train_data(settings, dataset),
     )
     classes = trainer.local_classes
     cuda = trainer.accelerator.device.type == "cuda"
@@ -105,7 +114,7 @@ def child_measure(settings: dict, dataset: str | None, expert_dir: str, mode: st
             torch.cuda.synchronize()
 
     # The high-water mark before any iteration: what loading torch, the data and the trainer cost.
-    result = {"mode": mode, "device": str(trainer.accelerator.device)}
+    result = {"mode": mode, "mixed_precision": precision, "device": str(trainer.accelerator.device)}
     result["setup_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if cuda:
         result["setup_allocated_mib"] = round(torch.cuda.memory_allocated() / 2**20, 1)
@@ -147,6 +156,13 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/mtt_memory.json")
     parser.add_argument("--dataset", default=None, help="A dataset folder or id (default: random MNIST-shaped data).")
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    parser.add_argument(
+        "--precisions",
+        nargs="*",
+        default=["no"],
+        choices=["no", "bf16"],
+        help="mixed_precision values to measure each mode with (default: float32 only).",
+    )
     parser.add_argument("--syn-steps", type=int, default=None, help="Override syn_steps (default 30; smoke: 3).")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the children.")
     parser.add_argument("--warmup", type=int, default=1)
@@ -157,6 +173,7 @@ def main():
     parser.add_argument("--child", choices=["prepare", "measure"], help=argparse.SUPPRESS)
     parser.add_argument("--expert-dir", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = dict(SMOKE if args.smoke else FULL)
@@ -170,7 +187,7 @@ def main():
     if args.child == "prepare":
         return child_prepare(settings, args.dataset, args.expert_dir)
     if args.child == "measure":
-        return child_measure(settings, args.dataset, args.expert_dir, args.mode, args, args.child_out)
+        return child_measure(settings, args.dataset, args.expert_dir, args.mode, args.precision, args, args.child_out)
 
     # The children get the same settings explicitly.
     forwarded = ["--warmup", str(args.warmup), "--iterations", str(args.iterations)]
@@ -194,19 +211,24 @@ def main():
         expert_dir = str(Path(tmp) / "experts")
         base = [sys.executable, __file__, *forwarded, "--expert-dir", expert_dir]
         results["prepare"] = _run([*base, "--child", "prepare"])
-        for mode in args.modes:
-            child_out = str(Path(tmp) / f"{mode}.json")
-            usage = _run([*base, "--child", "measure", "--mode", mode, "--child-out", child_out])
-            measured = json.loads(Path(child_out).read_text())
-            results["modes"][mode] = {**measured, **usage}
-            line = (
-                f"{mode:10s} {measured['seconds_per_iteration']:.3f} s/iteration, peak RSS {usage['peak_rss_mib']} MiB"
-            )
-            if "peak_allocated_mib" in measured:
-                line += f", peak GPU allocated {measured['peak_allocated_mib']} MiB"
-            print(line, flush=True)
+        for precision in args.precisions:
+            for mode in args.modes:
+                key = mode if precision == "no" else f"{mode}_{precision}"
+                child_out = str(Path(tmp) / f"{key}.json")
+                command = [*base, "--child", "measure", "--mode", mode, "--precision", precision]
+                usage = _run([*command, "--child-out", child_out])
+                measured = json.loads(Path(child_out).read_text())
+                results["modes"][key] = {**measured, **usage}
+                _print_measurement(key, measured, usage)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _print_measurement(key: str, measured: dict, usage: dict) -> None:
+    line = f"{key:16s} {measured['seconds_per_iteration']:.3f} s/iteration, peak RSS {usage['peak_rss_mib']} MiB"
+    if "peak_allocated_mib" in measured:
+        line += f", peak GPU allocated {measured['peak_allocated_mib']} MiB"
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

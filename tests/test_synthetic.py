@@ -176,9 +176,7 @@ def test_grid_image_has_one_row_per_class(num_classes, ipc, size, channels):
 def make_soft_set(step_size=None) -> SyntheticSet:
     base = make_set(num_classes=3, ipc=2)
     logits = SyntheticSet.initial_label_logits(base.labels, 3, confidence=0.9)
-    return SyntheticSet(
-        base.images.detach(), 3, NAMES, [0.5], [0.25], label_logits=logits, step_size=step_size
-    )
+    return SyntheticSet(base.images.detach(), 3, NAMES, [0.5], [0.25], label_logits=logits, step_size=step_size)
 
 
 def test_initial_label_logits_are_label_smoothing():

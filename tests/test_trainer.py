@@ -170,8 +170,8 @@ def test_learned_soft_labels_are_evaluated_saved_and_reloaded(tiny_image_dataset
     monkeypatch.setattr(
         trainer_module,
         "evaluate_images",
-        lambda images, targets, *args, **kwargs: seen.append(targets) or real_evaluate_images(
-            images, targets, *args, **kwargs
+        lambda images, targets, *args, **kwargs: (
+            seen.append(targets) or real_evaluate_images(images, targets, *args, **kwargs)
         ),
     )
     trainer.evaluate(random_baseline=False)
