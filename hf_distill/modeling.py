@@ -15,7 +15,6 @@ This module provides:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import warnings
@@ -32,6 +31,8 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.modeling_outputs import ImageClassifierOutput
+
+from .seeding import seeded_rng
 
 __all__ = [
     "ConvNetConfig",
@@ -437,36 +438,6 @@ def _draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
 
 
-@contextlib.contextmanager
-def _seeded(seed: int, devices: Sequence[torch.device] = ()) -> Iterator[None]:
-    """Fork the CPU RNG and the RNGs of `devices`, seeding each with `seed`; everything is restored on exit.
-
-    Only the forked generators are seeded (not `torch.manual_seed`, which would also reseed every other
-    accelerator and so leak into the global state).
-    """
-    by_type: dict[str, set[int]] = {}
-    for device in devices:
-        if device.type not in ("cpu", "meta"):
-            index = device.index
-            if index is None:
-                index = torch.get_device_module(device.type).current_device()
-            by_type.setdefault(device.type, set()).add(index)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.random.fork_rng(devices=[]))
-        for device_type, indices in by_type.items():
-            stack.enter_context(torch.random.fork_rng(devices=sorted(indices), device_type=device_type))
-        torch.default_generator.manual_seed(seed)
-        for device_type, indices in by_type.items():
-            device_module = torch.get_device_module(device_type)
-            for index in indices:
-                if hasattr(device_module, "device"):
-                    with device_module.device(index):
-                        device_module.manual_seed(seed)
-                else:  # e.g. mps: a single device
-                    device_module.manual_seed(seed)
-        yield
-
-
 def _iter_with_owner(
     module: nn.Module, owner: nn.Module | None = None
 ) -> Iterator[tuple[nn.Module, nn.Module | None]]:
@@ -499,7 +470,7 @@ def reinitialize_(model: nn.Module, generator: torch.Generator) -> nn.Module:
     """
     seed = _draw_seed(generator)
     devices = {t.device for t in chain(model.parameters(), model.buffers())}
-    with _seeded(seed, sorted(devices, key=str)):
+    with seeded_rng(seed, sorted(devices, key=str)):
         for module, owner in _iter_with_owner(model):
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
@@ -542,7 +513,7 @@ def fresh_model(template: PretrainedConfig | PreTrainedModel, generator: torch.G
     """
     if isinstance(template, PretrainedConfig):
         # Construction draws from the global RNG (default layer init); fork it so callers' streams are untouched.
-        with _seeded(_draw_seed(generator)):
+        with seeded_rng(_draw_seed(generator)):
             model = build_model(template)
     elif isinstance(template, nn.Module):
         model = copy.deepcopy(template)

@@ -25,8 +25,8 @@ from torch import nn
 from torch.func import functional_call
 
 from ..config import SyntheticOptimizationConfig
-from ..modeling import _seeded, build_model, reinitialize_
-from ..seeding import derive_generator, derive_seed
+from ..modeling import build_model, reinitialize_
+from ..seeding import derive_generator, derive_seed, seeded_rng
 from ..synthetic import SyntheticSet
 from .base import DistillationMethod, register_method
 
@@ -290,7 +290,7 @@ class GradientMatching(DistillationMethod):
     def _in_model_randomness(self, device: torch.device, *keys):
         # Dropout and other in-model randomness read the global RNG: each pass runs under a fork of it seeded by
         # its own key, so that resumed and multi-process runs make the same draws (the papers' ConvNet has none).
-        return _seeded(derive_seed(self.config.seed, *keys), [device])
+        return seeded_rng(derive_seed(self.config.seed, *keys), [device])
 
     def _start_iteration(self, iteration: int, device: torch.device) -> None:
         network = reinitialize_(self.network.to(device), derive_generator(self.config.seed, iteration, "network"))
