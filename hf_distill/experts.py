@@ -615,11 +615,41 @@ class ExpertTrajectories:
             )
         if max_epoch is not None and not 0 <= max_epoch <= stored_epochs:
             raise ValueError(
-                f"Epoch {max_epoch} is needed (MTT: max_start_epoch - 1 + expert_epochs), but the experts in {source} "
-                f"were trained for {stored_epochs} epochs. Lower max_start_epoch or expert_epochs, or train experts "
-                f"with num_epochs >= {max_epoch}."
+                f"Epoch {max_epoch} is needed (MTT: max_start_epoch - 1 + expert_epochs; DM: network_pool_max_epoch), "
+                f"but the experts in {source} were trained for {stored_epochs} epochs. Lower those settings, or train "
+                f"experts with num_epochs >= {max_epoch}."
             )
         return index
+
+    @classmethod
+    def for_network(
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        network: torch.nn.Module,
+        train_data: ImageData,
+        *,
+        revision: str | None = None,
+        max_epoch: int | None = None,
+        num_experts: int | None = None,
+        description: str = "the distillation network",
+    ) -> ExpertTrajectories:
+        """[`~ExpertTrajectories.from_pretrained`], then checked against the network and the data that will use them.
+
+        Reads only the index (and, from the Hub, downloads the files), so a wrong path or architecture fails before
+        any long work starts.
+
+        Args:
+            path_or_repo_id (`str` or `os.PathLike`): A folder written by [`train_experts`] or a Hub repository.
+            network (`torch.nn.Module`): The network whose parameters the trajectories must fit (names and shapes).
+            train_data ([`ImageData`]): The data being distilled; a warning is logged when the experts were
+                trained on differently normalised data or other classes.
+            revision, max_epoch, num_experts: As in [`~ExpertTrajectories.from_pretrained`].
+            description (`str`): How error messages name `network`.
+        """
+        experts = cls.from_pretrained(path_or_repo_id, revision=revision, max_epoch=max_epoch, num_experts=num_experts)
+        experts.check_compatible(ParameterSpec.from_module(network), description)
+        experts.check_data(train_data)
+        return experts
 
     def check_compatible(self, spec: ParameterSpec, description: str = "the distillation network") -> None:
         """Raises a `ValueError` unless the experts' parameters have `spec`'s names and shapes (in order).
@@ -688,6 +718,17 @@ class ExpertTrajectories:
     def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         """A parameter dict (views of `vector`) keyed by parameter name, e.g. for `model.load_state_dict`."""
         return self.spec.unflatten(vector)
+
+    def load_into(self, network: torch.nn.Module, expert: int, epoch: int) -> torch.nn.Module:
+        """Copies `expert`'s parameters after `epoch` epochs into `network` in place (buffers are left as they are).
+
+        In place, so a `torch.compile`d function of `network` sees the new values without recompiling.
+        """
+        parameters = self.unflatten(self.epoch(expert, epoch))
+        with torch.no_grad():
+            for name, parameter in network.named_parameters():
+                parameter.copy_(parameters[name])
+        return network
 
 
 # ---------------------------------------------------------------------------------------------------------------------

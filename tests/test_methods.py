@@ -2,7 +2,9 @@
 
 import pytest
 import torch
+from torch.nn.utils import parameters_to_vector
 
+from hf_distill.experts import ExpertTrajectories
 from hf_distill.methods import METHODS, DistributionMatchingConfig, get_method_class
 from hf_distill.modeling import extract_features, reinitialize_
 from hf_distill.seeding import derive_generator
@@ -100,6 +102,64 @@ def test_multi_layer_dm_loss_matches_hand_computation(tiny_image_dataset):
 
     with pytest.raises(ValueError, match="feature_layers must list at least one"):
         DistributionMatchingConfig(**settings, feature_layers=[])
+
+
+def test_dm_network_pool_draws_fresh_networks_and_expert_snapshots(tiny_image_dataset, tiny_experts):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    settings = {**TINY, "batch_real": 4, "dsa_strategy": "none"}
+    fresh_only = DistillTrainer(DistributionMatchingConfig(**settings), splits["train"])
+    pooled = DistillTrainer(
+        DistributionMatchingConfig(**settings, network_pool_path=tiny_experts, network_pool_max_epoch=2),
+        splits["train"],
+    )
+    experts = ExpertTrajectories.from_pretrained(tiny_experts)
+    snapshots = {
+        (expert, epoch): experts.epoch(expert, epoch) for expert in range(experts.num_experts) for epoch in (1, 2)
+    }
+    drawn = set()
+    for iteration in range(30):
+        fresh = parameters_to_vector(fresh_only.method.draw_network(iteration, torch.device("cpu")).parameters())
+        used = parameters_to_vector(pooled.method.draw_network(iteration, torch.device("cpu")).parameters())
+        match = [key for key, vector in snapshots.items() if torch.equal(used, vector)]
+        # Either the paper's fresh network of this iteration, or exactly one stored snapshot (epochs 1..2).
+        assert torch.equal(used, fresh) or len(match) == 1
+        drawn.add(match[0][1] if match else 0)
+        # The same iteration draws the same network again (resume and multi-process runs rely on it).
+        again = parameters_to_vector(pooled.method.draw_network(iteration, torch.device("cpu")).parameters())
+        assert torch.equal(again, used)
+    assert drawn == {0, 1, 2}
+
+    # The loss is the paper's loss on the drawn network: a snapshot iteration differs from the fresh-network run.
+    snapshot_iteration = next(
+        i
+        for i in range(30)
+        if not torch.equal(
+            parameters_to_vector(pooled.method.draw_network(i, torch.device("cpu")).parameters()),
+            parameters_to_vector(fresh_only.method.draw_network(i, torch.device("cpu")).parameters()),
+        )
+    )
+    pooled_loss = pooled.method.loss(pooled.synthetic, [0, 1, 2], snapshot_iteration)
+    fresh_loss = fresh_only.method.loss(fresh_only.synthetic, [0, 1, 2], snapshot_iteration)
+    assert torch.isfinite(pooled_loss) and not torch.isclose(pooled_loss, fresh_loss)
+
+
+def test_dm_network_pool_errors_are_clear(tiny_image_dataset, tiny_experts, tmp_path):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    settings = {**TINY, "batch_real": 4}
+    with pytest.raises(ValueError, match="network_pool_max_epoch=0: it must be at least 1"):
+        DistributionMatchingConfig(**settings, network_pool_max_epoch=0)
+    with pytest.raises(ValueError, match="holds no experts.json"):
+        DistillTrainer(DistributionMatchingConfig(**settings, network_pool_path=str(tmp_path)), splits["train"])
+    with pytest.raises(ValueError, match="DM: network_pool_max_epoch"):
+        DistillTrainer(
+            DistributionMatchingConfig(**settings, network_pool_path=tiny_experts, network_pool_max_epoch=999),
+            splits["train"],
+        )
+    with pytest.raises(ValueError, match="does not match the DM network"):
+        DistillTrainer(
+            DistributionMatchingConfig(**{**settings, "net_width": 16}, network_pool_path=tiny_experts),
+            splits["train"],
+        )
 
 
 def test_dm_step_reduces_its_loss_on_a_fixed_network(tiny_image_dataset):

@@ -4,7 +4,10 @@ Each iteration draws a fresh randomly initialised network and matches, class by 
 augmented real images with the mean embedding of the identically augmented synthetic images.
 
 With `feature_layers` the means are matched at several depths of the network (the layer-wise alignment of CAFE,
-Wang et al., CVPR 2022), not only at the embedding the classifier sees.
+Wang et al., CVPR 2022), not only at the embedding the classifier sees. With `network_pool_path` some iterations
+embed with partly trained networks (snapshots of expert trajectories) instead of a fresh one: the model sampling of
+IDM (Zhao et al., "Improved Distribution Matching for Dataset Condensation", CVPR 2023), whose networks are trained
+a few hundred steps on the real data, without IDM's training of a network queue during distillation.
 """
 
 from dataclasses import dataclass, field
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import SyntheticOptimizationConfig
+from ..experts import ExpertTrajectories
 from ..modeling import build_model, reinitialize_
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
@@ -37,6 +41,23 @@ class DistributionMatchingConfig(SyntheticOptimizationConfig):
             "embedding only (the paper)."
         },
     )
+    network_pool_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Expert trajectories (a folder written by `hf-distill train-experts`, or a Hub repository: the "
+            "experts MTT reads) to embed with besides fresh networks. Each iteration draws an epoch e uniformly from "
+            "0..network_pool_max_epoch: e = 0 is a freshly initialised network (the paper), e >= 1 a random "
+            "expert's parameters after e epochs on the real data (IDM's model sampling: partly trained networks "
+            "embed more discriminatively). Default: fresh networks only (the paper)."
+        },
+    )
+    network_pool_max_epoch: int = field(
+        default=2,
+        metadata={
+            "help": "Latest expert epoch drawn with network_pool_path (IDM's networks are trained up to a few "
+            "epochs' worth of steps)."
+        },
+    )
     real_forward_chunk: int = field(
         default=256,
         metadata={
@@ -48,6 +69,11 @@ class DistributionMatchingConfig(SyntheticOptimizationConfig):
         super().__post_init__()
         if self.feature_layers is not None and len(self.feature_layers) == 0:
             raise ValueError("feature_layers must list at least one hidden state index, or be None (the embedding).")
+        if self.network_pool_max_epoch < 1:
+            raise ValueError(
+                f"network_pool_max_epoch={self.network_pool_max_epoch}: it must be at least 1 (epoch 0 is the fresh "
+                "network every iteration already uses; leave network_pool_path unset for fresh networks only)."
+            )
 
 
 @register_method("dm")
@@ -76,11 +102,35 @@ class DistributionMatching(DistillationMethod):
         # than re-drawing its weights. Only the synthetic pixels need gradients.
         self.network = self.prepare_network(build_model(self.model_config).requires_grad_(False))
         self.features = self.feature_function(self.network, self.config.feature_layers)
+        self.network_pool = None
+        if self.config.network_pool_path:
+            self.network_pool = ExpertTrajectories.for_network(
+                self.config.network_pool_path,
+                self.network,
+                self.train_data,
+                max_epoch=self.config.network_pool_max_epoch,
+                description="the DM network",
+            )
+
+    def draw_network(self, iteration: int, device: torch.device) -> torch.nn.Module:
+        """The embedding network of `iteration`: a fresh draw, or (with `network_pool_path`) an expert snapshot.
+
+        Parameters are written in place into one network object, so the compiled feature function is reused.
+        """
+        config = self.config
+        network = self.network.to(device)
+        if self.network_pool is not None:
+            generator = derive_generator(config.seed, iteration, "network_pool")
+            epoch = int(torch.randint(config.network_pool_max_epoch + 1, (1,), generator=generator))
+            if epoch > 0:
+                expert = int(torch.randint(self.network_pool.num_experts, (1,), generator=generator))
+                return self.network_pool.load_into(network, expert, epoch)
+        return reinitialize_(network, derive_generator(config.seed, iteration, "network"))
 
     def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int, update: int = 0) -> torch.Tensor:
         config = self.config
         device = synthetic.images.device
-        network = reinitialize_(self.network.to(device), derive_generator(config.seed, iteration, "network"))
+        network = self.draw_network(iteration, device)
         network.train()
 
         n_real, n_syn = config.batch_real, synthetic.images_per_class

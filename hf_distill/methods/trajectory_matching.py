@@ -199,14 +199,14 @@ class TrajectoryMatching(DistillationMethod):
         self.spec = ParameterSpec.from_module(self.network)
         # The index is read (and checked against the network) now, so a wrong path or architecture fails before
         # any work; epoch vectors are read from the files when an iteration needs them.
-        self.experts = ExpertTrajectories.from_pretrained(
+        self.experts = ExpertTrajectories.for_network(
             config.expert_path,
+            self.network,
+            self.train_data,
             revision=config.expert_revision,
             max_epoch=config.last_expert_epoch,
             num_experts=config.num_experts,
         )
-        self.experts.check_compatible(self.spec)
-        self.experts.check_data(self.train_data)
 
     def initial_step_size(self) -> float:
         return self.config.syn_lr_init
