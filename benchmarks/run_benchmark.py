@@ -723,10 +723,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         dest="overrides",
         nargs="+",
+        action="extend",  # `--set a=1 --set b=2` keeps both (plain nargs would keep only the last --set)
         default=[],
         metavar="KEY=VALUE",
         help="Flags passed to every run (`method:key=value` for one method only), e.g. num_iterations=200; a "
-        "value with spaces becomes several arguments (a list field: 'feature_layers=0 1 2').",
+        "value with spaces becomes several arguments (a list field: 'feature_layers=0 1 2'). Repeatable.",
     )
     parser.add_argument("--curve", action="store_true", help="Also evaluate every kept checkpoint (accuracy vs time).")
     parser.add_argument("--curve-models", type=int, default=2, help="Evaluation models per curve point.")

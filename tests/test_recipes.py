@@ -142,6 +142,10 @@ def test_benchmark_reports(tmp_path):
         "dm": {"batch_real": "32"},
     }
     assert bench.overrides_for(bench.parse_overrides(["a=1", "dm:a=2"]), "random") == {"a": "1"}
+    # Repeated --set flags all count (a second --set once silently replaced the first).
+    args = bench.build_parser().parse_args(["--set", "a=1", "--set", "b=2 3", "c=4"])
+    assert args.overrides == ["a=1", "b=2 3", "c=4"]
+    assert bench.build_parser().parse_args([]).overrides == []
 
 
 def test_benchmark_reports_expert_cost(tmp_path):
