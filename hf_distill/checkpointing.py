@@ -20,6 +20,21 @@ OPTIMIZER_NAME = "optimizer.safetensors"
 OPTIMIZER_META_NAME = "optimizer.json"
 
 
+def save_tensors(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> None:
+    """`safetensors.torch.save_file` with the permissions of any other file this process creates.
+
+    safetensors creates its files with mode 0600 whatever the umask, so experts, checkpoints and synthetic sets written
+    by one user (or a CI job) could not be read by a teammate or a web server sharing the folder. This applies the
+    process umask to 0666, as `open(path, "w")` does.
+    """
+    save_file(tensors, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         if path.is_file():
@@ -78,7 +93,7 @@ def save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
                 tensors[f"{param_id}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{param_id}.{name}"] = value
-    save_file(tensors, str(folder / OPTIMIZER_NAME))
+    save_tensors(tensors, folder / OPTIMIZER_NAME)
     meta = {"param_groups": state_dict["param_groups"], "scalars": scalars}
     (folder / OPTIMIZER_META_NAME).write_text(json.dumps(meta, indent=2))
 

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
 from .augment import SiameseAugment
+from .checkpointing import save_tensors
 from .data import ImageData
 from .evaluation import test_accuracy
 from .functional import ParameterSpec
@@ -419,7 +419,7 @@ def _train_one_expert(
     epochs.close()
     metadata = {"format": EXPERTS_FORMAT, "expert": str(expert), "num_epochs": str(num_epochs)}
     tmp = output_dir / f".{name}.tmp"
-    save_file(trajectory, str(tmp), metadata=metadata)
+    save_tensors(trajectory, tmp, metadata=metadata)
     os.replace(tmp, output_dir / name)
     test = 100.0 * test_accuracy(model, test_data) if test_data is not None else None
     return {

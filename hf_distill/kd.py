@@ -52,6 +52,7 @@ from transformers.trainer_utils import SaveStrategy, SchedulerType
 from transformers.training_args import OptimizerNames
 
 from .augment import SiameseAugment
+from .checkpointing import save_tensors
 from .config import CONFIG_NAME
 from .data import ImageData, find_columns, load_source, prepare_images
 from .evaluation import EvaluationProtocol, train_classifier
@@ -1411,10 +1412,8 @@ class KDTrainer(Trainer):
         if isinstance(student, PreTrainedModel):
             student.save_pretrained(output_dir, state_dict=state_dict)
         else:
-            from safetensors.torch import save_file
-
             state = state_dict if state_dict is not None else student.state_dict()
-            save_file({k: v.contiguous() for k, v in state.items()}, str(output_dir / "model.safetensors"))
+            save_tensors({k: v.contiguous() for k, v in state.items()}, output_dir / "model.safetensors")
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         _write_json(output_dir / KD_CONFIG_NAME, self.kd_config_dict())

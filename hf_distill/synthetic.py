@@ -7,8 +7,10 @@ import numpy as np
 import torch
 from datasets import Array3D, ClassLabel, Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+
+from .checkpointing import save_tensors
 
 SOFT_LABEL_COLUMN = "soft_label"
 
@@ -180,7 +182,7 @@ class SyntheticSet(nn.Module):
             "mean": ",".join(map(repr, self.mean)),
             "std": ",".join(map(repr, self.std)),
         }
-        save_file({name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}, str(path), metadata)
+        save_tensors({name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}, path, metadata)
 
     def load_state(self, path: str | Path) -> None:
         """Restores values written by `save` into this set (shapes must match)."""

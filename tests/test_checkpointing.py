@@ -1,6 +1,8 @@
 """Tests for `hf_distill.checkpointing`: atomic folders, checkpoint discovery/rotation, optimizer state."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from hf_distill.checkpointing import (
     load_optimizer,
     rotate_checkpoints,
     save_optimizer,
+    save_tensors,
 )
 
 
@@ -30,6 +33,24 @@ def make_checkpoint(root, iteration: int, complete: bool = True):
     if complete:
         files[STATE_NAME] = json.dumps({"iteration": iteration})
     return write_folder(root / f"checkpoint-{iteration}", files)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# save_tensors
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_save_tensors_follows_the_umask_not_safetensors_0600(tmp_path, umask):
+    from safetensors.torch import load_file
+
+    previous = os.umask(umask)
+    try:
+        save_tensors({"x": torch.arange(3.0)}, tmp_path / "t.safetensors", metadata={"k": "v"})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "t.safetensors").st_mode) == 0o666 & ~umask
+    assert torch.equal(load_file(str(tmp_path / "t.safetensors"))["x"], torch.arange(3.0))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
