@@ -219,6 +219,7 @@ def render_table(records: list[dict]) -> str:
         lines.append("| — | — | — | no results yet | — | — | — | — | — |")
     notes = [f"[{key}] {SOURCES[key]}." for key in SOURCES if key in used_sources]
     notes += [note for note in map(_expert_note, records) if note]
+    notes += [note for note in map(_resume_note, records) if note]
     if any(not entry["checked"] for entry in used_entries):
         notes.append(
             "\\* not re-checked against the original paper (shared/reference/published.md): treat as +/- 2-3 points."
@@ -245,6 +246,16 @@ def expert_summary(expert_dir: str | os.PathLike) -> dict | None:
         "mean_test_accuracy": round(sum(accuracies) / len(accuracies), 2) if accuracies else None,
         "training": index.get("training"),
     }
+
+
+def _resume_note(record: dict) -> str | None:
+    if record.get("resumed_from_iteration") is None:
+        return None
+    name = f"{DATASET_NAMES.get(record['dataset'], record['dataset'])} {record['method']} IPC {record['ipc']}"
+    return (
+        f"{name}: resumed from its iteration-{record['resumed_from_iteration']} checkpoint (`--resume`); *distill s* "
+        "covers the whole run, *peak MiB* only the resumed part."
+    )
 
 
 def _expert_note(record: dict) -> str | None:
@@ -585,7 +596,14 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
         if not output_dir:
             raise ValueError(f"{recipe} has no output_dir: the benchmark needs to know where the run is written.")
         run_dir = (REPO_ROOT / output_dir).resolve()
-        _clear_run_dir(run_dir)
+        # A run stopped part-way (a killed session) goes on from its newest complete checkpoint: the trainer keeps
+        # counting distill_seconds from the checkpoint, so the figure still covers the whole distillation.
+        resumed_from = list_checkpoint_dirs(run_dir)[-1][0] if args.resume and list_checkpoint_dirs(run_dir) else None
+        if resumed_from is None:
+            _clear_run_dir(run_dir)
+        else:
+            extra["resume_from_checkpoint"] = "latest"
+            print(f"Resuming the run in {run_dir} from iteration {resumed_from}")
         command = [args.python, "-m", "hf_distill.cli", "distill", "--config", str(recipe.resolve())]
         for key, value in extra.items():
             # A value with spaces is several arguments: `--set "feature_layers=0 1 2"` for a list field.
@@ -610,6 +628,9 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
             "finished_at": _now(),
             **measured,
         }
+        if resumed_from is not None:
+            # wall_seconds and peak_rss_mib then cover only this part; distill_seconds covers the whole run.
+            record["resumed_from_iteration"] = resumed_from
         config_path, results_path = run_dir / "distill_config.json", run_dir / "eval_results.json"
         if config_path.exists():
             config = json.loads(config_path.read_text())
@@ -750,6 +771,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--skip-existing", action="store_true", help="Reuse results whose JSON exists (still adds a missing --curve)."
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Go on from the newest complete checkpoint in a run's folder instead of starting it again (the JSON "
+        "records resumed_from_iteration; wall_seconds and peak_rss_mib then cover only the resumed part).",
     )
     parser.add_argument("--report-only", action="store_true", help="Only rebuild summary, table and plot.")
     parser.add_argument("--python", default=sys.executable, help="Interpreter that runs hf_distill.")

@@ -181,3 +181,42 @@ def test_benchmark_plot(tmp_path):
     path = bench.plot_accuracy_vs_time(records, tmp_path / "plot.png")
     assert path.is_file() and path.stat().st_size > 0
     assert bench.plot_accuracy_vs_time(records[1:], tmp_path / "none.png") is None
+
+
+EVAL_RESULTS = {"distilled": {"mean": 90.0, "std": 0.1, "num_models": 3, "epochs": 300}}
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_benchmark_resume_keeps_the_checkpoints(tmp_path, resume):
+    bench = _load_benchmark_module()
+    run_dir = tmp_path / "runs" / "mnist" / "mtt_ipc1"
+    (run_dir / "checkpoint-400").mkdir(parents=True)
+    (run_dir / "checkpoint-400" / "trainer_state.json").write_text(json.dumps({"iteration": 400}))
+    (run_dir / "checkpoint-500").mkdir()  # incomplete (no trainer_state.json): never resumed from
+    # A stand-in interpreter: records the arguments it got and writes what a finished run leaves behind.
+    fake_python = tmp_path / "fake_python"
+    fake_python.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {tmp_path / "argv.txt"}\n'
+        f"mkdir -p {run_dir}\n"
+        f'echo \'{{"distill_seconds": 1500.0, "iterations_completed": 500}}\' > {run_dir / "distill_config.json"}\n'
+        f"echo '{json.dumps(EVAL_RESULTS)}' > {run_dir / 'eval_results.json'}\n"
+    )
+    fake_python.chmod(0o755)
+    recipe = tmp_path / "mtt_ipc1.yaml"
+    recipe.write_text("method: mtt\n")
+    flags = ["--python", str(fake_python), "--results-dir", str(tmp_path / "results")]
+    flags += ["--runs-dir", str(tmp_path / "runs")] + (["--resume"] if resume else [])
+    args = bench.build_parser().parse_args(flags)
+
+    record = bench.benchmark_one("mnist", "mtt", 1, recipe, args, {}, machine={})
+
+    argv = (tmp_path / "argv.txt").read_text().split()
+    assert record["status"] == "ok" and record["distill_seconds"] == 1500.0
+    if resume:
+        assert argv[argv.index("--resume_from_checkpoint") + 1] == "latest"
+        assert (run_dir / "checkpoint-400").is_dir() and record["resumed_from_iteration"] == 400
+        assert "resumed from its iteration-400 checkpoint" in bench.render_table([record])
+    else:  # a fresh run never mixes in a previous run's checkpoints
+        assert "--resume_from_checkpoint" not in argv and not (run_dir / "checkpoint-400").exists()
+        assert "resumed_from_iteration" not in record
