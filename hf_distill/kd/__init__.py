@@ -1,0 +1,53 @@
+# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
+"""Teacher -> student knowledge distillation on a distilled set: [`KDConfig`] + [`KDTrainer`].
+
+A distilled set holds a handful of images per class. A student trained on it with the hard labels alone sees very
+little signal; a teacher (any image classifier, typically one trained on the full real training split) labels every
+augmented view of those images with a full distribution over the classes, which carries far more information
+(Hinton et al., 2015; the soft-label results of SRe2L, RDED and Qin et al., 2024 on distilled sets).
+
+```python
+>>> from hf_distill.kd import KDConfig, train_student
+>>> config = KDConfig(distilled_dataset="outputs/mnist-dm-ipc10", train_teacher=True, output_dir="outputs/student")
+>>> trainer = train_student(config)       # trains the teacher on real MNIST, then the student on the distilled set
+>>> trainer.eval_results["accuracy"]      # percent, on the whole real test split
+```
+
+Modules: `config` ([`KDConfig`]), `data` (the distilled set, the real test split, the collator), `losses` (the loss
+and its target), `metrics` (accuracy), `processing` (the saved image processor), `teacher`, `student`, `trainer`
+([`KDTrainer`] and its output folder) and `api` ([`train_student`]).
+"""
+
+# `X as X`: importable from `hf_distill.kd` as before the split, but outside `__all__`.
+from .api import TEACHER_DIR as TEACHER_DIR
+from .api import train_student
+from .config import SOFT_LABEL_CHOICES as SOFT_LABEL_CHOICES
+from .config import KDConfig
+from .data import DistilledSet, KDDataCollator, load_distilled_set, prepare_test_split
+from .losses import distillation_loss, kd_target_probabilities
+from .metrics import METRICS_DIR as METRICS_DIR
+from .metrics import load_accuracy_metric
+from .processing import build_image_processor
+from .student import build_student
+from .teacher import describe_teacher as describe_teacher
+from .teacher import load_teacher, train_teacher
+from .trainer import EVAL_RESULTS_NAME as EVAL_RESULTS_NAME
+from .trainer import KD_CONFIG_NAME as KD_CONFIG_NAME
+from .trainer import KDTrainer
+
+__all__ = [
+    "DistilledSet",
+    "KDConfig",
+    "KDDataCollator",
+    "KDTrainer",
+    "build_image_processor",
+    "build_student",
+    "distillation_loss",
+    "kd_target_probabilities",
+    "load_accuracy_metric",
+    "load_distilled_set",
+    "load_teacher",
+    "prepare_test_split",
+    "train_student",
+    "train_teacher",
+]

@@ -1,0 +1,113 @@
+# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
+"""[`train_student`]: the one-call entry point over [`KDTrainer`] (distilled set, teacher, training, evaluation,
+output folder)."""
+
+import logging
+import os
+from pathlib import Path
+
+from datasets import Dataset
+from torch import nn
+
+from ..config import CONFIG_NAME
+from ..data import ImageData
+from .config import KDConfig
+from .data import DistilledSet, _load_source_splits, load_distilled_set, prepare_test_split
+from .teacher import describe_teacher, load_teacher, train_teacher
+from .trainer import KDTrainer
+
+logger = logging.getLogger(__name__)
+
+TEACHER_DIR = "teacher"
+
+
+def train_student(config: KDConfig, teacher: nn.Module | str | None = None) -> KDTrainer:
+    """Loads the distilled set, gets a teacher, trains the student, evaluates it on the real test split and saves it.
+
+    Steps: [`load_distilled_set`] (`config.distilled_dataset`); the real splits from the recorded source (or
+    `config.source_dataset`); the teacher: `teacher`, else `config.teacher_name_or_path`, else, with
+    `config.train_teacher`, [`train_teacher`] on the full real train split normalised like the set (saved to
+    `<output_dir>/teacher`; under several processes only the main one trains it); [`KDTrainer.train`]; evaluation
+    (`eval_results`); [`KDTrainer.save_pretrained`] to `config.output_dir`.
+
+    Returns:
+        [`KDTrainer`]: with `eval_results` (`None` when no test split is available), `teacher_info`.
+    """
+    if not config.distilled_dataset:
+        raise ValueError("config.distilled_dataset is required: the folder written by `hf-distill distill`.")
+    distilled = load_distilled_set(config.distilled_dataset, revision=config.distilled_revision)
+    need_source = config.train_teacher and teacher is None
+    train_split, test_split = _load_source_splits(distilled, config.source_dataset)
+    if need_source and train_split is None:
+        raise ValueError(
+            "train_teacher needs the real dataset, but none is recorded in the distilled set's "
+            f"{CONFIG_NAME}: pass source_dataset (--source_dataset)."
+        )
+    test_data = prepare_test_split(distilled, test_split) if test_split is not None else None
+    if test_data is None:
+        logger.warning("No real test split found (source %s): the student is not evaluated.", distilled.source)
+
+    teacher_info = None
+    if teacher is None and config.teacher_name_or_path:
+        teacher = load_teacher(config.teacher_name_or_path)
+        teacher_info = describe_teacher(teacher, config.teacher_name_or_path)
+    elif teacher is None and config.train_teacher:
+        teacher = _train_teacher_for(config, distilled, train_split, test_data)
+        teacher_info = describe_teacher(teacher, str(Path(config.output_dir) / TEACHER_DIR))
+    elif teacher is not None:
+        name = os.fspath(teacher) if isinstance(teacher, (str, os.PathLike)) else None
+        teacher = load_teacher(teacher)
+        teacher_info = describe_teacher(teacher, name)
+
+    trainer = KDTrainer(
+        args=config, teacher=teacher, distilled=distilled, eval_dataset=test_data, teacher_info=teacher_info
+    )
+    if trainer.teacher is not None and test_data is not None and trainer.teacher_info is not None:
+        if trainer.teacher_info.get("test_accuracy") is None:
+            trainer.teacher_info["test_accuracy"] = trainer.teacher_accuracy(test_data)
+    output = trainer.train()
+    if test_data is not None:
+        test_info = {
+            "test_split": distilled.source.get("test_split") or "test",
+            "dataset": config.source_dataset or distilled.source.get("dataset"),
+        }
+        trainer.evaluate_test(test_info, seconds=output.metrics.get("train_runtime"))
+    trainer.save_pretrained(config.output_dir)
+    return trainer
+
+
+def _train_teacher_for(
+    config: KDConfig, distilled: DistilledSet, train_split: Dataset, test_data: ImageData | None
+) -> nn.Module:
+    from accelerate import PartialState
+
+    state = PartialState()
+    teacher_dir = Path(config.output_dir) / TEACHER_DIR
+    strategy = config.teacher_augmentation
+    if strategy == "auto":
+        strategy = config.augmentation if config.augmentation != "auto" else distilled.dsa_strategy
+    strategy = None if strategy in (None, "", "none") else strategy
+    teacher = None
+    if state.is_main_process:
+        channels, height, width = distilled.image_shape
+        teacher = train_teacher(
+            train_split,
+            test_data,
+            epochs=config.teacher_epochs,
+            augmentation=strategy,
+            net_width=config.teacher_net_width,
+            net_depth=config.teacher_net_depth,
+            image_mean=distilled.image_mean,
+            image_std=distilled.image_std,
+            image_size=(height, width),
+            num_channels=channels,
+            seed=config.seed,
+            device=config.device,
+            show_progress=not config.disable_tqdm,
+            dataset_name=config.source_dataset or distilled.source.get("dataset"),
+            output_dir=teacher_dir if config.should_save else None,
+        )
+    state.wait_for_everyone()
+    if teacher is None:  # other processes: the main process's teacher, so every process distills the same one
+        teacher = load_teacher(teacher_dir)
+    return teacher

@@ -1,0 +1,229 @@
+# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
+"""The data a student trains and is evaluated on: the distilled set ([`DistilledSet`], [`load_distilled_set`]), the
+real test split normalised like it ([`prepare_test_split`]) and the batches ([`KDDataCollator`])."""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, load_dataset, load_from_disk
+
+from ..config import CONFIG_NAME
+from ..data import ImageData, find_columns, load_source, prepare_images
+from ..synthetic import SOFT_LABEL_COLUMN
+from ..trainer import DATASET_DIR
+
+
+@dataclass
+class DistilledSet:
+    """A distilled set and the metadata `DistillTrainer.save` recorded beside it.
+
+    Args:
+        dataset (`datasets.Dataset`): Columns `pixel_values` (normalised `C x H x W` float32), `label` (`ClassLabel`),
+            optionally `image` (preview) and `soft_label` (`num_classes` floats per row).
+        metadata (`dict`): The content of `distill_config.json` (`image_mean`, `image_std`, `image_shape`,
+            `class_names`, `num_classes`, `dsa_strategy_resolved`, `source`, `method`, `images_per_class`, ...).
+        name_or_path (`str`, *optional*): Where it was loaded from (recorded in `kd_config.json`).
+    """
+
+    dataset: Dataset
+    metadata: dict
+    name_or_path: str | None = None
+
+    def __post_init__(self):
+        missing = [key for key in ("image_mean", "image_std") if key not in self.metadata]
+        if missing:
+            raise ValueError(
+                f"The distilled set's metadata lacks {missing}: it must come from DistillTrainer.save "
+                f"({CONFIG_NAME} records the normalisation of pixel_values)."
+            )
+        columns = set(self.dataset.column_names)
+        if not {"pixel_values", "label"} <= columns:
+            raise ValueError(
+                f"The distilled set needs `pixel_values` and `label` columns, it has {sorted(columns)}. Pass a set "
+                "written by DistillTrainer.save."
+            )
+
+    @property
+    def class_names(self) -> list[str]:
+        feature = self.dataset.features["label"]
+        if isinstance(feature, ClassLabel):
+            return list(feature.names)
+        return [str(name) for name in self.metadata.get("class_names") or range(self.num_classes)]
+
+    @property
+    def num_classes(self) -> int:
+        feature = self.dataset.features["label"]
+        if isinstance(feature, ClassLabel):
+            return feature.num_classes
+        return int(self.metadata.get("num_classes") or len(self.metadata["class_names"]))
+
+    @property
+    def image_mean(self) -> list[float]:
+        return [float(v) for v in self.metadata["image_mean"]]
+
+    @property
+    def image_std(self) -> list[float]:
+        return [float(v) for v in self.metadata["image_std"]]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """`(C, H, W)` of `pixel_values`."""
+        if self.metadata.get("image_shape"):
+            return tuple(int(v) for v in self.metadata["image_shape"])
+        return tuple(np.asarray(self.dataset[0]["pixel_values"]).shape)
+
+    @property
+    def source(self) -> dict:
+        return dict(self.metadata.get("source") or {})
+
+    @property
+    def dsa_strategy(self) -> str | None:
+        """The augmentation the set's evaluation used (sets written before it was recorded: the distillation's)."""
+        if "eval_dsa_strategy_resolved" in self.metadata:
+            return self.metadata["eval_dsa_strategy_resolved"]
+        return self.metadata.get("dsa_strategy_resolved")
+
+    @property
+    def has_soft_labels(self) -> bool:
+        return SOFT_LABEL_COLUMN in self.dataset.column_names
+
+    def image_data(self) -> ImageData:
+        """The set as an [`ImageData`] (exact `pixel_values`, labels, class names, normalisation)."""
+        data = self.dataset.with_format("numpy", columns=["pixel_values", "label"])[:]
+        return ImageData(
+            images=torch.as_tensor(np.asarray(data["pixel_values"]), dtype=torch.float32),
+            labels=torch.as_tensor(np.asarray(data["label"]), dtype=torch.long),
+            class_names=self.class_names,
+            mean=self.image_mean,
+            std=self.image_std,
+        )
+
+    def training_dataset(self, soft_labels: bool) -> Dataset:
+        """The columns the student trains on, as torch tensors (the preview images are never decoded)."""
+        columns = ["pixel_values", "label"] + ([SOFT_LABEL_COLUMN] if soft_labels else [])
+        return self.dataset.select_columns(columns).with_format("torch")
+
+
+def load_distilled_set(name_or_path: str | os.PathLike, revision: str | None = None, token=None) -> DistilledSet:
+    """Loads a distilled set written by `DistillTrainer.save` (a folder) or pushed to the Hub (a dataset id).
+
+    Args:
+        name_or_path (`str` or `os.PathLike`): A folder with `dataset/` and `distill_config.json`, or a Hub dataset id
+            whose repository holds `distill_config.json` beside the data.
+        revision (`str`, *optional*): Hub revision.
+        token (`str` or `bool`, *optional*): Hub token.
+
+    Raises:
+        ValueError: If the folder lacks `distill_config.json` or `dataset/`, or the Hub repository cannot be read.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{path} is a file; pass the folder written by DistillTrainer.save (hf-distill distill).")
+        if not (path / CONFIG_NAME).is_file():
+            raise ValueError(
+                f"{path} has no {CONFIG_NAME}: it is not a folder written by DistillTrainer.save / `hf-distill "
+                f"distill`. Pass such a folder (it holds {DATASET_DIR}/ and {CONFIG_NAME})."
+            )
+        if not (path / DATASET_DIR).is_dir():
+            raise ValueError(f"{path} has {CONFIG_NAME} but no {DATASET_DIR}/ folder (the set itself).")
+        metadata = json.loads((path / CONFIG_NAME).read_text())
+        return DistilledSet(load_from_disk(str(path / DATASET_DIR)), metadata, str(name_or_path))
+
+    from huggingface_hub import hf_hub_download
+
+    repo_id = os.fspath(name_or_path)
+    try:
+        config_file = hf_hub_download(repo_id, CONFIG_NAME, repo_type="dataset", revision=revision, token=token)
+        dataset = load_dataset(repo_id, split="train", revision=revision, token=token)
+    except Exception as error:
+        raise ValueError(
+            f"{repo_id!r} is neither a local folder nor a readable Hub dataset with {CONFIG_NAME}: "
+            f"{type(error).__name__}: {error}. Check the path, or the id, revision and token (offline: pass the "
+            "folder written by `hf-distill distill`)."
+        ) from error
+    return DistilledSet(dataset, json.loads(Path(config_file).read_text()), repo_id)
+
+
+def prepare_test_split(distilled: DistilledSet, test_dataset: Dataset | ImageData) -> ImageData:
+    """Converts a real split into tensors normalised exactly like the distilled set's `pixel_values`.
+
+    Uses the set's `image_mean`/`image_std`, image size and channel count (the statistics of the train split it was
+    distilled from), as `DistillTrainer` prepares its test split.
+
+    Raises:
+        ValueError: If the split's classes differ from the set's.
+    """
+    if isinstance(test_dataset, ImageData):
+        data = test_dataset
+    else:
+        channels, height, width = distilled.image_shape
+        image_column, label_column = find_columns(test_dataset)
+        data = prepare_images(
+            test_dataset,
+            image_column,
+            label_column,
+            mean=distilled.image_mean,
+            std=distilled.image_std,
+            image_size=(height, width),
+            num_channels=channels,
+            desc="Preparing the test split",
+        )
+    if data.num_classes != distilled.num_classes:
+        raise ValueError(
+            f"The test split has {data.num_classes} classes but the distilled set has {distilled.num_classes}: "
+            "evaluate on a split of the dataset the set was distilled from (--source_dataset)."
+        )
+    return data
+
+
+def _load_source_splits(distilled: DistilledSet, source_dataset: str | None) -> tuple[Dataset | None, Dataset | None]:
+    source = distilled.source
+    dataset = source_dataset or source.get("dataset")
+    if not dataset:
+        return None, None
+    return load_source(
+        dataset,
+        train_split=source.get("train_split") or "train",
+        test_split=source.get("test_split", "test"),
+        name=source.get("config_name"),
+        revision=source.get("revision"),
+    )
+
+
+class KDDataCollator:
+    """Stacks a list of examples into a batch: `pixel_values` (float32), `labels` (int64), `soft_labels` (float32).
+
+    Examples may name the label `label` or `labels` and the soft label `soft_label` or `soft_labels`; other keys (e.g.
+    a preview `image`) are dropped.
+    """
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        first = features[0]
+        batch = {
+            "pixel_values": torch.stack([torch.as_tensor(f["pixel_values"], dtype=torch.float32) for f in features])
+        }
+        label_key = next((k for k in ("labels", "label") if k in first), None)
+        if label_key is not None:
+            batch["labels"] = torch.as_tensor([int(f[label_key]) for f in features], dtype=torch.long)
+        soft_key = next((k for k in ("soft_labels", SOFT_LABEL_COLUMN) if k in first), None)
+        if soft_key is not None:
+            batch["soft_labels"] = torch.stack([torch.as_tensor(f[soft_key], dtype=torch.float32) for f in features])
+        return batch
+
+
+class _ImageDataDataset(torch.utils.data.Dataset):
+    """An [`ImageData`] as a map-style dataset of `{"pixel_values", "labels"}` (the real test split)."""
+
+    def __init__(self, data: ImageData):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.data.images[index], "labels": self.data.labels[index]}

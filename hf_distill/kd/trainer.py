@@ -1,0 +1,427 @@
+# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
+"""[`KDTrainer`]: a [`~transformers.Trainer`] that distills a frozen teacher (and/or soft labels) into a student.
+
+The output folder (see [`KDTrainer.save_pretrained`]) holds the student (`config.json`, `model.safetensors`), an image
+processor (`preprocessor_config.json`) so `AutoImageProcessor` + `AutoModelForImageClassification` classify raw PIL
+images, `kd_config.json` (every setting, the teacher, the distilled set and its source) and `eval_results.json`.
+"""
+
+import json
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+
+from ..augment import SiameseAugment
+from ..checkpointing import save_tensors
+from ..data import ImageData
+from ..seeding import derive_generator
+from ..synthetic import SOFT_LABEL_COLUMN
+from .config import KDConfig
+from .data import DistilledSet, KDDataCollator, _ImageDataDataset, prepare_test_split
+from .losses import _soft_labels_are_probabilities, distillation_loss
+from .metrics import _accuracy_compute_metrics, _argmax_logits, load_accuracy_metric
+from .processing import build_image_processor
+from .student import build_student
+from .teacher import _accuracy, _teacher_input_settings, describe_teacher, load_teacher
+
+logger = logging.getLogger(__name__)
+
+KD_CONFIG_NAME = "kd_config.json"
+EVAL_RESULTS_NAME = "eval_results.json"
+
+
+class KDTrainer(Trainer):
+    """A [`~transformers.Trainer`] that distills a frozen teacher (and/or the set's soft labels) into a student.
+
+    Each training batch is augmented on the fly (DSA, `args.augmentation`) with draws from a `torch.Generator` seeded
+    by `(args.seed, process, global step, micro-step)`; the student and the teacher see the same augmented batch. The
+    loss is [`distillation_loss`]; `ce_loss` and `kd_loss` are logged beside `loss`. Evaluation on the real test split
+    reports `eval_accuracy` (the shipped `evaluate` metric, see [`load_accuracy_metric`]).
+
+    Args:
+        model (`PreTrainedModel`, *optional*): The student; built with [`build_student`] from `args` and `distilled`
+            when omitted.
+        args ([`KDConfig`], *optional*): Settings (defaults: `KDConfig()`).
+        teacher (`nn.Module` or `str`, *optional*): The teacher (see [`load_teacher`]); frozen and moved to the
+            training device here. May be `None` when `alpha == 1` or the set has soft labels.
+        distilled ([`DistilledSet`], *optional*): The distilled set: the default training data, the augmentation for
+            `augmentation="auto"`, the normalisation for the image processor and for a raw `eval_dataset`.
+        train_dataset (*optional*): Rows with `pixel_values`, `label(s)` and optionally `soft_label(s)`; default: the
+            distilled set.
+        eval_dataset (*optional*): The real test split: an [`ImageData`], a `datasets.Dataset` of raw images
+            (prepared with the set's statistics), or any dataset of `{"pixel_values", "labels"}` rows.
+        teacher_info (`dict`, *optional*): Teacher description for `kd_config.json` (default: [`describe_teacher`]).
+        **kwargs: Any other [`~transformers.Trainer`] argument (`callbacks`, `optimizers`, ...).
+    """
+
+    # `compute_loss` returns a per-batch mean: the Trainer divides it by the gradient accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module | None = None,
+        args: KDConfig | None = None,
+        teacher: nn.Module | str | None = None,
+        distilled: DistilledSet | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        compute_metrics=None,
+        teacher_info: dict | None = None,
+        **kwargs,
+    ):
+        args = KDConfig() if args is None else args
+        if not isinstance(args, KDConfig):
+            raise TypeError(f"args must be a KDConfig, got {type(args).__name__}.")
+        self.distilled = distilled
+        self.base_model_id: str | None = None
+        if model is None:
+            if distilled is None:
+                raise ValueError("Pass the student `model`, or `distilled` to build the default student from args.")
+            model, self.base_model_id = build_student(args, distilled)
+
+        # Soft labels: whether to use them, and how to read them.
+        has_soft = distilled.has_soft_labels if distilled is not None else False
+        if train_dataset is not None:
+            columns = getattr(train_dataset, "column_names", None) or []
+            has_soft = SOFT_LABEL_COLUMN in columns or "soft_labels" in columns
+        if args.use_soft_labels == "yes" and not has_soft:
+            raise ValueError(
+                "use_soft_labels='yes' but the distilled set has no `soft_label` column. Use 'auto' or 'no', or a set "
+                "distilled by a method that learns soft labels."
+            )
+        self.use_soft_labels = has_soft and args.use_soft_labels != "no"
+        if train_dataset is None:
+            if distilled is None:
+                raise ValueError("Pass `train_dataset` or `distilled`.")
+            train_dataset = distilled.training_dataset(self.use_soft_labels)
+        self.soft_labels_are_probabilities = False
+        if self.use_soft_labels:
+            column = SOFT_LABEL_COLUMN if SOFT_LABEL_COLUMN in train_dataset.column_names else "soft_labels"
+            values = train_dataset.with_format("numpy", columns=[column])[:][column]
+            self.soft_labels_are_probabilities = _soft_labels_are_probabilities(np.asarray(values))
+
+        if teacher is not None and not isinstance(teacher, nn.Module):
+            teacher_name = os.fspath(teacher)
+            teacher = load_teacher(teacher)
+            teacher_info = teacher_info or describe_teacher(teacher, teacher_name)
+        if teacher is None and args.alpha < 1 and not self.use_soft_labels:
+            raise ValueError(
+                f"alpha={args.alpha} < 1 weighs a KD term, which needs a teacher (teacher_name_or_path, "
+                "train_teacher=True, or `teacher=`) or a distilled set with soft labels. Set alpha=1 to train with "
+                "plain cross-entropy."
+            )
+
+        # Evaluation data and metric.
+        if isinstance(eval_dataset, Dataset) and "pixel_values" not in eval_dataset.column_names:
+            if distilled is None:
+                raise ValueError(
+                    "A raw eval_dataset is prepared with the distilled set's statistics: pass `distilled`."
+                )
+            eval_dataset = prepare_test_split(distilled, eval_dataset)
+        if isinstance(eval_dataset, ImageData):
+            if distilled is not None and eval_dataset.num_classes != distilled.num_classes:
+                raise ValueError(
+                    f"The eval split has {eval_dataset.num_classes} classes, the distilled set "
+                    f"{distilled.num_classes}: evaluate on a split of the dataset the set was distilled from."
+                )
+            eval_dataset = _ImageDataDataset(eval_dataset)
+        if compute_metrics is None and eval_dataset is not None:
+            compute_metrics = _accuracy_compute_metrics(load_accuracy_metric())
+            kwargs.setdefault("preprocess_logits_for_metrics", _argmax_logits)
+        if processing_class is None and distilled is not None:
+            channels, height, width = distilled.image_shape
+            processing_class = build_image_processor(
+                distilled.image_mean, distilled.image_std, (height, width), channels
+            )
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator or KDDataCollator(),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            **kwargs,
+        )
+        if self.args.label_names is None:
+            self.label_names = ["labels"]  # the collator's key, whatever the student's forward signature
+
+        # Augmentation.
+        strategy = args.augmentation
+        if strategy == "auto":
+            strategy = distilled.dsa_strategy if distilled is not None else None
+        self.augmentation_resolved = None if strategy in (None, "", "none") else strategy
+        self.augment = SiameseAugment(self.augmentation_resolved)
+        self._augment_step = (-1, 0)  # (global step, micro-step) of the last draw
+
+        # Teacher: frozen, eval mode, on the training device.
+        self.teacher = None
+        self.teacher_info = teacher_info
+        if teacher is not None:
+            self.teacher = load_teacher(teacher, device=self.args.device)
+            if self.teacher_info is None:
+                self.teacher_info = describe_teacher(self.teacher, args.teacher_name_or_path)
+            self._teacher_settings = _teacher_input_settings(self.teacher)
+            self._check_teacher()
+
+        self._kd_metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.eval_results: dict | None = None
+
+    # ------------------------------------------------------------------ teacher
+
+    @property
+    def num_classes(self) -> int:
+        if self.distilled is not None:
+            return self.distilled.num_classes
+        return int(self.accelerator.unwrap_model(self.model).config.num_labels)
+
+    def _check_teacher(self) -> None:
+        """Fails early, with the fix, when the teacher cannot label this set."""
+        expected = self.num_classes
+        teacher_labels = getattr(getattr(self.teacher, "config", None), "num_labels", None)
+        if teacher_labels is not None and teacher_labels != expected:
+            raise ValueError(
+                f"The teacher predicts {teacher_labels} classes but the distilled set has {expected}. Use a teacher "
+                "trained on the same label set (e.g. --train_teacher)."
+            )
+        sample = self.data_collator([self.train_dataset[0]])["pixel_values"].to(self.args.device)
+        try:
+            logits = self.teacher_logits(sample)
+        except Exception as error:
+            raise ValueError(
+                f"The teacher failed on a {tuple(sample.shape[1:])} image of the distilled set: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if logits.ndim != 2 or logits.shape[-1] != expected:
+            raise ValueError(
+                f"The teacher returns logits of shape {tuple(logits.shape)} but the distilled set has {expected} "
+                "classes. Use a teacher trained on the same label set (e.g. --train_teacher)."
+            )
+        names = getattr(getattr(self.teacher, "config", None), "id2label", None) or {}
+        teacher_names = [str(names.get(i, names.get(str(i), ""))) for i in range(expected)]
+        if self.distilled is not None and not all(n.startswith("LABEL_") for n in teacher_names):
+            if teacher_names != [str(n) for n in self.distilled.class_names]:
+                logger.warning(
+                    "The teacher's class names %s differ from the distilled set's %s: check that class i means the "
+                    "same in both.",
+                    teacher_names,
+                    self.distilled.class_names,
+                )
+
+    def _teacher_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The batch as the teacher expects it: re-normalised (exact, it is affine) and resized when they differ."""
+        settings = self._teacher_settings
+        if not settings or self.distilled is None:
+            return pixel_values
+        x = pixel_values
+        set_mean, set_std = self.distilled.image_mean, self.distilled.image_std
+        mean, std = settings.get("mean"), settings.get("std")
+        if mean is not None and (list(mean) != set_mean or list(std) != set_std or len(mean) != x.shape[1]):
+            x = x * _channel_tensor(set_std, x) + _channel_tensor(set_mean, x)  # back to [0, 1] pixels
+            if len(mean) == 3 and x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            x = (x - _channel_tensor(mean, x)) / _channel_tensor(std, x)
+        size = settings.get("image_size")
+        if size is not None and tuple(size) != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    @torch.no_grad()
+    def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The frozen teacher's logits for a batch normalised like the distilled set."""
+        x = self._teacher_inputs(pixel_values)
+        output = self.teacher(pixel_values=x) if isinstance(self.teacher, PreTrainedModel) else self.teacher(x)
+        if hasattr(output, "logits"):
+            return output.logits
+        if isinstance(output, (tuple, list)):
+            return output[0]
+        return output
+
+    def teacher_accuracy(self, data: ImageData) -> float | None:
+        """The teacher's top-1 accuracy (percent) on `data` (prepared like the distilled set)."""
+        if self.teacher is None:
+            return None
+        return 100.0 * _accuracy(self.teacher_logits, data, self.args.device, self.args.per_device_eval_batch_size)
+
+    # ------------------------------------------------------------------ augmentation
+
+    def augment_batch(self, pixel_values: torch.Tensor, step: int, micro_step: int = 0) -> torch.Tensor:
+        """Augments a batch with draws keyed by `(args.seed, process index, step, micro_step)` (never the clock).
+
+        The same key always gives the same transforms, whatever ran before (resumed or repeated runs match).
+        """
+        if not self.augment.enabled:
+            return pixel_values
+        generator = derive_generator(self.args.seed, "kd-augment", self.args.process_index, step, micro_step)
+        return self.augment(pixel_values, generator)
+
+    def _training_augmentation(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        step = self.state.global_step
+        last_step, micro = self._augment_step
+        micro = micro + 1 if step == last_step else 0  # gradient accumulation: several batches per step
+        self._augment_step = (step, micro)
+        return self.augment_batch(pixel_values, step, micro)
+
+    # ------------------------------------------------------------------ loss and logging
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The KD loss of a batch (see [`distillation_loss`]); augmentation only while training."""
+        pixel_values = inputs["pixel_values"]
+        labels = inputs.get("labels")
+        soft_labels = inputs.get("soft_labels") if self.use_soft_labels else None
+        if model.training:
+            pixel_values = self._training_augmentation(pixel_values)
+        outputs = model(pixel_values=pixel_values)
+        logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
+
+        alpha = self.args.alpha
+        teacher_logits = None
+        teacher_needed = soft_labels is None or self.args.soft_label_weight < 1
+        if alpha < 1 and self.teacher is not None and teacher_needed:
+            teacher_logits = self.teacher_logits(pixel_values)
+        loss, parts = distillation_loss(
+            logits,
+            labels,
+            teacher_logits,
+            alpha=alpha,
+            temperature=self.args.temperature,
+            soft_labels=soft_labels,
+            soft_label_weight=self.args.soft_label_weight if teacher_logits is not None else 1.0,
+            soft_labels_are_probabilities=self.soft_labels_are_probabilities,
+        )
+        mode = "train" if model.training else "eval"
+        for name, value in parts.items():
+            self._kd_metrics[mode][name].append(value.item())
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the mean `ce_loss`/`kd_loss` since the last log (`eval_` prefixed after an evaluation)."""
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        if mode == "eval" or "loss" in logs:
+            metrics = self._kd_metrics[mode]
+            prefix = "eval_" if mode == "eval" else ""
+            for name, values in metrics.items():
+                if values:
+                    logs[f"{prefix}{name}"] = float(np.mean(values))
+            metrics.clear()
+        super().log(logs, start_time)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The protocol's schedule (lr x0.1 at half the steps) when `args.lr_decay_at_half`, else the Trainer's."""
+        if self.lr_scheduler is None and self.args.lr_decay_at_half:
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            half = max(1, num_training_steps // 2)
+            self.lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[half], gamma=0.1)
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    # ------------------------------------------------------------------ evaluation and output
+
+    def evaluate_test(self, test_info: dict | None = None, seconds: float | None = None) -> dict:
+        """Evaluates on `eval_dataset` and stores `eval_results` (the `eval_results.json` content).
+
+        Args:
+            test_info (`dict`, *optional*): `test_split` and `dataset` names to record.
+            seconds (`float`, *optional*): Training time to record.
+        """
+        if self.eval_dataset is None:
+            raise ValueError("No eval_dataset: pass the real test split to evaluate the student.")
+        metrics = self.evaluate()
+        test_info = dict(test_info or {})
+        source = self.distilled.source if self.distilled is not None else {}
+        self.eval_results = {
+            "accuracy": 100.0 * float(metrics["eval_accuracy"]),
+            "test_split": test_info.get("test_split", source.get("test_split")),
+            "dataset": test_info.get("dataset", source.get("dataset")),
+            "num_test_images": len(self.eval_dataset),
+            "seconds": round(float(seconds), 2) if seconds is not None else None,
+            "epochs": self.args.num_train_epochs,
+            "alpha": self.args.alpha,
+            "temperature": self.args.temperature,
+        }
+        return self.eval_results
+
+    def kd_config_dict(self) -> dict:
+        """The content of `kd_config.json`."""
+        from .. import __version__
+
+        student = self.accelerator.unwrap_model(self.model)
+        student_config = getattr(student, "config", None)
+        distilled = self.distilled
+        return {
+            "hf_distill_version": __version__,
+            **self.args.kd_settings(),
+            "augmentation_resolved": self.augmentation_resolved,
+            "soft_labels_used": self.use_soft_labels,
+            "soft_label_kind": (
+                ("probabilities" if self.soft_labels_are_probabilities else "logits") if self.use_soft_labels else None
+            ),
+            "teacher": self.teacher_info,
+            "distilled_dataset": (distilled.name_or_path if distilled is not None else None)
+            or self.args.distilled_dataset,
+            "distilled_source": distilled.source if distilled is not None else None,
+            "distilled_method": distilled.metadata.get("method") if distilled is not None else None,
+            "images_per_class": distilled.metadata.get("images_per_class") if distilled is not None else None,
+            "num_distilled_images": len(self.train_dataset) if self.train_dataset is not None else None,
+            "image_mean": distilled.image_mean if distilled is not None else None,
+            "image_std": distilled.image_std if distilled is not None else None,
+            "image_shape": list(distilled.image_shape) if distilled is not None else None,
+            "class_names": distilled.class_names if distilled is not None else None,
+            "student_model_type": getattr(student_config, "model_type", type(student).__name__),
+            "student_architecture": student_config.to_dict() if student_config is not None else None,
+            "base_model": self.base_model_id,
+            "training_args": self.args.to_dict(),
+        }
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Writes the student (safetensors), the image processor, `kd_config.json` and `eval_results.json`.
+
+        Unlike `Trainer._save`, no pickled `training_args.bin`: every setting is in `kd_config.json`.
+        """
+        output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
+        if not self.args.should_save:
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        student = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if isinstance(student, PreTrainedModel):
+            student.save_pretrained(output_dir, state_dict=state_dict)
+        else:
+            state = state_dict if state_dict is not None else student.state_dict()
+            save_tensors({k: v.contiguous() for k, v in state.items()}, output_dir / "model.safetensors")
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        _write_json(output_dir / KD_CONFIG_NAME, self.kd_config_dict())
+        if self.eval_results is not None:
+            _write_json(output_dir / EVAL_RESULTS_NAME, self.eval_results)
+
+    def save_pretrained(self, output_dir: str | os.PathLike | None = None) -> Path:
+        """Writes the student folder (see `_save`) and returns its path.
+
+        Layout: `config.json`, `model.safetensors`, `preprocessor_config.json`, `kd_config.json`, `eval_results.json`
+        (after [`evaluate_test`]), and `teacher/` when [`train_student`] trained the teacher.
+        """
+        output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
+        self.save_model(str(output_dir))
+        return output_dir
+
+
+def _channel_tensor(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
