@@ -443,10 +443,7 @@ def _record_from_file(
         with safe_open(str(path), framework="pt") as handle:
             keys = sorted(handle.keys())
             final = handle.get_tensor(keys[-1])
-        model = fresh_model(model_config, derive_generator(0, "expert-record")).to(device)
-        with torch.no_grad():
-            for parameter, value in zip(model.parameters(), spec.unflatten(final).values()):
-                parameter.copy_(value)
+        model = spec.copy_into(fresh_model(model_config, derive_generator(0, "expert-record")).to(device), final)
         test = round(100.0 * test_accuracy(model, test_data), 4)
     return {"file": name, "train_accuracy": None, "test_accuracy": test, "train_seconds": None}
 
@@ -724,11 +721,7 @@ class ExpertTrajectories:
 
         In place, so a `torch.compile`d function of `network` sees the new values without recompiling.
         """
-        parameters = self.unflatten(self.epoch(expert, epoch))
-        with torch.no_grad():
-            for name, parameter in network.named_parameters():
-                parameter.copy_(parameters[name])
-        return network
+        return self.spec.copy_into(network, self.epoch(expert, epoch))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -102,6 +102,17 @@ class ParameterSpec:
         chunks = torch.split(vector, self.numels)
         return {name: chunk.view(shape) for name, chunk, shape in zip(self.names, chunks, self.shapes)}
 
+    def copy_into(self, network: nn.Module, vector: torch.Tensor) -> nn.Module:
+        """Copies the flat `vector` into `network`'s parameters in place, by name (buffers are left as they are).
+
+        In place, so a `torch.compile`d function of `network` sees the new values without recompiling.
+        """
+        parameters = self.unflatten(vector)
+        with torch.no_grad():
+            for name, parameter in network.named_parameters():
+                parameter.copy_(parameters[name])
+        return network
+
     def to_dict(self) -> dict:
         return {"names": list(self.names), "shapes": [list(shape) for shape in self.shapes]}
 

@@ -144,3 +144,16 @@ def test_invalid_memory_mode(network, start_params):
             torch.Generator(),
             memory="nope",
         )
+
+
+def test_parameter_spec_copy_into_writes_every_parameter_in_place():
+    source = fresh_model(CONFIG, derive_generator(0, "source"))
+    target = fresh_model(CONFIG, derive_generator(0, "target"))
+    spec = ParameterSpec.from_module(target)
+    storages = [p.data_ptr() for p in target.parameters()]
+    vector = spec.flatten({name: p.detach() for name, p in source.named_parameters()})
+
+    assert spec.copy_into(target, vector) is target
+    assert [p.data_ptr() for p in target.parameters()] == storages  # in place: compiled functions keep working
+    for (name, expected), actual in zip(source.named_parameters(), target.parameters()):
+        assert torch.equal(expected, actual), name
