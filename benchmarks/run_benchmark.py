@@ -248,13 +248,17 @@ def expert_summary(expert_dir: str | os.PathLike) -> dict | None:
     }
 
 
+def _run_label(record: dict) -> str:
+    """`'Fashion-MNIST mtt IPC 1'`: how the table's notes name a run."""
+    return f"{DATASET_NAMES.get(record['dataset'], record['dataset'])} {record['method']} IPC {record['ipc']}"
+
+
 def _resume_note(record: dict) -> str | None:
     if record.get("resumed_from_iteration") is None:
         return None
-    name = f"{DATASET_NAMES.get(record['dataset'], record['dataset'])} {record['method']} IPC {record['ipc']}"
     return (
-        f"{name}: resumed from its iteration-{record['resumed_from_iteration']} checkpoint (`--resume`); *distill s* "
-        "covers the whole run, *peak MiB* only the resumed part."
+        f"{_run_label(record)}: resumed from its iteration-{record['resumed_from_iteration']} checkpoint "
+        "(`--resume`); *distill s* covers the whole run, *peak MiB* only the resumed part."
     )
 
 
@@ -262,7 +266,7 @@ def _expert_note(record: dict) -> str | None:
     experts = record.get("experts")
     if not experts:
         return None
-    name = f"{DATASET_NAMES.get(record['dataset'], record['dataset'])} {record['method']} IPC {record['ipc']}"
+    name = _run_label(record)
     accuracy = experts.get("mean_test_accuracy")
     return (
         f"{name}: experts paid once and not in *distill s*: {experts['num_experts']} x {experts['num_epochs']} "
@@ -598,7 +602,8 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
         run_dir = (REPO_ROOT / output_dir).resolve()
         # A run stopped part-way (a killed session) goes on from its newest complete checkpoint: the trainer keeps
         # counting distill_seconds from the checkpoint, so the figure still covers the whole distillation.
-        resumed_from = list_checkpoint_dirs(run_dir)[-1][0] if args.resume and list_checkpoint_dirs(run_dir) else None
+        checkpoints = list_checkpoint_dirs(run_dir) if args.resume else []
+        resumed_from = checkpoints[-1][0] if checkpoints else None
         if resumed_from is None:
             _clear_run_dir(run_dir)
         else:
