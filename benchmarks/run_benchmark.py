@@ -45,6 +45,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_README = REPO_ROOT / "benchmarks" / "README.md"
+# Checkpoints kept in the repository so that a run too long for one machine's session can go on on the next one.
+CARRIED_DIR = REPO_ROOT / "benchmarks" / "checkpoints"
 DEFAULT_DATASETS = ["mnist", "fashion_mnist", "cifar10"]
 DEFAULT_METHODS = ["dm", "random"]
 DEFAULT_IPC = [1, 10, 50]
@@ -555,6 +557,46 @@ def list_checkpoint_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def carried_checkpoint_dir(dataset: str, method: str, ipc: int, root: Path = CARRIED_DIR) -> Path:
+    """Where `--carry` keeps a run's newest checkpoint (committed, unlike the git-ignored runs folder)."""
+    return root / dataset / f"{method}_ipc{ipc}"
+
+
+def carry_checkpoint(run_dir: Path, carried_dir: Path) -> Path | None:
+    """Copies the newest complete checkpoint of `run_dir` into `carried_dir`, replacing the one carried before.
+
+    The copy is made under a temporary name and renamed into place, so an interrupted copy never replaces a good
+    carried checkpoint with a partial one.
+    """
+    checkpoints = list_checkpoint_dirs(run_dir)
+    if not checkpoints:
+        return None
+    _, newest = checkpoints[-1]
+    carried_dir.mkdir(parents=True, exist_ok=True)
+    tmp = carried_dir / f".{newest.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(newest, tmp)
+    target = carried_dir / newest.name
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    for _, older in list_checkpoint_dirs(carried_dir)[:-1]:
+        shutil.rmtree(older)
+    return target
+
+
+def restore_carried_checkpoint(carried_dir: Path, run_dir: Path) -> int | None:
+    """Copies the checkpoint `--carry` kept into an empty run folder (a fresh machine); returns its iteration."""
+    carried = list_checkpoint_dirs(carried_dir)
+    if not carried:
+        return None
+    iteration, source = carried[-1]
+    _clear_run_dir(run_dir)
+    run_dir.mkdir(parents=True)
+    shutil.copytree(source, run_dir / source.name)
+    print(f"Restored the carried checkpoint {_relative(source)} into {run_dir}")
+    return iteration
+
+
 def run_curve(run_dir: Path, args, python: str) -> dict | None:
     """Evaluates the initial set and every kept checkpoint of `run_dir` in a child process."""
     if not list_checkpoint_dirs(run_dir):
@@ -604,6 +646,10 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
         # counting distill_seconds from the checkpoint, so the figure still covers the whole distillation.
         checkpoints = list_checkpoint_dirs(run_dir) if args.resume else []
         resumed_from = checkpoints[-1][0] if checkpoints else None
+        if args.resume and resumed_from is None:
+            resumed_from = restore_carried_checkpoint(
+                carried_checkpoint_dir(dataset, method, ipc, args.carry_dir), run_dir
+            )
         if resumed_from is None:
             _clear_run_dir(run_dir)
         else:
@@ -653,6 +699,11 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
             record["eval_results"] = json.loads(results_path.read_text())
         if record["status"] == "ok" and "eval_results" not in record:
             record["status"] = "incomplete"
+        if args.carry:
+            carried = carry_checkpoint(run_dir, carried_checkpoint_dir(dataset, method, ipc, args.carry_dir))
+            if carried is not None:
+                record["carried_checkpoint"] = _relative(carried)
+                print(f"Carried {_relative(carried)}: commit it to go on from it on another machine (--resume)")
 
     if args.curve and record.get("status") == "ok" and not (reuse and (record.get("curve") or {}).get("points")):
         run_dir = REPO_ROOT / record["run_dir"]
@@ -783,6 +834,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Go on from the newest complete checkpoint in a run's folder instead of starting it again (the JSON "
         "records resumed_from_iteration; wall_seconds and peak_rss_mib then cover only the resumed part).",
     )
+    parser.add_argument(
+        "--carry",
+        action="store_true",
+        help="After a run, copy its newest checkpoint to CARRY_DIR/<dataset>/<method>_ipc<N> (committed to git, "
+        "unlike the runs folder); --resume on a fresh clone goes on from it when the run folder has none.",
+    )
+    parser.add_argument("--carry-dir", type=Path, default=CARRIED_DIR, help="Where --carry keeps checkpoints.")
     parser.add_argument("--report-only", action="store_true", help="Only rebuild summary, table and plot.")
     parser.add_argument("--python", default=sys.executable, help="Interpreter that runs hf_distill.")
     return parser

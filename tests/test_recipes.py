@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,32 @@ def test_benchmark_plot(tmp_path):
 EVAL_RESULTS = {"distilled": {"mean": 90.0, "std": 0.1, "num_models": 3, "epochs": 300}}
 
 
+def _fake_interpreter(tmp_path, run_dir, checkpoints=()):
+    """A stand-in interpreter: records its arguments and leaves what a finished run leaves behind.
+
+    `checkpoints` are the iterations whose complete checkpoint folders the "run" writes.
+    """
+    lines = [
+        "#!/bin/sh",
+        f'echo "$@" > {tmp_path / "argv.txt"}',
+        f"mkdir -p {run_dir}",
+        f'echo \'{{"distill_seconds": 1500.0, "iterations_completed": 500}}\' > {run_dir / "distill_config.json"}',
+        f"echo '{json.dumps(EVAL_RESULTS)}' > {run_dir / 'eval_results.json'}",
+    ]
+    for iteration in checkpoints:
+        folder = run_dir / f"checkpoint-{iteration}"
+        lines += [f"mkdir -p {folder}", f"echo '{{\"iteration\": {iteration}}}' > {folder / 'trainer_state.json'}"]
+    fake_python = tmp_path / "fake_python"
+    fake_python.write_text("\n".join(lines) + "\n")
+    fake_python.chmod(0o755)
+    return fake_python
+
+
+def _benchmark_args(bench, fake_python, tmp_path, *flags):
+    base = ["--python", str(fake_python), "--results-dir", str(tmp_path / "results"), "--runs-dir"]
+    return bench.build_parser().parse_args([*base, str(tmp_path / "runs"), *flags])
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_benchmark_resume_keeps_the_checkpoints(tmp_path, resume):
     bench = _load_benchmark_module()
@@ -193,21 +220,10 @@ def test_benchmark_resume_keeps_the_checkpoints(tmp_path, resume):
     (run_dir / "checkpoint-400").mkdir(parents=True)
     (run_dir / "checkpoint-400" / "trainer_state.json").write_text(json.dumps({"iteration": 400}))
     (run_dir / "checkpoint-500").mkdir()  # incomplete (no trainer_state.json): never resumed from
-    # A stand-in interpreter: records the arguments it got and writes what a finished run leaves behind.
-    fake_python = tmp_path / "fake_python"
-    fake_python.write_text(
-        "#!/bin/sh\n"
-        f'echo "$@" > {tmp_path / "argv.txt"}\n'
-        f"mkdir -p {run_dir}\n"
-        f'echo \'{{"distill_seconds": 1500.0, "iterations_completed": 500}}\' > {run_dir / "distill_config.json"}\n'
-        f"echo '{json.dumps(EVAL_RESULTS)}' > {run_dir / 'eval_results.json'}\n"
-    )
-    fake_python.chmod(0o755)
+    fake_python = _fake_interpreter(tmp_path, run_dir)
     recipe = tmp_path / "mtt_ipc1.yaml"
     recipe.write_text("method: mtt\n")
-    flags = ["--python", str(fake_python), "--results-dir", str(tmp_path / "results")]
-    flags += ["--runs-dir", str(tmp_path / "runs")] + (["--resume"] if resume else [])
-    args = bench.build_parser().parse_args(flags)
+    args = _benchmark_args(bench, fake_python, tmp_path, *(["--resume"] if resume else []))
 
     record = bench.benchmark_one("mnist", "mtt", 1, recipe, args, {}, machine={})
 
@@ -220,3 +236,32 @@ def test_benchmark_resume_keeps_the_checkpoints(tmp_path, resume):
     else:  # a fresh run never mixes in a previous run's checkpoints
         assert "--resume_from_checkpoint" not in argv and not (run_dir / "checkpoint-400").exists()
         assert "resumed_from_iteration" not in record
+
+
+def test_benchmark_carried_checkpoint_goes_on_on_a_fresh_machine(tmp_path):
+    bench = _load_benchmark_module()
+    run_dir = tmp_path / "runs" / "mnist" / "dsa_ipc10"
+    carry_dir = tmp_path / "carried"
+    recipe = tmp_path / "dsa_ipc10.yaml"
+    recipe.write_text("method: dsa\n")
+    carry = ("--carry", "--carry-dir", str(carry_dir))
+
+    # First machine: a fresh run keeps only its newest complete checkpoint in the carried folder.
+    fake_python = _fake_interpreter(tmp_path, run_dir, checkpoints=(10, 20))
+    record = bench.benchmark_one(
+        "mnist", "dsa", 10, recipe, _benchmark_args(bench, fake_python, tmp_path, *carry), {}, {}
+    )
+    carried = carry_dir / "mnist" / "dsa_ipc10"
+    assert [p.name for p in carried.iterdir()] == ["checkpoint-20"]
+    assert json.loads((carried / "checkpoint-20" / "trainer_state.json").read_text()) == {"iteration": 20}
+    assert record["carried_checkpoint"].endswith("checkpoint-20")
+
+    # Next machine: the runs folder is gone (git-ignored); --resume starts from the carried checkpoint.
+    shutil.rmtree(tmp_path / "runs")
+    fake_python = _fake_interpreter(tmp_path, run_dir, checkpoints=(30,))
+    args = _benchmark_args(bench, fake_python, tmp_path, "--resume", *carry)
+    record = bench.benchmark_one("mnist", "dsa", 10, recipe, args, {}, {})
+    argv = (tmp_path / "argv.txt").read_text().split()
+    assert argv[argv.index("--resume_from_checkpoint") + 1] == "latest"
+    assert record["resumed_from_iteration"] == 20 and (run_dir / "checkpoint-20" / "trainer_state.json").is_file()
+    assert [p.name for p in carried.iterdir()] == ["checkpoint-30"]
