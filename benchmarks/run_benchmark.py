@@ -579,8 +579,10 @@ def carry_checkpoint(run_dir: Path, carried_dir: Path) -> Path | None:
     target = carried_dir / newest.name
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    for _, older in list_checkpoint_dirs(carried_dir)[:-1]:
-        shutil.rmtree(older)
+    # Only the run's own newest checkpoint stays, even where a previously carried one had more iterations.
+    for _, other in list_checkpoint_dirs(carried_dir):
+        if other != target:
+            shutil.rmtree(other)
     return target
 
 
