@@ -644,14 +644,13 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
         if not output_dir:
             raise ValueError(f"{recipe} has no output_dir: the benchmark needs to know where the run is written.")
         run_dir = (REPO_ROOT / output_dir).resolve()
+        carried_dir = carried_checkpoint_dir(dataset, method, ipc, args.carry_dir)
         # A run stopped part-way (a killed session) goes on from its newest complete checkpoint: the trainer keeps
         # counting distill_seconds from the checkpoint, so the figure still covers the whole distillation.
         checkpoints = list_checkpoint_dirs(run_dir) if args.resume else []
         resumed_from = checkpoints[-1][0] if checkpoints else None
         if args.resume and resumed_from is None:
-            resumed_from = restore_carried_checkpoint(
-                carried_checkpoint_dir(dataset, method, ipc, args.carry_dir), run_dir
-            )
+            resumed_from = restore_carried_checkpoint(carried_dir, run_dir)
         if resumed_from is None:
             _clear_run_dir(run_dir)
         else:
@@ -702,7 +701,7 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
         if record["status"] == "ok" and "eval_results" not in record:
             record["status"] = "incomplete"
         if args.carry:
-            carried = carry_checkpoint(run_dir, carried_checkpoint_dir(dataset, method, ipc, args.carry_dir))
+            carried = carry_checkpoint(run_dir, carried_dir)
             if carried is not None:
                 record["carried_checkpoint"] = _relative(carried)
                 print(f"Carried {_relative(carried)}: commit it to go on from it on another machine (--resume)")
