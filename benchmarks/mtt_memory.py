@@ -56,7 +56,7 @@ def _train_data(settings: dict, dataset: str | None):
         from datasets import load_dataset
 
         from hf_distill.methods.trajectory_matching import TrajectoryMatchingConfig
-        from hf_distill.trainer import prepare_splits
+        from hf_distill.preparation import prepare_splits
 
         train, _ = prepare_splits(load_dataset(dataset)["train"], None, TrajectoryMatchingConfig())
         return train.subset(torch.arange(min(len(train), settings["train_images"])))
@@ -86,7 +86,7 @@ def _config(settings: dict, **overrides):
 
 def child_prepare(settings: dict, dataset: str | None, expert_dir: str) -> None:
     from hf_distill.experts import train_experts
-    from hf_distill.trainer import build_model_config
+    from hf_distill.preparation import build_model_config
 
     train_data = _train_data(settings, dataset)
     model_config = build_model_config(None, train_data, _config(settings))

@@ -745,8 +745,8 @@ def curve_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     wanted = set(args.iterations) if args.iterations else None
 
-    from hf_distill.config import CONFIG_NAME
-    from hf_distill.trainer import SYNTHETIC_NAME, DistillTrainer
+    from hf_distill.constants import CONFIG_NAME, SYNTHETIC_NAME
+    from hf_distill.trainer import DistillTrainer
 
     metadata = json.loads((args.run_dir / CONFIG_NAME).read_text())
     # Same config and data as the run: the initial synthetic set is rebuilt exactly (all draws are seeded).

@@ -1,13 +1,13 @@
 """hf_distill: dataset distillation for the Hugging Face ecosystem."""
 
-__version__ = "0.1.0.dev0"
-
 from .api import distill_dataset
 from .augment import SiameseAugment
 from .config import DistillConfig, SyntheticOptimizationConfig
+from .constants import __version__ as __version__
 from .data import ImageData
 from .evaluation import EvaluationProtocol
-from .experts import ExpertTrajectories, push_experts_to_hub, train_experts
+from .experts import ExpertTrajectories, train_experts
+from .hub import push_experts_to_hub
 from .kd import KDConfig, KDTrainer
 from .methods import (
     METHODS,

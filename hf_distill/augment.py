@@ -26,6 +26,8 @@ import torch.nn.functional as F
 __all__ = [
     "DEFAULT_STRATEGY",
     "DIGITS_STRATEGY",
+    "resolve_strategy",
+    "strategy_or_none",
     "FAMILY_OPS",
     "AugmentParams",
     "SiameseAugment",
@@ -47,6 +49,21 @@ FAMILY_OPS: dict[str, tuple[str, ...]] = {
 _ALL_OPS = frozenset(op for ops in FAMILY_OPS.values() for op in ops)
 _MODES = ("single", "all")
 _NONE_STRATEGIES = ("", "none")
+
+
+def strategy_or_none(strategy: str | None) -> str | None:
+    """`strategy`, or `None` when it turns augmentation off (`None`, `""` or `"none"`, in any case)."""
+    if strategy is None or strategy.strip().lower() in _NONE_STRATEGIES:
+        return None
+    return strategy
+
+
+def resolve_strategy(strategy: str | None, class_names: list[str]) -> str | None:
+    """`'auto'` -> the DSA default, without flip when the classes are the digits 0-9 (as the DSA code does)."""
+    strategy = strategy_or_none(strategy)
+    if strategy == "auto":
+        return DIGITS_STRATEGY if all(name.strip().isdigit() for name in class_names) else DEFAULT_STRATEGY
+    return strategy
 
 
 def _round_half_up(value: float) -> int:
@@ -190,7 +207,7 @@ class SiameseAugment:
 
     @staticmethod
     def _parse_strategy(strategy: str | None) -> tuple[str, ...]:
-        if strategy is None or strategy.strip().lower() in _NONE_STRATEGIES:
+        if strategy_or_none(strategy) is None:
             return ()
         families = tuple(strategy.strip().split("_"))
         unknown = [f for f in families if f not in FAMILY_OPS]

@@ -14,10 +14,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .constants import OPTIMIZER_META_NAME, OPTIMIZER_NAME, STATE_NAME
+
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-STATE_NAME = "trainer_state.json"
-OPTIMIZER_NAME = "optimizer.safetensors"
-OPTIMIZER_META_NAME = "optimizer.json"
 
 
 def save_tensors(

@@ -22,10 +22,16 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from .config import CONFIG_NAME, DistillConfig
-from .data import DIGITS_SOURCE
+from .api import distill_dataset
+from .config import DistillConfig
+from .constants import CONFIG_NAME, DIGITS_SOURCE, EVAL_RESULTS_NAME, EXPERTS_INDEX_NAME, KD_CONFIG_NAME
+from .data import load_source
 from .evaluation import format_result
-from .methods import METHODS, get_method_class
+from .experts import train_experts_for_config
+from .hub import push_distilled_to_hub, push_experts_to_hub, push_student_to_hub
+from .kd import KDConfig, train_student
+from .registry import METHODS, get_method_class
+from .trainer import DistillTrainer
 
 
 @dataclass
@@ -87,7 +93,6 @@ def parse_distill_args(argv: list[str] | None = None) -> tuple[ScriptArguments, 
 
 def run_distill(script_args: ScriptArguments, config: DistillConfig):
     """Distills, evaluates (protocol + random real baseline), saves, and prints the comparison."""
-    from .api import distill_dataset
 
     trainer = distill_dataset(
         script_args.dataset,
@@ -118,7 +123,6 @@ def _print_summary(results: dict, config: DistillConfig, iterations: int, second
 
 def run_evaluate(argv: list[str] | None = None) -> dict:
     """`hf-distill evaluate OUTPUT_DIR`: re-evaluates a saved distilled set and rewrites `eval_results.json`."""
-    from .trainer import EVAL_RESULTS_NAME, DistillTrainer
 
     parser = argparse.ArgumentParser(prog="hf-distill evaluate", description=run_evaluate.__doc__)
     parser.add_argument("output_dir", help="A folder written by `hf-distill distill` (or DistillTrainer.save).")
@@ -158,8 +162,6 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
 
 def run_push(argv: list[str] | None = None) -> str:
     """`hf-distill push OUTPUT_DIR REPO_ID`: pushes a distilled set (or a KD student folder) with its card."""
-    from .experts import EXPERTS_INDEX_NAME, push_experts_to_hub
-    from .hub import KD_CONFIG_NAME, push_distilled_to_hub, push_student_to_hub
 
     parser = argparse.ArgumentParser(prog="hf-distill push", description=run_push.__doc__)
     parser.add_argument(
@@ -189,8 +191,6 @@ def run_train_experts(argv: list[str] | None = None):
     normalisation and architecture the distillation will use; they are written to `--expert_dir` (default: the
     config's `expert_path`). Experts already in the folder are kept: re-running resumes.
     """
-    from .data import load_source
-    from .experts import train_experts_for_config
 
     pre = argparse.ArgumentParser(prog="hf-distill train-experts", add_help=False)
     pre.add_argument("--num_experts", type=int, required=True, help="Expert trajectories to train.")
@@ -240,7 +240,6 @@ def distill_main(argv: list[str] | None = None):
 
 def build_kd_parser(defaults: dict | None = None) -> HfArgumentParser:
     """The `kd` parser: every [`KDConfig`] field (TrainingArguments included) is a flag; `defaults` from a recipe."""
-    from .kd import KDConfig
 
     parser = HfArgumentParser(KDConfig, prog="hf-distill kd")
     parser.add_argument("--config", default=None, help="A YAML recipe whose keys give defaults for the flags.")
@@ -261,7 +260,6 @@ def parse_kd_args(argv: list[str] | None = None):
 
 def run_kd(config):
     """Trains the student (see `hf_distill.kd.train_student`) and prints its test accuracy."""
-    from .kd import train_student
 
     trainer = train_student(config)
     if trainer.args.should_save:

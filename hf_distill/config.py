@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_NAME = "distill_config.json"
+from .constants import CONFIG_NAME, __version__
+from .registry import get_method_class
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +170,6 @@ class DistillConfig:
         Returns:
             `Path`: The written file.
         """
-        from . import __version__
-
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         payload = {**self.to_dict(), "hf_distill_version": __version__, **(extra or {})}
@@ -186,8 +185,6 @@ class DistillConfig:
 
         Unknown keys (the package version, the source dataset, keys of a newer version) are ignored.
         """
-        from .methods import get_method_class
-
         method = values.get("method") or cls.method_name()
         config_class = get_method_class(method).config_class if method else cls
         names = {f.name for f in dataclasses.fields(config_class) if f.init}

@@ -52,12 +52,12 @@ from datasets import (
 )
 from datasets.utils.tqdm import tqdm
 
+from .constants import DIGITS_SOURCE
+from .hub_utils import check_hub_access, hub_error, looks_like_local_path
 from .seeding import derive_generator
 
 logger = logging.getLogger(__name__)
 
-DIGITS_SOURCE = "sklearn:digits"
-"""Name of the builtin offline demo dataset (scikit-learn's bundled 8x8 handwritten digits)."""
 
 IMAGE_COLUMN_CANDIDATES = ("pixel_values", "image", "img")
 """Names under which an already-tensor (numeric array) image column is recognised."""
@@ -304,10 +304,6 @@ def _as_pair(loaded: Any, train_split: str, test_split: str | None, source: str)
     raise TypeError(f"Expected a Dataset or DatasetDict from {source}, got {type(loaded).__name__}.")
 
 
-def _looks_like_local_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or (os.name == "nt" and ":\\" in name)
-
-
 def load_source(
     dataset: str | os.PathLike | Dataset | DatasetDict,
     *,
@@ -376,7 +372,7 @@ def load_source(
     cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
     if path.exists():
         return _load_local(path, train_split, test_split, name=name, cache_dir=cache_dir)
-    if isinstance(dataset, os.PathLike) or _looks_like_local_path(source):
+    if isinstance(dataset, os.PathLike) or looks_like_local_path(source):
         raise ValueError(
             f"Local dataset path {source!r} does not exist. Check the path, or pass a Hub dataset id "
             "(e.g. 'ylecun/mnist')."
@@ -428,9 +424,6 @@ def _load_hub(
     token: str | bool | None,
     cache_dir: str | None,
 ) -> tuple[Dataset, Dataset | None]:
-    # Imported here: `hub` builds on the trainer, which builds on this module.
-    from .hub import check_hub_access, hub_error
-
     # One request first: a typo, a gated dataset, a bad revision or no network fails at once with one clear
     # message, instead of after `load_dataset`'s retries (half a minute per file without a connection).
     check_hub_access(repo_id, repo_type="dataset", revision=revision, token=token)

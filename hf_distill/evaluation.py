@@ -11,16 +11,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
 from .augment import SiameseAugment
 from .data import ClassBalancedSampler, ImageData
 from .modeling import fresh_model
 from .seeding import derive_generator
+from .training import accuracy, model_forward, train_classifier
 
 
 @dataclass
@@ -51,60 +50,56 @@ class EvaluationProtocol:
         return asdict(self)
 
 
-def train_classifier(
+def train_with_protocol(
     model: torch.nn.Module,
-    images: torch.Tensor,
+    inputs: torch.Tensor,
     targets: torch.Tensor,
     protocol: EvaluationProtocol,
     generator: torch.Generator,
     show_progress: bool = False,
     desc: str = "train",
+    input_name: str = "pixel_values",
 ) -> torch.nn.Module:
-    """Trains `model` on `images` with the protocol's SGD schedule and augmentation.
+    """Trains `model` on `inputs` with the protocol's SGD schedule and augmentation (see [`train_classifier`]).
 
     Args:
         model (`torch.nn.Module`): A classifier whose forward returns an object with `.logits`.
-        images (`torch.Tensor` of shape `(N, C, H, W)`): Normalised training images (on the model's device).
+        inputs (`torch.Tensor`): Normalised training examples (on the model's device), e.g. `(N, C, H, W)` images.
         targets (`torch.Tensor`): Hard labels `(N,)` (int64) or soft labels `(N, num_classes)` (probabilities).
         protocol ([`EvaluationProtocol`]): Optimiser settings.
         generator (`torch.Generator`): Source of shuffling and augmentation randomness.
+        input_name (`str`, *optional*): The model's input keyword (the modality's).
 
     Returns:
         `torch.nn.Module`: The trained model (in eval mode).
     """
-    augment = SiameseAugment(protocol.dsa_strategy)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
     )
-    half = protocol.epochs // 2
-    model.train()
-    for epoch in tqdm(range(protocol.epochs), desc=desc, leave=False, disable=not show_progress):
-        if epoch == half:
-            for group in optimizer.param_groups:
-                group["lr"] = protocol.lr * 0.1
-        order = torch.randperm(images.shape[0], generator=generator).to(images.device)
-        for batch in order.split(protocol.batch_size):
-            inputs = images[batch]
-            if augment.enabled:
-                inputs = augment(inputs, generator)
-            logits = model(pixel_values=inputs).logits
-            loss = F.cross_entropy(logits, targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    train_classifier(
+        model,
+        inputs,
+        targets,
+        optimizer=optimizer,
+        epochs=protocol.epochs,
+        batch_size=protocol.batch_size,
+        generator=generator,
+        augment=SiameseAugment(protocol.dsa_strategy),
+        forward=model_forward(model, input_name),
+        lr_drop_epoch=protocol.epochs // 2,
+        show_progress=show_progress,
+        desc=desc,
+    )
     return model.eval()
 
 
-@torch.no_grad()
-def test_accuracy(model: torch.nn.Module, data: ImageData, batch_size: int = 1024) -> float:
-    """Top-1 accuracy (in [0, 1]) of `model` on every image of `data`."""
+def model_accuracy(
+    model: torch.nn.Module, data: ImageData, batch_size: int = 1024, input_name: str = "pixel_values"
+) -> float:
+    """Top-1 accuracy (in [0, 1]) of `model` on every example of `data` (see [`accuracy`])."""
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for images, labels in zip(data.images.split(batch_size), data.labels.split(batch_size)):
-        predictions = model(pixel_values=images.to(device)).logits.argmax(dim=-1)
-        correct += (predictions.cpu() == labels).sum().item()
-    return correct / len(data.labels)
+    return accuracy(model_forward(model, input_name), data.images, data.labels, device, batch_size)
 
 
 def evaluate_images(
@@ -133,7 +128,7 @@ def evaluate_images(
     for index in range(rank, protocol.num_models, world):
         model = fresh_model(model_config, derive_generator(protocol.seed, key, "model", index)).to(device)
         generator = derive_generator(protocol.seed, key, "train", index)
-        train_classifier(
+        train_with_protocol(
             model,
             images,
             targets,
@@ -142,7 +137,7 @@ def evaluate_images(
             show_progress=show_progress and rank == 0,
             desc=f"eval {key} {index + 1}/{protocol.num_models}",
         )
-        results.append((index, 100.0 * test_accuracy(model, test_data, protocol.test_batch_size)))
+        results.append((index, 100.0 * model_accuracy(model, test_data, protocol.test_batch_size)))
     if world > 1:
         results = gather_object(results)
     accuracies = [accuracy for _, accuracy in sorted(results)]

@@ -19,7 +19,6 @@ while training; MTT trains 100 experts for 50 epochs (CIFAR).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -28,35 +27,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 from safetensors import safe_open
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
-from .augment import SiameseAugment
+from .augment import SiameseAugment, resolve_strategy
 from .checkpointing import save_tensors
+from .constants import EXPERTS_INDEX_NAME, __version__
 from .data import ImageData
-from .evaluation import test_accuracy
+from .evaluation import model_accuracy
 from .functional import ParameterSpec
-from .modeling import build_model, fresh_model
+from .hub_utils import hub_error, is_hub_id, looks_like_local_path
+from .modeling import build_model, describe_architecture, fresh_model
+from .preparation import prepare
 from .seeding import derive_generator
+from .training import TrainingCallback, model_forward, train_classifier
 
 __all__ = [
     "EXPERTS_INDEX_NAME",
     "ExpertTrajectories",
     "expert_file_name",
-    "push_experts_to_hub",
-    "render_experts_card",
     "train_experts",
     "train_experts_for_config",
 ]
 
 logger = logging.getLogger(__name__)
 
-EXPERTS_INDEX_NAME = "experts.json"
 EXPERTS_FORMAT = "hf_distill.expert_trajectories"
 EXPERTS_FORMAT_VERSION = 1
-EXPERT_TAGS = ["hf-distill", "dataset-distillation", "expert-trajectories"]
 #: Settings that must agree between runs writing into the same folder (they shape every stored trajectory).
 _TRAINING_KEYS = ("lr", "momentum", "weight_decay", "batch_size", "dsa_strategy", "seed", "mixed_precision")
 
@@ -157,16 +157,14 @@ def train_experts(
 
     ```python
     >>> from hf_distill.experts import train_experts
-    >>> from hf_distill.trainer import build_model_config, prepare_splits
-    >>> train_data, test_data = prepare_splits(train, test, config)  # as DistillTrainer(config, train, test) does
-    >>> model_config = build_model_config(None, train_data, config)
-    >>> train_experts(train_data, model_config, "experts/mnist", num_experts=10, num_epochs=30, test_data=test_data)
+    >>> from hf_distill.preparation import prepare
+    >>> prepared = prepare(config, train, test)  # as DistillTrainer(config, train, test) does
+    >>> train_experts(prepared.train_data, prepared.model_config, "experts/mnist", num_experts=10, num_epochs=30,
+    ...               test_data=prepared.test_data)
 
     [`train_experts_for_config`] does these steps for you.
     ```
     """
-    from .trainer import resolve_dsa_strategy  # the trainer imports the methods, which import this module
-
     if num_experts < 1 or num_epochs < 1:
         raise ValueError(f"num_experts and num_epochs must be >= 1, got {num_experts} and {num_epochs}.")
     if lr <= 0 or momentum < 0 or weight_decay < 0 or batch_size < 1:
@@ -179,7 +177,7 @@ def train_experts(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else _default_device(train_data.images)
-    strategy = resolve_dsa_strategy(dsa_strategy, train_data.class_names)
+    strategy = resolve_strategy(dsa_strategy, train_data.class_names)
     augment = SiameseAugment(strategy)
     spec = ParameterSpec.from_module(build_model(model_config))
     training = {
@@ -276,24 +274,20 @@ def train_experts_for_config(
     >>> config.expert_path = "experts/mnist"
     ```
     """
-    from .trainer import build_model_config, prepare_splits, resolve_architecture
-
     if output_dir is None:
         raise ValueError("output_dir is required: the folder the expert trajectories are written to.")
-    architecture, processor_settings = resolve_architecture(model or config.model_name_or_path)
-    train_data, test_data = prepare_splits(train_dataset, eval_dataset, config, architecture, processor_settings)
-    model_config = build_model_config(architecture, train_data, config)
+    prepared = prepare(config, train_dataset, eval_dataset, model)
     settings.setdefault("seed", config.seed)
     settings.setdefault("mixed_precision", config.mixed_precision)
     settings.setdefault("torch_compile", config.torch_compile)
     settings.setdefault("dsa_strategy", config.dsa_strategy)
     return train_experts(
-        train_data,
-        model_config,
+        prepared.train_data,
+        prepared.model_config,
         output_dir,
         num_experts=num_experts,
         num_epochs=num_epochs,
-        test_data=test_data,
+        test_data=prepared.test_data,
         source=source,
         **settings,
     )
@@ -309,8 +303,6 @@ def _start_index(
     source: dict | None,
 ) -> dict:
     """The index to extend: the folder's own when its settings match, else a new one."""
-    from . import __version__
-
     index = {
         "format": EXPERTS_FORMAT,
         "format_version": EXPERTS_FORMAT_VERSION,
@@ -363,6 +355,28 @@ def _start_index(
     return existing
 
 
+class _TrajectoryRecorder(TrainingCallback):
+    """Keeps the flat parameters after every epoch (epoch 0: the initialisation) and the last epoch's accuracy.
+
+    The accuracy is on the epoch's (augmented) training batches, as MTT's `buffer.py` reports it.
+    """
+
+    def __init__(self, model: torch.nn.Module, labels: torch.Tensor):
+        self.labels = labels
+        self.trajectory = {epoch_key(0): _flat_parameters(model)}
+        self.correct = 0
+        self.train_accuracy = 0.0
+
+    def on_batch_end(self, epoch, rows, logits, loss) -> None:
+        self.correct += (logits.argmax(-1) == self.labels[rows]).sum().item()
+
+    def on_epoch_end(self, epoch, model) -> dict:
+        self.train_accuracy = 100.0 * self.correct / self.labels.shape[0]
+        self.correct = 0
+        self.trajectory[epoch_key(epoch + 1)] = _flat_parameters(model)
+        return {"train_accuracy": f"{self.train_accuracy:.1f}"}
+
+
 def _train_one_expert(
     expert: int,
     name: str,
@@ -388,40 +402,30 @@ def _train_one_expert(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=training["lr"], momentum=training["momentum"], weight_decay=training["weight_decay"]
     )
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if training["mixed_precision"] == "bf16"
-        else contextlib.nullcontext()
-    )
     # The compiled module shares the parameters, so the optimiser and the snapshots see the same tensors.
     forward = torch.compile(model, dynamic=False) if torch_compile else model
-    trajectory = {epoch_key(0): _flat_parameters(model)}
-    train_accuracy = 0.0
-    epochs = tqdm(range(num_epochs), desc=f"Expert {expert}", leave=False, disable=not show_progress)
-    for epoch in epochs:
-        order = torch.randperm(images.shape[0], generator=generator)
-        correct = 0
-        for batch in order.to(device).split(training["batch_size"]):
-            inputs = images[batch]
-            if augment.enabled:
-                inputs = augment(inputs, generator)
-            with autocast:
-                logits = forward(pixel_values=inputs).logits
-            loss = F.cross_entropy(logits.float(), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            correct += (logits.detach().argmax(-1) == labels[batch]).sum().item()
-        # As MTT's buffer.py reports it: accuracy on the epoch's (augmented) training batches.
-        train_accuracy = 100.0 * correct / images.shape[0]
-        trajectory[epoch_key(epoch + 1)] = _flat_parameters(model)
-        epochs.set_postfix(train_accuracy=f"{train_accuracy:.1f}")
-    epochs.close()
+    recorder = _TrajectoryRecorder(model, labels)
+    train_classifier(
+        model,
+        images,
+        labels,
+        optimizer=optimizer,
+        epochs=num_epochs,
+        batch_size=training["batch_size"],
+        generator=generator,
+        augment=augment,
+        forward=model_forward(forward),
+        mixed_precision=training["mixed_precision"],
+        callbacks=[recorder],
+        show_progress=show_progress,
+        desc=f"Expert {expert}",
+    )
+    trajectory, train_accuracy = recorder.trajectory, recorder.train_accuracy
     metadata = {"format": EXPERTS_FORMAT, "expert": str(expert), "num_epochs": str(num_epochs)}
     tmp = output_dir / f".{name}.tmp"
     save_tensors(trajectory, tmp, metadata=metadata)
     os.replace(tmp, output_dir / name)
-    test = 100.0 * test_accuracy(model, test_data) if test_data is not None else None
+    test = 100.0 * model_accuracy(model, test_data) if test_data is not None else None
     return {
         "file": name,
         "train_accuracy": round(train_accuracy, 4),
@@ -444,7 +448,7 @@ def _record_from_file(
             keys = sorted(handle.keys())
             final = handle.get_tensor(keys[-1])
         model = spec.copy_into(fresh_model(model_config, derive_generator(0, "expert-record")).to(device), final)
-        test = round(100.0 * test_accuracy(model, test_data), 4)
+        test = round(100.0 * model_accuracy(model, test_data), 4)
     return {"file": name, "train_accuracy": None, "test_accuracy": test, "train_seconds": None}
 
 
@@ -535,7 +539,7 @@ class ExpertTrajectories:
                     f"{path} holds no {EXPERTS_INDEX_NAME}: it is not a folder of expert trajectories. Create one "
                     "with hf_distill.experts.train_experts_for_config(...) or train_experts(...)."
                 )
-            index = cls._check_index(json.loads(index_path.read_text()), str(path), max_epoch, num_experts)
+            index = cls.check_index(json.loads(index_path.read_text()), str(path), max_epoch, num_experts)
             files = [path / record["file"] for record in index["experts"][: num_experts or None]]
             missing = [f.name for f in files if not f.is_file()]
             if missing:
@@ -555,12 +559,7 @@ class ExpertTrajectories:
         max_epoch: int | None,
         num_experts: int | None,
     ) -> ExpertTrajectories:
-        from huggingface_hub import hf_hub_download
-
-        from .data import _looks_like_local_path
-        from .hub import hub_error, is_hub_id
-
-        if _looks_like_local_path(repo_id) or not is_hub_id(repo_id):
+        if looks_like_local_path(repo_id) or not is_hub_id(repo_id):
             raise ValueError(
                 f"Expert trajectories {repo_id!r}: no such folder, and not a Hub repository id ('owner/name'). Pass "
                 "the output_dir of hf_distill.experts.train_experts or a model repository pushed with "
@@ -573,8 +572,6 @@ class ExpertTrajectories:
             except Exception as error:
                 clear = hub_error(error, repo_id, repo_type="model", revision=revision)
                 if clear is None:
-                    from huggingface_hub.errors import EntryNotFoundError
-
                     if isinstance(error, EntryNotFoundError):
                         clear = ValueError(
                             f"The model repository {repo_id!r} has no {filename}: it does not hold expert "
@@ -585,12 +582,12 @@ class ExpertTrajectories:
                 raise clear from None
 
         index_path = download(EXPERTS_INDEX_NAME)
-        index = cls._check_index(json.loads(index_path.read_text()), repo_id, max_epoch, num_experts)
+        index = cls.check_index(json.loads(index_path.read_text()), repo_id, max_epoch, num_experts)
         files = [download(record["file"]) for record in index["experts"][: num_experts or None]]
         return cls(index_path.parent, index, files, repo_id, max_epoch)
 
     @staticmethod
-    def _check_index(index: Any, source: str, max_epoch: int | None, num_experts: int | None) -> dict:
+    def check_index(index: Any, source: str, max_epoch: int | None, num_experts: int | None) -> dict:
         if not isinstance(index, dict) or index.get("format") != EXPERTS_FORMAT:
             raise ValueError(f"{source}: {EXPERTS_INDEX_NAME} is not an hf_distill expert-trajectory index.")
         if int(index.get("format_version", 0)) > EXPERTS_FORMAT_VERSION:
@@ -657,8 +654,6 @@ class ExpertTrajectories:
         """
         if spec == self.spec:
             return
-        from .hub import describe_architecture
-
         ours = {name: shape for name, shape in zip(spec.names, spec.shapes)}
         theirs = {name: shape for name, shape in zip(self.spec.names, self.spec.shapes)}
         mismatch = next(
@@ -722,128 +717,3 @@ class ExpertTrajectories:
         In place, so a `torch.compile`d function of `network` sees the new values without recompiling.
         """
         return self.spec.copy_into(network, self.epoch(expert, epoch))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The Hub
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def render_experts_card(
-    expert_dir: str | os.PathLike, repo_id: str | None = None, *, versions: dict[str, str] | None = None
-):
-    """The model card of a folder written by [`train_experts`].
-
-    Args:
-        expert_dir (`str` or `os.PathLike`): The folder (with `experts.json`).
-        repo_id (`str`, *optional*): The repository the card is for (usage snippet).
-        versions (`dict[str, str]`, *optional*): Framework versions to list (default: the installed ones).
-
-    Returns:
-        `huggingface_hub.ModelCard`: YAML (tags, datasets) and a body from `templates/experts_card.md`.
-    """
-    from huggingface_hub import ModelCard, ModelCardData
-
-    from .hub import TEMPLATES_DIR, _source_link, describe_architecture, framework_versions, is_hub_id
-
-    expert_dir = Path(expert_dir)
-    index_path = expert_dir / EXPERTS_INDEX_NAME
-    if not index_path.is_file():
-        raise ValueError(f"{index_path} not found: pass a folder written by hf_distill.experts.train_experts.")
-    index = ExpertTrajectories._check_index(json.loads(index_path.read_text()), str(expert_dir), None, None)
-    source_id = (index.get("source") or {}).get("dataset")
-    records = index["experts"]
-    tests = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
-    trains = [r["train_accuracy"] for r in records if r.get("train_accuracy") is not None]
-    training = index["training"]
-    settings = [
-        (
-            "Optimizer",
-            f"SGD, lr {training['lr']}, momentum {training['momentum']}, weight decay "
-            f"{training['weight_decay']}, constant learning rate",
-        ),
-        ("Batch size", training["batch_size"]),
-        ("Augmentation while training", f"`{training['dsa_strategy']}`" if training.get("dsa_strategy") else "none"),
-        ("Precision", "bfloat16 autocast" if training.get("mixed_precision") == "bf16" else "float32"),
-        ("Seed", training["seed"]),
-    ]
-    card_data = ModelCardData(
-        tags=list(EXPERT_TAGS),
-        datasets=[source_id] if is_hub_id(source_id) else None,
-        license=None,
-    )
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(TEMPLATES_DIR / "experts_card.md"),
-        repo_id=repo_id or "<user>/<experts-name>",
-        architecture=describe_architecture(index["model_config"]),
-        num_experts=len(records),
-        num_epochs=index["num_epochs"],
-        num_parameters=index.get("num_parameters"),
-        num_train_images=index.get("num_train_images"),
-        source_link=_source_link(source_id),
-        image_shape=tuple(index.get("image_shape") or ()),
-        image_mean=[round(float(m), 4) for m in index.get("image_mean") or []],
-        image_std=[round(float(s), 4) for s in index.get("image_std") or []],
-        num_classes=len(index.get("class_names") or []),
-        settings=settings,
-        test_accuracy=f"{_mean(tests):.2f}" if tests else None,
-        test_range=f"{min(tests):.2f}-{max(tests):.2f}" if tests else None,
-        train_accuracy=f"{_mean(trains):.2f}" if trains else None,
-        architecture_kwargs=_architecture_kwargs(index["model_config"]),
-        versions=versions or framework_versions(index.get("hf_distill_version")),
-    )
-
-
-def _architecture_kwargs(model_config: dict) -> str:
-    """The config arguments that make a distillation network of the experts' architecture (for the usage snippet)."""
-    if model_config.get("model_type") == "hf_distill_convnet":
-        keys = ("net_width", "net_depth", "net_norm", "net_act", "net_pooling")
-        return "".join(f", {key}={model_config[key]!r}" for key in keys if key in model_config)
-    name = model_config.get("_name_or_path")
-    return f", model_name_or_path={name!r}" if name else ""
-
-
-def push_experts_to_hub(
-    expert_dir: str | os.PathLike,
-    repo_id: str,
-    private: bool | None = None,
-    token: str | None = None,
-    commit_message: str | None = None,
-) -> str:
-    """Pushes a folder written by [`train_experts`] to a Hub model repository, with a model card.
-
-    One commit holds `experts.json`, every expert file it lists and `README.md` (merged with a card already in
-    the repository). [`ExpertTrajectories.from_pretrained`] then reads the repository, and
-    `TrajectoryMatchingConfig(expert_path=repo_id)` distills with it.
-
-    Args:
-        expert_dir (`str` or `os.PathLike`): The folder.
-        repo_id (`str`): The model repository (`"owner/name"`; created if missing).
-        private (`bool`, *optional*): Visibility of a newly created repository.
-        token (`str`, *optional*): Hugging Face token with write access (default: the logged-in one).
-        commit_message (`str`, *optional*): Message of the commit.
-
-    Returns:
-        `str`: The commit URL.
-
-    Raises:
-        ValueError: `expert_dir` is not a complete expert folder (nothing is pushed).
-        [`~hf_distill.hub.HubPushError`]: The Hub refused the upload or could not be reached (nothing is committed).
-    """
-    from .hub import push_model_folder
-
-    expert_dir = Path(expert_dir)
-    trajectories = ExpertTrajectories.from_pretrained(expert_dir)  # checks the index and that every file exists
-    card = render_experts_card(expert_dir, repo_id)
-    files = [EXPERTS_INDEX_NAME, *(path.name for path in trajectories.files)]
-    return push_model_folder(
-        expert_dir,
-        repo_id,
-        files,
-        card,
-        lambda pushed_id: render_experts_card(expert_dir, pushed_id),
-        private=private,
-        token=token,
-        commit_message=commit_message or "Upload expert trajectories (hf_distill)",
-    )

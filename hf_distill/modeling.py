@@ -610,3 +610,17 @@ def extract_features(
     if hidden_states is None:
         raise ValueError(f"{type(base).__name__} does not return `hidden_states`.")
     return [_pool_hidden(hidden) for hidden in _select_layers(hidden_states, layers)]
+
+
+def describe_architecture(config: dict | None) -> str:
+    """A short name for a `config.json` dict: the papers' ConvNet with its settings, else the model class."""
+    if not config:
+        return "an unrecorded architecture"
+    if config.get("model_type") == "hf_distill_convnet":
+        return (
+            f"ConvNet-{config.get('net_depth')} (width {config.get('net_width')}, {config.get('net_norm')}, "
+            f"{config.get('net_act')}, {config.get('net_pooling')})"
+        )
+    name = (config.get("architectures") or [config.get("model_type") or "model"])[0]
+    path = config.get("_name_or_path")
+    return f"{name} (`{path}`)" if path else name

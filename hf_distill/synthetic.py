@@ -11,8 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .checkpointing import save_tensors
-
-SOFT_LABEL_COLUMN = "soft_label"
+from .constants import SOFT_LABEL_COLUMN
 
 
 class SyntheticSet(nn.Module):

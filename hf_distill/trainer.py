@@ -22,198 +22,27 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
-from .augment import DEFAULT_STRATEGY, DIGITS_STRATEGY, SiameseAugment
+from .augment import resolve_strategy
 from .checkpointing import (
-    STATE_NAME,
     commit_folder,
     latest_checkpoint,
     load_optimizer,
     rotate_checkpoints,
     save_optimizer,
 )
-from .config import CONFIG_NAME, DistillConfig
-from .data import ImageData, find_columns, load_source, prepare_images, validate_image_dataset
+from .config import DistillConfig
+from .constants import CONFIG_NAME, DATASET_DIR, EVAL_RESULTS_NAME, GRID_NAME, STATE_NAME, SYNTHETIC_NAME
+from .data import ImageData, load_source
 from .evaluation import EvaluationProtocol, evaluate_full_data, evaluate_images, evaluate_random_baseline
+from .hub import push_distilled_to_hub
 from .methods import get_method_class
-from .modeling import default_convnet_config
+from .preparation import build_model_config, prepare, resolve_architecture
 from .seeding import derive_generator
 from .synthetic import SyntheticSet
 
 logger = get_logger(__name__)
-
-EVAL_RESULTS_NAME = "eval_results.json"
-GRID_NAME = "synthetic_grid.png"
-DATASET_DIR = "dataset"
-SYNTHETIC_NAME = "synthetic.safetensors"
-
-
-def resolve_dsa_strategy(strategy: str | None, class_names: list[str]) -> str | None:
-    """`'auto'` -> the DSA default, without flip when the classes are the digits 0-9 (as the DSA code does)."""
-    if strategy is None or strategy.lower() == "none":
-        return None
-    if strategy == "auto":
-        return DIGITS_STRATEGY if all(name.strip().isdigit() for name in class_names) else DEFAULT_STRATEGY
-    return strategy
-
-
-def _processor_settings(name_or_path: str) -> dict:
-    """Image size and normalisation from a model's image processor, when it has one."""
-    try:
-        from transformers import AutoImageProcessor
-
-        processor = AutoImageProcessor.from_pretrained(name_or_path)
-    except Exception:  # noqa: BLE001 - a model without a processor is fine: statistics come from the data
-        return {}
-    settings = {}
-    if getattr(processor, "image_mean", None) is not None:
-        settings["mean"], settings["std"] = list(processor.image_mean), list(processor.image_std)
-    size = getattr(processor, "size", None) or {}
-    if isinstance(size, dict) and "height" in size and "width" in size:
-        settings["image_size"] = (size["height"], size["width"])
-    elif isinstance(size, dict) and "shortest_edge" in size:
-        settings["image_size"] = (size["shortest_edge"], size["shortest_edge"])
-    return settings
-
-
-def resolve_architecture(
-    model: str | os.PathLike | PretrainedConfig | PreTrainedModel | None,
-) -> tuple[PretrainedConfig | None, dict]:
-    """The architecture a method uses, and image settings its processor imposes.
-
-    Args:
-        model: `None` (the papers' ConvNet, built once the data's shape is known), a Hub id or local path, a
-            `PretrainedConfig`, or a `PreTrainedModel` (its architecture is used; methods draw fresh weights).
-
-    Returns:
-        `tuple`: `(config or None, {"mean", "std", "image_size"} from an image processor, possibly empty)`.
-
-    Raises:
-        ValueError: A local path that does not exist, an unknown or gated Hub model, or a folder without a config.
-        RuntimeError: The Hub cannot be reached (checked with one request, so this fails fast).
-    """
-    if model is None:
-        return None, {}
-    if isinstance(model, PreTrainedModel):
-        return model.config, {}
-    if isinstance(model, PretrainedConfig):
-        return model, {}
-    if isinstance(model, str | os.PathLike):
-        given_as_path, model = isinstance(model, os.PathLike), os.fspath(model)
-        if not os.path.isdir(model):
-            from .data import _looks_like_local_path
-            from .hub import check_hub_access
-
-            if given_as_path or _looks_like_local_path(model):
-                raise ValueError(f"Local model path {model!r} does not exist; pass an existing folder or a Hub id.")
-            # One quick request: a typo or no network fails here at once, not after from_pretrained's retries.
-            check_hub_access(model, repo_type="model")
-        try:
-            config = AutoConfig.from_pretrained(model)
-        except Exception as error:
-            raise ValueError(
-                f"Could not load a model config from {model!r}: {error}. Pass a local folder with a config.json, "
-                "a reachable Hub id, or a transformers config object."
-            ) from error
-        return config, _processor_settings(model)
-    raise TypeError(f"model must be None, a Hub id/path, a PretrainedConfig or a PreTrainedModel, got {type(model)}.")
-
-
-def _config_image_size(config: PretrainedConfig | None) -> tuple[int, int] | None:
-    size = getattr(config, "image_size", None) if config is not None else None
-    if size is None or getattr(config, "model_type", "") == "hf_distill_convnet":
-        return None
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
-def prepare_splits(
-    train_dataset: Dataset | ImageData,
-    eval_dataset: Dataset | ImageData | None,
-    config: DistillConfig,
-    architecture: PretrainedConfig | None = None,
-    processor_settings: dict | None = None,
-) -> tuple[ImageData, ImageData | None]:
-    """Validates both splits (cheaply, before any long work) and converts them to normalised tensors.
-
-    The test split is normalised with the training split's statistics (or the model processor's).
-    """
-    if isinstance(train_dataset, ImageData):
-        return train_dataset, eval_dataset
-    processor_settings = processor_settings or {}
-    mapping = {k: v for k, v in (("image", config.image_column), ("label", config.label_column)) if v}
-    image_column, label_column = find_columns(train_dataset, mapping or None)
-    init = "real" if config.init == "real" or get_method_class(config.method).selects_real_rows else config.init
-    validate_image_dataset(
-        train_dataset,
-        image_column,
-        label_column,
-        images_per_class=config.images_per_class,
-        init=init,
-        split=config.train_split,
-    )
-    if eval_dataset is not None:
-        validate_image_dataset(eval_dataset, image_column, label_column, split=config.test_split or "test")
-    image_size = (
-        (config.image_size, config.image_size)
-        if config.image_size
-        else processor_settings.get("image_size") or _config_image_size(architecture)
-    )
-    num_channels = getattr(architecture, "num_channels", None) if architecture is not None else None
-    train_data = prepare_images(
-        train_dataset,
-        image_column,
-        label_column,
-        mean=processor_settings.get("mean"),
-        std=processor_settings.get("std"),
-        image_size=image_size,
-        num_channels=num_channels,
-        desc=f"Preparing {config.train_split}",
-    )
-    test_data = None
-    if eval_dataset is not None:
-        test_data = prepare_images(
-            eval_dataset,
-            image_column,
-            label_column,
-            mean=train_data.mean,
-            std=train_data.std,
-            image_size=train_data.image_size,
-            num_channels=train_data.num_channels,
-            desc=f"Preparing {config.test_split}",
-        )
-        if test_data.num_classes != train_data.num_classes:
-            raise ValueError(
-                f"The test split has {test_data.num_classes} classes but the training split has "
-                f"{train_data.num_classes}: both must share one ClassLabel feature."
-            )
-    return train_data, test_data
-
-
-def build_model_config(
-    architecture: PretrainedConfig | None, data: ImageData, config: DistillConfig
-) -> PretrainedConfig:
-    """The config of the networks a method builds: the ConvNet from `config`, or `architecture` fitted to the data."""
-    id2label = dict(enumerate(data.class_names))
-    if architecture is None:
-        return default_convnet_config(
-            data.num_channels,
-            data.image_size[0],
-            data.num_classes,
-            net_width=config.net_width,
-            net_depth=config.net_depth,
-            net_norm=config.net_norm,
-            net_act=config.net_act,
-            net_pooling=config.net_pooling,
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
-        )
-    fitted = architecture.__class__.from_dict(architecture.to_dict())
-    fitted.num_labels = data.num_classes
-    fitted.id2label, fitted.label2id = id2label, {v: k for k, v in id2label.items()}
-    if hasattr(fitted, "num_channels"):
-        fitted.num_channels = data.num_channels
-    return fitted
 
 
 class DistillTrainer:
@@ -260,14 +89,11 @@ class DistillTrainer:
         self.source = dict(source or {})
         method_class = get_method_class(config.method)  # unknown names fail here, before data preparation
 
-        architecture, processor_settings = resolve_architecture(model or config.model_name_or_path)
-        self.train_data, self.test_data = prepare_splits(
-            train_dataset, eval_dataset, config, architecture, processor_settings
-        )
-        self.model_config = build_model_config(architecture, self.train_data, config)
-        self.dsa_strategy = resolve_dsa_strategy(config.dsa_strategy, self.train_data.class_names)
-        self.eval_dsa_strategy = resolve_dsa_strategy(config.eval_dsa_strategy, self.train_data.class_names)
-        self.augment = SiameseAugment(self.dsa_strategy)
+        prepared = prepare(config, train_dataset, eval_dataset, model)
+        self.train_data, self.test_data = prepared.train_data, prepared.test_data
+        self.model_config = prepared.model_config
+        self.dsa_strategy, self.augment = prepared.dsa_strategy, prepared.augment
+        self.eval_dsa_strategy = resolve_strategy(config.eval_dsa_strategy, self.train_data.class_names)
         self.train_data.images = self.train_data.images.to(self.accelerator.device)
         self.method = method_class(config, self.train_data, self.model_config, self.augment)
 
@@ -663,8 +489,6 @@ class DistillTrainer:
         Raises:
             [`~hf_distill.hub.HubPushError`]: If the upload fails (the saved folder is left intact).
         """
-        from .hub import push_distilled_to_hub
-
         with contextlib.ExitStack() as stack:
             target = output_dir or self.config.output_dir
             if target is None:

@@ -31,9 +31,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from hf_distill.config import CONFIG_NAME
-from hf_distill.hub import KD_CONFIG_NAME, framework_versions, render_dataset_card, render_student_card
-from hf_distill.trainer import EVAL_RESULTS_NAME, GRID_NAME
+from hf_distill.cards import framework_versions, render_dataset_card, render_student_card
+from hf_distill.constants import CONFIG_NAME, EVAL_RESULTS_NAME, GRID_NAME, KD_CONFIG_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CARDS_DIR = REPO_ROOT / "model_cards"
@@ -178,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerender",
         action="store_true",
         help="Rewrite every card from the inputs stored beside it (after a change to the templates or to "
-        "hf_distill/hub.py; the runs are not needed).",
+        "hf_distill/cards.py; the runs are not needed).",
     )
     parser.add_argument("--cards-dir", type=Path, default=CARDS_DIR, help="Where the card folders live.")
     return parser

@@ -13,7 +13,7 @@ from PIL import Image
 
 from hf_distill import DistributionMatchingConfig, RandomSelectionConfig
 from hf_distill.cli import main, parse_distill_args
-from hf_distill.config import CONFIG_NAME
+from hf_distill.constants import CONFIG_NAME
 
 TINY_FLAGS = [
     "--net_width", "8",

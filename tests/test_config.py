@@ -7,7 +7,7 @@ import pytest
 
 import hf_distill
 from hf_distill import DistillConfig, DistributionMatchingConfig, RandomSelectionConfig, SyntheticOptimizationConfig
-from hf_distill.config import CONFIG_NAME
+from hf_distill.constants import CONFIG_NAME
 from hf_distill.methods import METHODS
 
 

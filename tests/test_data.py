@@ -400,10 +400,10 @@ def test_load_source_missing_local_path(tmp_path):
 
 
 def test_load_source_hub_errors_are_wrapped(monkeypatch):
-    import hf_distill.hub
+    import hf_distill.data
 
     # Errors raised by `load_dataset` itself, past the one-request access check (tested in test_hub.py).
-    monkeypatch.setattr(hf_distill.hub, "check_hub_access", lambda *args, **kwargs: None)
+    monkeypatch.setattr(hf_distill.data, "check_hub_access", lambda *args, **kwargs: None)
 
     def not_found(*args, **kwargs):
         raise DatasetNotFoundError("Dataset 'someone/nothing' doesn't exist on the Hub")

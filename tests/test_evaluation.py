@@ -15,9 +15,9 @@ from hf_distill.evaluation import (
     evaluate_random_baseline,
     format_result,
     random_real_subset,
-    train_classifier,
+    train_with_protocol,
 )
-from hf_distill.evaluation import test_accuracy as accuracy_of  # renamed: pytest would collect `test_*`
+from hf_distill.evaluation import model_accuracy as accuracy_of
 from hf_distill.modeling import default_convnet_config, fresh_model
 
 NUM_CLASSES = 3
@@ -46,17 +46,17 @@ def state_of(model) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# train_classifier / test_accuracy
+# train_with_protocol / model_accuracy
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("soft", [False, True], ids=["hard-labels", "soft-labels"])
-def test_train_classifier_learns_a_separable_problem(splits, model_config, soft):
+def test_train_with_protocol_learns_a_separable_problem(splits, model_config, soft):
     train, test = splits
     model = fresh_model(model_config, torch.Generator().manual_seed(0))
     before = accuracy_of(model, test)
     targets = F.one_hot(train.labels, NUM_CLASSES).float() if soft else train.labels
-    trained = train_classifier(model, train.images, targets, protocol(epochs=10), torch.Generator().manual_seed(1))
+    trained = train_with_protocol(model, train.images, targets, protocol(epochs=10), torch.Generator().manual_seed(1))
     assert trained is model
     assert not model.training  # returned in eval mode
     after = accuracy_of(model, test)
@@ -64,24 +64,24 @@ def test_train_classifier_learns_a_separable_problem(splits, model_config, soft)
     assert after > before
 
 
-def test_train_classifier_is_deterministic_and_uses_the_generator(splits, model_config):
+def test_train_with_protocol_is_deterministic_and_uses_the_generator(splits, model_config):
     train, _ = splits
 
     def run(seed: int):
         model = fresh_model(model_config, torch.Generator().manual_seed(0))
         p = protocol(epochs=2, dsa_strategy=DSA)
-        return state_of(train_classifier(model, train.images, train.labels, p, torch.Generator().manual_seed(seed)))
+        return state_of(train_with_protocol(model, train.images, train.labels, p, torch.Generator().manual_seed(seed)))
 
     first, again, other = run(1), run(1), run(2)
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert any(not torch.equal(first[k], other[k]) for k in first)
 
 
-def test_train_classifier_with_zero_epochs_leaves_weights_unchanged(splits, model_config):
+def test_train_with_protocol_with_zero_epochs_leaves_weights_unchanged(splits, model_config):
     train, _ = splits
     model = fresh_model(model_config, torch.Generator().manual_seed(0))
     before = state_of(model)
-    train_classifier(model, train.images, train.labels, protocol(epochs=0), torch.Generator().manual_seed(0))
+    train_with_protocol(model, train.images, train.labels, protocol(epochs=0), torch.Generator().manual_seed(0))
     assert all(torch.equal(before[k], v) for k, v in state_of(model).items())
 
 

@@ -8,19 +8,15 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors import safe_open
 
-from hf_distill.experts import (
-    EXPERTS_INDEX_NAME,
-    ExpertTrajectories,
-    push_experts_to_hub,
-    render_experts_card,
-    train_experts,
-)
+from hf_distill.cards import render_experts_card
+from hf_distill.constants import EXPERTS_INDEX_NAME
+from hf_distill.experts import ExpertTrajectories, train_experts
 from hf_distill.functional import ParameterSpec
-from hf_distill.hub import HubPushError
+from hf_distill.hub import HubPushError, push_experts_to_hub
 from hf_distill.methods.trajectory_matching import TrajectoryMatchingConfig
 from hf_distill.modeling import fresh_model
+from hf_distill.preparation import build_model_config, prepare_splits
 from hf_distill.seeding import derive_generator
-from hf_distill.trainer import build_model_config, prepare_splits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

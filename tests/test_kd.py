@@ -22,7 +22,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from hf_distill import KDConfig, KDTrainer
 from hf_distill.cli import main
-from hf_distill.config import CONFIG_NAME
+from hf_distill.constants import CONFIG_NAME
 from hf_distill.kd import (
     METRICS_DIR,
     distillation_loss,

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_CONFIG_DEFAULTS, TINY_KD_SETTINGS, make_image_dataset_dict
 from huggingface_hub import DatasetCard, ModelCard
 
-import hf_distill.hub as hub_module
+import hf_distill.cards as cards_module
 from hf_distill import DistributionMatchingConfig, distill_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_committed_card_yaml_figures_and_links(card_dir):
     if inputs["kind"] == "dataset":
         card = DatasetCard(text)  # the YAML parses back
         method = json.loads((card_dir / "distill_config.json").read_text())["method"]
-        assert card.data.tags == [*hub_module.CARD_TAGS, method]
+        assert card.data.tags == [*cards_module.CARD_TAGS, method]
         assert card.data.task_categories == ["image-classification"]
         evaluated = card.data["hf_distill"]["eval_results"]
         for name in ("distilled", "random_real"):
@@ -77,7 +77,7 @@ def test_committed_card_yaml_figures_and_links(card_dir):
         assert f'load_dataset("{inputs["repo_id"]}", split="train")' in card.text
     else:
         card = ModelCard(text)
-        assert card.data.tags == hub_module.STUDENT_TAGS
+        assert card.data.tags == cards_module.STUDENT_TAGS
         assert card.data.pipeline_tag == "image-classification"
         (result,) = card.data.eval_results
         assert result.metric_type == "accuracy"
@@ -144,8 +144,8 @@ def test_render_script_round_trip(tiny_runs, tmp_path, capsys, monkeypatch):
     def not_used(*args, **kwargs):
         raise AssertionError("a check must not depend on the machine")
 
-    monkeypatch.setattr(hub_module, "source_license", not_used)
-    monkeypatch.setattr(hub_module, "framework_versions", not_used)
+    monkeypatch.setattr(cards_module, "source_license", not_used)
+    monkeypatch.setattr(cards_module, "framework_versions", not_used)
     assert render.main(["--check", "--cards-dir", str(cards)]) == 0
     assert "2 card(s) up to date" in capsys.readouterr().out
 

@@ -9,16 +9,15 @@ from pathlib import Path
 from datasets import Dataset
 from torch import nn
 
-from ..config import CONFIG_NAME
+from ..augment import strategy_or_none
+from ..constants import CONFIG_NAME, TEACHER_DIR
 from ..data import ImageData
 from .config import KDConfig
-from .data import DistilledSet, _load_source_splits, load_distilled_set, prepare_test_split
+from .data import DistilledSet, load_distilled_set, load_source_splits, prepare_test_split
 from .teacher import describe_teacher, load_teacher, train_teacher
 from .trainer import KDTrainer
 
 logger = logging.getLogger(__name__)
-
-TEACHER_DIR = "teacher"
 
 
 def train_student(config: KDConfig, teacher: nn.Module | str | None = None) -> KDTrainer:
@@ -37,7 +36,7 @@ def train_student(config: KDConfig, teacher: nn.Module | str | None = None) -> K
         raise ValueError("config.distilled_dataset is required: the folder written by `hf-distill distill`.")
     distilled = load_distilled_set(config.distilled_dataset, revision=config.distilled_revision)
     need_source = config.train_teacher and teacher is None
-    train_split, test_split = _load_source_splits(distilled, config.source_dataset)
+    train_split, test_split = load_source_splits(distilled, config.source_dataset)
     if need_source and train_split is None:
         raise ValueError(
             "train_teacher needs the real dataset, but none is recorded in the distilled set's "
@@ -86,7 +85,7 @@ def _train_teacher_for(
     strategy = config.teacher_augmentation
     if strategy == "auto":
         strategy = config.augmentation if config.augmentation != "auto" else distilled.dsa_strategy
-    strategy = None if strategy in (None, "", "none") else strategy
+    strategy = strategy_or_none(strategy)
     teacher = None
     if state.is_main_process:
         channels, height, width = distilled.image_shape

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, load_dataset, load_from_disk
 
-from ..config import CONFIG_NAME
-from ..data import ImageData, find_columns, load_source, prepare_images
-from ..synthetic import SOFT_LABEL_COLUMN
-from ..trainer import DATASET_DIR
+from ..constants import CONFIG_NAME, DATASET_DIR, SOFT_LABEL_COLUMN
+from ..data import ImageData, load_source
+from ..preparation import prepare_like
 
 
 @dataclass
@@ -158,21 +157,8 @@ def prepare_test_split(distilled: DistilledSet, test_dataset: Dataset | ImageDat
     Raises:
         ValueError: If the split's classes differ from the set's.
     """
-    if isinstance(test_dataset, ImageData):
-        data = test_dataset
-    else:
-        channels, height, width = distilled.image_shape
-        image_column, label_column = find_columns(test_dataset)
-        data = prepare_images(
-            test_dataset,
-            image_column,
-            label_column,
-            mean=distilled.image_mean,
-            std=distilled.image_std,
-            image_size=(height, width),
-            num_channels=channels,
-            desc="Preparing the test split",
-        )
+    channels, height, width = distilled.image_shape
+    data = prepare_like(test_dataset, distilled.image_mean, distilled.image_std, (height, width), channels, "test")
     if data.num_classes != distilled.num_classes:
         raise ValueError(
             f"The test split has {data.num_classes} classes but the distilled set has {distilled.num_classes}: "
@@ -181,7 +167,7 @@ def prepare_test_split(distilled: DistilledSet, test_dataset: Dataset | ImageDat
     return data
 
 
-def _load_source_splits(distilled: DistilledSet, source_dataset: str | None) -> tuple[Dataset | None, Dataset | None]:
+def load_source_splits(distilled: DistilledSet, source_dataset: str | None) -> tuple[Dataset | None, Dataset | None]:
     source = distilled.source
     dataset = source_dataset or source.get("dataset")
     if not dataset:
@@ -216,7 +202,7 @@ class KDDataCollator:
         return batch
 
 
-class _ImageDataDataset(torch.utils.data.Dataset):
+class ImageDataDataset(torch.utils.data.Dataset):
     """An [`ImageData`] as a map-style dataset of `{"pixel_values", "labels"}` (the real test split)."""
 
     def __init__(self, data: ImageData):

@@ -99,7 +99,7 @@ def distillation_loss(
     return loss, parts
 
 
-def _soft_labels_are_probabilities(values: np.ndarray) -> bool:
+def soft_labels_are_probabilities(values: np.ndarray) -> bool:
     """Rows that are all non-negative and sum to 1 (within 1e-3) are probabilities; anything else is logits."""
     values = np.asarray(values, dtype=np.float64)
     return bool(values.size) and bool((values >= 0).all()) and bool(np.allclose(values.sum(-1), 1.0, atol=1e-3))

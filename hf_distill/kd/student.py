@@ -6,9 +6,9 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 
-from ..modeling import default_convnet_config, fresh_model
+from ..modeling import fresh_model
+from ..preparation import build_model_config, convnet_config
 from ..seeding import derive_generator
-from ..trainer import build_model_config
 from .config import KDConfig
 from .data import DistilledSet
 
@@ -41,7 +41,7 @@ def build_student(config: KDConfig, distilled: DistilledSet) -> tuple[PreTrained
 
     value = config.student_config
     if value is None or (isinstance(value, dict) and "model_type" not in value):
-        model_config = _convnet_for(channels, (height, width), class_names, dict(value or {}))
+        model_config = convnet_config(channels, (height, width), class_names, **dict(value or {}))
     else:
         if isinstance(value, dict):
             values = dict(value)
@@ -76,16 +76,3 @@ def _check_student_geometry(model_config: PretrainedConfig, channels: int, heigh
             raise ValueError(
                 f"The student ConvNet is sized for {size} images but the distilled set's are {(height, width)}."
             )
-
-
-def _convnet_for(num_channels: int, image_size, class_names: list[str], overrides: dict) -> PretrainedConfig:
-    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    id2label = dict(enumerate(class_names))
-    return default_convnet_config(
-        num_channels,
-        height if height == width else [height, width],
-        len(class_names),
-        id2label=id2label,
-        label2id={v: k for k, v in id2label.items()},
-        **overrides,
-    )

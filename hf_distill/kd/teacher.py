@@ -11,13 +11,12 @@ from datasets import Dataset
 from torch import nn
 from transformers import AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 
-from ..data import ImageData, find_columns, prepare_images
-from ..evaluation import EvaluationProtocol, train_classifier
+from ..data import ImageData
+from ..evaluation import EvaluationProtocol, model_accuracy, train_with_protocol
 from ..modeling import fresh_model
+from ..preparation import build_model_config, convnet_config, prepare_like, processor_settings
 from ..seeding import derive_generator
-from ..trainer import _processor_settings, build_model_config
 from .processing import build_image_processor
-from .student import _convnet_for
 
 
 def load_teacher(
@@ -49,7 +48,7 @@ def load_teacher(
                 "or an nn.Module."
             ) from error
         if getattr(model.config, "image_mean", None) is None:
-            settings = _processor_settings(name)
+            settings = processor_settings(name)
             if settings:
                 model.hf_distill_input_settings = settings
     elif isinstance(teacher, nn.Module):
@@ -63,7 +62,7 @@ def load_teacher(
     return model
 
 
-def _teacher_input_settings(teacher: nn.Module) -> dict:
+def teacher_input_settings(teacher: nn.Module) -> dict:
     """Normalisation/size the teacher expects: recorded by train_teacher, else its image processor's, else none."""
     config = getattr(teacher, "config", None)
     if config is not None and getattr(config, "image_mean", None) is not None:
@@ -155,16 +154,16 @@ def train_teacher(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    train_data = _as_image_data(train_split, image_mean, image_std, image_size, num_channels, "train")
+    train_data = prepare_like(train_split, image_mean, image_std, image_size, num_channels, "train")
     test_data = None
     if test_split is not None:
-        test_data = _as_image_data(
+        test_data = prepare_like(
             test_split, train_data.mean, train_data.std, train_data.image_size, train_data.num_channels, "test"
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if model_config is None:
         overrides = {"net_width": net_width} | ({"net_depth": net_depth} if net_depth else {})
-        config = _convnet_for(train_data.num_channels, train_data.image_size, train_data.class_names, overrides)
+        config = convnet_config(train_data.num_channels, train_data.image_size, train_data.class_names, **overrides)
     else:
         config = build_model_config(model_config, train_data, None)
     model = fresh_model(config, derive_generator(seed, "kd-teacher", "init")).to(device)
@@ -179,7 +178,7 @@ def train_teacher(
         seed=seed,
     )
     started = time.perf_counter()
-    train_classifier(
+    train_with_protocol(
         model,
         train_data.images.to(device),
         train_data.labels.to(device),
@@ -191,7 +190,7 @@ def train_teacher(
     seconds = time.perf_counter() - started
     accuracy = None
     if test_data is not None:
-        accuracy = 100.0 * _accuracy(lambda x: model(pixel_values=x).logits, test_data, device)
+        accuracy = 100.0 * model_accuracy(model, test_data)
     model.config.image_mean = list(train_data.mean)
     model.config.image_std = list(train_data.std)
     model.config.hf_distill_teacher = {
@@ -212,29 +211,3 @@ def train_teacher(
             train_data.mean, train_data.std, train_data.image_size, train_data.num_channels
         ).save_pretrained(output_dir)
     return model
-
-
-def _as_image_data(split, mean, std, image_size, num_channels, name: str) -> ImageData:
-    if isinstance(split, ImageData):
-        return split
-    if not isinstance(split, Dataset):
-        raise TypeError(f"The {name} split must be a datasets.Dataset or an ImageData, got {type(split).__name__}.")
-    image_column, label_column = find_columns(split)
-    return prepare_images(
-        split,
-        image_column,
-        label_column,
-        mean=mean,
-        std=std,
-        image_size=image_size,
-        num_channels=num_channels,
-        desc=f"Preparing the {name} split",
-    )
-
-
-@torch.no_grad()
-def _accuracy(forward, data: ImageData, device: torch.device, batch_size: int = 1024) -> float:
-    correct = 0
-    for images, labels in zip(data.images.split(batch_size), data.labels.split(batch_size)):
-        correct += (forward(images.to(device)).argmax(dim=-1).cpu() == labels).sum().item()
-    return correct / max(1, len(data))

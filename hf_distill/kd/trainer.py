@@ -19,23 +19,21 @@ from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 
-from ..augment import SiameseAugment
+from ..augment import SiameseAugment, strategy_or_none
 from ..checkpointing import save_tensors
+from ..constants import EVAL_RESULTS_NAME, KD_CONFIG_NAME, SOFT_LABEL_COLUMN, __version__
 from ..data import ImageData
 from ..seeding import derive_generator
-from ..synthetic import SOFT_LABEL_COLUMN
+from ..training import accuracy
 from .config import KDConfig
-from .data import DistilledSet, KDDataCollator, _ImageDataDataset, prepare_test_split
-from .losses import _soft_labels_are_probabilities, distillation_loss
-from .metrics import _accuracy_compute_metrics, _argmax_logits, load_accuracy_metric
+from .data import DistilledSet, ImageDataDataset, KDDataCollator, prepare_test_split
+from .losses import distillation_loss, soft_labels_are_probabilities
+from .metrics import argmax_logits, compute_accuracy
 from .processing import build_image_processor
 from .student import build_student
-from .teacher import _accuracy, _teacher_input_settings, describe_teacher, load_teacher
+from .teacher import describe_teacher, load_teacher, teacher_input_settings
 
 logger = logging.getLogger(__name__)
-
-KD_CONFIG_NAME = "kd_config.json"
-EVAL_RESULTS_NAME = "eval_results.json"
 
 
 class KDTrainer(Trainer):
@@ -44,7 +42,7 @@ class KDTrainer(Trainer):
     Each training batch is augmented on the fly (DSA, `args.augmentation`) with draws from a `torch.Generator` seeded
     by `(args.seed, process, global step, micro-step)`; the student and the teacher see the same augmented batch. The
     loss is [`distillation_loss`]; `ce_loss` and `kd_loss` are logged beside `loss`. Evaluation on the real test split
-    reports `eval_accuracy` (the shipped `evaluate` metric, see [`load_accuracy_metric`]).
+    reports `eval_accuracy` ([`hf_distill.training.predictions_accuracy`]).
 
     Args:
         model (`PreTrainedModel`, *optional*): The student; built with [`build_student`] from `args` and `distilled`
@@ -108,7 +106,7 @@ class KDTrainer(Trainer):
         if self.use_soft_labels:
             column = SOFT_LABEL_COLUMN if SOFT_LABEL_COLUMN in train_dataset.column_names else "soft_labels"
             values = train_dataset.with_format("numpy", columns=[column])[:][column]
-            self.soft_labels_are_probabilities = _soft_labels_are_probabilities(np.asarray(values))
+            self.soft_labels_are_probabilities = soft_labels_are_probabilities(np.asarray(values))
 
         if teacher is not None and not isinstance(teacher, nn.Module):
             teacher_name = os.fspath(teacher)
@@ -134,10 +132,10 @@ class KDTrainer(Trainer):
                     f"The eval split has {eval_dataset.num_classes} classes, the distilled set "
                     f"{distilled.num_classes}: evaluate on a split of the dataset the set was distilled from."
                 )
-            eval_dataset = _ImageDataDataset(eval_dataset)
+            eval_dataset = ImageDataDataset(eval_dataset)
         if compute_metrics is None and eval_dataset is not None:
-            compute_metrics = _accuracy_compute_metrics(load_accuracy_metric())
-            kwargs.setdefault("preprocess_logits_for_metrics", _argmax_logits)
+            compute_metrics = compute_accuracy
+            kwargs.setdefault("preprocess_logits_for_metrics", argmax_logits)
         if processing_class is None and distilled is not None:
             channels, height, width = distilled.image_shape
             processing_class = build_image_processor(
@@ -161,7 +159,7 @@ class KDTrainer(Trainer):
         strategy = args.augmentation
         if strategy == "auto":
             strategy = distilled.dsa_strategy if distilled is not None else None
-        self.augmentation_resolved = None if strategy in (None, "", "none") else strategy
+        self.augmentation_resolved = strategy_or_none(strategy)
         self.augment = SiameseAugment(self.augmentation_resolved)
         self._augment_step = (-1, 0)  # (global step, micro-step) of the last draw
 
@@ -172,7 +170,7 @@ class KDTrainer(Trainer):
             self.teacher = load_teacher(teacher, device=self.args.device)
             if self.teacher_info is None:
                 self.teacher_info = describe_teacher(self.teacher, args.teacher_name_or_path)
-            self._teacher_settings = _teacher_input_settings(self.teacher)
+            self._teacher_settings = teacher_input_settings(self.teacher)
             self._check_teacher()
 
         self._kd_metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -252,7 +250,9 @@ class KDTrainer(Trainer):
         """The teacher's top-1 accuracy (percent) on `data` (prepared like the distilled set)."""
         if self.teacher is None:
             return None
-        return 100.0 * _accuracy(self.teacher_logits, data, self.args.device, self.args.per_device_eval_batch_size)
+        return 100.0 * accuracy(
+            self.teacher_logits, data.images, data.labels, self.args.device, self.args.per_device_eval_batch_size
+        )
 
     # ------------------------------------------------------------------ augmentation
 
@@ -355,8 +355,6 @@ class KDTrainer(Trainer):
 
     def kd_config_dict(self) -> dict:
         """The content of `kd_config.json`."""
-        from .. import __version__
-
         student = self.accelerator.unwrap_model(self.model)
         student_config = getattr(student, "config", None)
         distilled = self.distilled

@@ -1,6 +1,7 @@
 """Distillation methods. Importing this package registers every method in `METHODS`."""
 
-from .base import METHODS, DistillationMethod, get_method_class, register_method
+from ..registry import METHODS, get_method_class, register_method
+from .base import DistillationMethod
 from .coreset import RandomSelection, RandomSelectionConfig
 from .distribution_matching import DistributionMatching, DistributionMatchingConfig
 from .gradient_matching import (

@@ -1,4 +1,4 @@
-"""The method interface and its registry.
+"""The method interface: what the `DistillTrainer` asks of every method.
 
 A method is a config dataclass (a `DistillConfig` subclass with the paper's defaults) and a `DistillationMethod`
 subclass decorated with `@register_method("name")`. There are two kinds:
@@ -22,36 +22,7 @@ from ..data import ClassBalancedSampler, ImageData
 from ..modeling import extract_features
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
-
-METHODS: dict[str, type["DistillationMethod"]] = {}
-
-
-def register_method(name: str):
-    """Class decorator that adds a `DistillationMethod` to the registry under `name`.
-
-    The class must define `config_class`, whose `method` field defaults to `name`.
-    """
-
-    def decorator(method_class: type["DistillationMethod"]) -> type["DistillationMethod"]:
-        if name in METHODS and METHODS[name] is not method_class:
-            raise ValueError(f"A method named {name!r} is already registered ({METHODS[name].__name__}).")
-        if method_class.config_class.method_name() != name:
-            raise ValueError(
-                f"{method_class.config_class.__name__}.method defaults to "
-                f"{method_class.config_class.method_name()!r}, expected {name!r}."
-            )
-        method_class.name = name
-        METHODS[name] = method_class
-        return method_class
-
-    return decorator
-
-
-def get_method_class(name: str) -> type["DistillationMethod"]:
-    """The registered method class called `name`; a `ValueError` lists the known names otherwise."""
-    if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}. Available methods: {', '.join(sorted(METHODS))}.")
-    return METHODS[name]
+from ..training import autocast_context
 
 
 class DistillationMethod:
@@ -105,9 +76,7 @@ class DistillationMethod:
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """bfloat16 autocast when `mixed_precision="bf16"`, else a no-op context."""
-        if self.config.mixed_precision == "bf16":
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_context(self.config.mixed_precision, device)
 
     def feature_function(
         self, network: nn.Module, layers: list[int] | None = None

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import DistillConfig
-from .base import DistillationMethod, register_method
+from ..registry import register_method
+from .base import DistillationMethod
 
 
 @dataclass

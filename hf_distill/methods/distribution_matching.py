@@ -17,9 +17,10 @@ import torch
 from ..config import SyntheticOptimizationConfig
 from ..experts import ExpertTrajectories
 from ..modeling import build_model, reinitialize_
+from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
-from .base import DistillationMethod, register_method
+from .base import DistillationMethod
 
 
 @dataclass

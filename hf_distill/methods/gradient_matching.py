@@ -24,11 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..augment import strategy_or_none
 from ..config import SyntheticOptimizationConfig
 from ..modeling import build_model, reinitialize_
+from ..registry import register_method
 from ..seeding import derive_generator, derive_seed, seeded_rng
 from ..synthetic import SyntheticSet
-from .base import DistillationMethod, register_method
+from ..training import train_classifier
+from .base import DistillationMethod
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +221,7 @@ class DifferentiableSiameseAugmentationConfig(GradientMatchingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.dsa_strategy is None or self.dsa_strategy.strip().lower() in ("", "none"):
+        if strategy_or_none(self.dsa_strategy) is None:
             raise ValueError(
                 "The 'dsa' method needs an augmentation (dsa_strategy='auto' or an explicit strategy); for gradient "
                 "matching without augmentation use the 'dc' method (GradientMatchingConfig)."
@@ -401,26 +404,21 @@ class GradientMatching(DistillationMethod):
         if self._network_iteration != iteration:
             raise RuntimeError(f"after_update of iteration {iteration} called before its loss at update 0.")
         device = synthetic.images.device
-        network, optimizer = self.network, self.network_optimizer
-        images = synthetic.images.detach()
-        targets = synthetic.targets().detach()
-        shuffle = derive_generator(config.seed, iteration, update, "inner")
-        augment = derive_generator(config.seed, iteration, update, "inner-augment")
         # Train mode throughout (batch norm normalises with batch statistics), as the authors' training epoch does.
-        network.train()
         with self._in_model_randomness(device, iteration, update, "inner-network"):
-            for _ in range(config.inner_loop):
-                order = torch.randperm(images.shape[0], generator=shuffle).to(device)
-                for batch in order.split(config.batch_train):
-                    inputs = images[batch]
-                    if self.augment.enabled:
-                        inputs = self.augment(inputs, augment)
-                    with self.autocast(device):
-                        logits = self.compiled_logits(self.prepare_inputs(inputs))
-                    loss = F.cross_entropy(logits.float(), targets[batch])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+            train_classifier(
+                self.network,
+                synthetic.images.detach(),
+                synthetic.targets().detach(),
+                optimizer=self.network_optimizer,
+                epochs=config.inner_loop,
+                batch_size=config.batch_train,
+                generator=derive_generator(config.seed, iteration, update, "inner"),
+                augment=self.augment,
+                augment_generator=derive_generator(config.seed, iteration, update, "inner-augment"),
+                forward=lambda inputs: self.compiled_logits(self.prepare_inputs(inputs)),
+                mixed_precision=config.mixed_precision,
+            )
 
 
 @register_method("dsa")

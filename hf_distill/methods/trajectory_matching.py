@@ -21,9 +21,10 @@ from ..config import SyntheticOptimizationConfig
 from ..experts import ExpertTrajectories
 from ..functional import MEMORY_MODES, ParameterSpec, unrolled_sgd_flat
 from ..modeling import build_model
+from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
-from .base import DistillationMethod, register_method
+from .base import DistillationMethod
 
 #: MTT's CIFAR-10 settings by images per class (the paper's hyper-parameter appendix); an IPC between the
 #: tabulated ones takes the next larger one's setting.

@@ -1,0 +1,576 @@
+"""Every card: the dataset card of a distilled set, the model card of a KD student, the experts' card.
+
+The cards are the Jinja templates in `hf_distill/templates/`, rendered with `DatasetCard.from_template` /
+`ModelCard.from_template`; [`hf_distill.hub`] pushes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData, RepoCard
+from huggingface_hub import constants as hub_constants
+
+from .constants import (
+    CONFIG_NAME,
+    DIGITS_SOURCE,
+    EVAL_RESULTS_NAME,
+    EXPERTS_INDEX_NAME,
+    KD_CONFIG_NAME,
+    __version__,
+)
+from .experts import ExpertTrajectories
+from .hub_utils import first_line, hub_endpoint, is_hub_id, is_offline
+from .modeling import describe_architecture
+from .registry import METHODS
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+DATASET_CARD_TEMPLATE = TEMPLATES_DIR / "dataset_card.md"
+MODEL_CARD_TEMPLATE = TEMPLATES_DIR / "model_card.md"
+CARD_TAGS = ["hf-distill", "dataset-distillation"]
+STUDENT_TAGS = ["hf-distill", "knowledge-distillation", "dataset-distillation"]
+EXPERT_TAGS = ["hf-distill", "dataset-distillation", "expert-trajectories"]
+
+_KD_SETTINGS = (
+    ("learning_rate", "Learning rate"),
+    ("per_device_train_batch_size", "Batch size (per device)"),
+    ("weight_decay", "Weight decay"),
+    ("optim", "Optimizer"),
+    ("lr_scheduler_type", "Learning-rate schedule"),
+    ("warmup_ratio", "Warm-up ratio"),
+    ("seed", "Seed"),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared card pieces
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def framework_versions(hf_distill_version: str | None = None) -> dict[str, str]:
+    """Versions of the libraries a card reports (`hf_distill_version`: the one recorded at training time)."""
+    import datasets
+    import torch
+    import transformers
+
+    return {
+        "hf_distill": hf_distill_version or __version__,
+        "PyTorch": torch.__version__,
+        "Datasets": datasets.__version__,
+        "Transformers": transformers.__version__,
+    }
+
+
+def merge_card(card: RepoCard, existing: RepoCard | None) -> RepoCard:
+    """`card`, keeping the metadata of `existing` (the card already on the Hub) that `card` does not set.
+
+    The YAML of `existing` (e.g. the `dataset_info` and `configs` that `datasets` writes, or keys a user added on the
+    Hub) survives; keys `card` sets replace it, tags are united. The body is `card`'s.
+
+    Args:
+        card (`RepoCard`): The freshly rendered card.
+        existing (`RepoCard`, *optional*): The card to update; `None` returns `card` unchanged.
+
+    Returns:
+        `RepoCard`: A card of the same class as `card`.
+    """
+    if existing is None:
+        return card
+    data = existing.data.to_dict()
+    ours = card.data.to_dict()
+    tags = [*_as_list(data.get("tags")), *_as_list(ours.get("tags"))]
+    data.update(ours)
+    if tags:
+        data["tags"] = list(dict.fromkeys(tags))
+    card_data = type(card).card_data_class(**data)
+    return type(card)(f"---\n{card_data.to_yaml()}\n---\n{card.text}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pushing a distilled set
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _read_json(path: Path, *, required: bool = False, hint: str = "") -> dict:
+    if not path.is_file():
+        if required:
+            raise ValueError(f"{path} not found{': ' + hint if hint else '.'}")
+        return {}
+    return json.loads(path.read_text())
+
+
+def _size_category(num_rows: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if num_rows < limit:
+            return name
+    return "1M<n<10M" if num_rows < 10_000_000 else "other"
+
+
+def _source_link(source: str | None) -> str:
+    """Markdown naming a source dataset: a link for Hub ids, a plain name for local or builtin data."""
+    if not source:
+        return "an in-memory dataset"
+    if source == DIGITS_SOURCE:
+        return "scikit-learn's 8x8 handwritten digits (`sklearn:digits`)"
+    if is_hub_id(source):
+        return f"[{source}](https://huggingface.co/datasets/{source})"
+    return f"the local dataset `{Path(source).name}`"
+
+
+def _source_short_name(source: str | None) -> str:
+    if not source:
+        return "Dataset"
+    if source == DIGITS_SOURCE:
+        return "scikit-learn digits"
+    return source if is_hub_id(source) else Path(source).name
+
+
+def _card_license(data: Any) -> Any:
+    return data.get("license") if data is not None else None
+
+
+def source_license(source: str | None, *, revision: str | None = None, token: str | bool | None = None) -> Any:
+    """The license in the dataset card of `source` (a Hub id, or a local folder with a README.md), or `None`.
+
+    A Hub lookup failure is logged and gives `None`: a card is still written, with `license: unknown`.
+    """
+    if not source or source == DIGITS_SOURCE:
+        return None
+    path = Path(source).expanduser()
+    if path.exists():
+        readme = path / "README.md" if path.is_dir() else path.parent / "README.md"
+        if not readme.is_file():
+            return None
+        try:
+            return _card_license(DatasetCard.load(readme, ignore_metadata_errors=True).data)
+        except Exception as error:  # noqa: BLE001 - an unreadable card must not stop a push
+            logger.warning("Could not read the license of %s from %s (%s).", source, readme, first_line(error))
+            return None
+    if not is_hub_id(source) or is_offline("dataset"):
+        return None
+    api = HfApi(endpoint=hub_endpoint("dataset"), token=token)
+    try:
+        # One request without retries first: a missing or unreachable repository fails fast here.
+        info = api.dataset_info(source, revision=revision, timeout=hub_constants.HF_HUB_ETAG_TIMEOUT)
+        license_ = _card_license(info.card_data)
+        if license_ is None:  # some servers leave the card data out of the API answer: read the card itself
+            readme = api.hf_hub_download(source, "README.md", repo_type="dataset", revision=info.sha)
+            license_ = _card_license(DatasetCard.load(readme, ignore_metadata_errors=True).data)
+        return license_
+    except Exception as error:  # noqa: BLE001 - the card is still useful without the license
+        reason = first_line(error)
+        logger.warning(
+            "Could not read the license of %r from its dataset card (%s); writing 'unknown'.", source, reason
+        )
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dataset card
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _format_accuracy(result: dict) -> str:
+    return f"{result['mean']:.2f} ± {result['std']:.2f}"
+
+
+def _eval_rows(results: dict, method: str) -> list[dict]:
+    names = {
+        "distilled": f"Distilled set (`{method}`)",
+        "random_real": "Random real subset, same size",
+        "full_data": "Whole training split",
+    }
+    return [
+        {
+            "name": name,
+            "images": results[key].get("num_images", ""),
+            "accuracy": _format_accuracy(results[key]),
+            "models": results[key].get("num_models", ""),
+            "epochs": results[key].get("epochs", ""),
+        }
+        for key, name in names.items()
+        if isinstance(results.get(key), dict) and "mean" in results[key]
+    ]
+
+
+def _protocol_text(protocol: dict) -> str:
+    if not protocol:
+        return "see `eval_results.json`"
+    augmentation = protocol.get("dsa_strategy")
+    return (
+        f"SGD (lr {protocol.get('lr')}, momentum {protocol.get('momentum')}, weight decay "
+        f"{protocol.get('weight_decay')}), lr x0.1 at half the epochs, batch {protocol.get('batch_size')}, "
+        + (f"differentiable augmentation `{augmentation}`" if augmentation else "no augmentation")
+        + f", the final distilled set (not the best intermediate one), seed {protocol.get('seed')}"
+    )
+
+
+def _eval_summary(results: dict) -> dict:
+    """The evaluation figures for the card's YAML (the full record stays in eval_results.json)."""
+    keys = ("mean", "std", "num_models", "epochs", "num_images", "architecture")
+    summary = {}
+    for name in ("distilled", "random_real", "full_data"):
+        if isinstance(results.get(name), dict) and "mean" in results[name]:
+            entry = {k: results[name][k] for k in keys if k in results[name]}
+            entry["mean"], entry["std"] = round(float(entry["mean"]), 4), round(float(entry["std"]), 4)
+            summary[name] = entry
+    return summary
+
+
+def render_dataset_card(
+    output_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    *,
+    token: str | bool | None = None,
+    license: str | None = None,
+    versions: dict[str, str] | None = None,
+) -> DatasetCard:
+    """Renders the dataset card of a distilled set saved by [`DistillTrainer.save`].
+
+    Args:
+        output_dir (`str` or `os.PathLike`): The folder (`dataset/`, `distill_config.json`, `eval_results.json`,
+            `synthetic_grid.png`).
+        repo_id (`str`, *optional*): The repository the card is for (used in the usage snippet).
+        token (`str` or `bool`, *optional*): Token to read the source dataset's card (for its license).
+        license (`str`, *optional*): The card's license (default: the source dataset card's, looked up locally or on
+            the Hub; `unknown` when it has none).
+        versions (`dict[str, str]`, *optional*): The framework versions the card lists (default:
+            [`framework_versions`], the installed libraries). Recorded ones re-render a card identically elsewhere.
+
+    Returns:
+        `huggingface_hub.DatasetCard`: YAML (license inherited from the source dataset, task, tags, size, source,
+        the evaluation figures under `hf_distill`) and a body built from `templates/dataset_card.md`.
+
+    Example:
+
+    ```python
+    >>> from hf_distill.hub import render_dataset_card
+    >>> card = render_dataset_card("outputs/mnist-dm-ipc10", "me/mnist-dm-ipc10")
+    >>> card.data.tags
+    ['hf-distill', 'dataset-distillation', 'dm']
+    ```
+    """
+    output_dir = Path(output_dir)
+    hint = "pass a folder written by DistillTrainer.save / hf-distill distill"
+    metadata = _read_json(output_dir / CONFIG_NAME, required=True, hint=hint)
+    results = _read_json(output_dir / EVAL_RESULTS_NAME)
+    method = metadata.get("method") or "unknown"
+    method_class = METHODS.get(method)
+    paper = dict(getattr(method_class, "paper", None) or {})
+    source = metadata.get("source") or {}
+    source_id = source.get("dataset")
+    num_classes = int(metadata.get("num_classes") or len(metadata.get("class_names") or []))
+    images_per_class = int(metadata["images_per_class"])
+    num_images = num_classes * images_per_class
+    distill_architecture = describe_architecture(metadata.get("architecture"))
+    license_ = license or source_license(source_id, revision=source.get("revision"), token=token) or "unknown"
+    pretty_name = f"{_source_short_name(source_id)} distilled with {method} ({images_per_class} images per class)"
+    summary = {
+        "method": method,
+        "paper": paper.get("url"),
+        "source_dataset": source_id,
+        "source_split": source.get("train_split") or metadata.get("train_split"),
+        "images_per_class": images_per_class,
+        "num_classes": num_classes,
+        "iterations": metadata.get("iterations_completed"),
+        "architecture": distill_architecture,
+        "eval_results": _eval_summary(results),
+    }
+    card_data = DatasetCardData(
+        license=license_,
+        task_categories=["image-classification"],
+        tags=[*CARD_TAGS, method],
+        size_categories=[_size_category(num_images)],
+        source_datasets=[source_id] if is_hub_id(source_id) else None,
+        pretty_name=pretty_name,
+        hf_distill={k: v for k, v in summary.items() if v is not None},
+    )
+    eval_model = metadata.get("eval_model_name_or_path")
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(DATASET_CARD_TEMPLATE),
+        repo_id=repo_id or "<user>/<dataset-name>",
+        method=method,
+        method_title=paper.get("title") or method,
+        paper=paper,
+        selects_real_rows=bool(getattr(method_class, "selects_real_rows", False)),
+        source_link=_source_link(source_id),
+        source_config=source.get("config_name"),
+        source_revision=source.get("revision"),
+        source_split=summary["source_split"] or "train",
+        test_split=source.get("test_split") or "test",
+        num_images=num_images,
+        num_classes=num_classes,
+        images_per_class=images_per_class,
+        image_shape=tuple(metadata.get("image_shape") or ()),
+        image_mean=[round(float(m), 4) for m in metadata.get("image_mean") or []],
+        image_std=[round(float(s), 4) for s in metadata.get("image_std") or []],
+        class_names=metadata.get("class_names") or [],
+        init=metadata.get("init", "real"),
+        iterations=metadata.get("iterations_completed", metadata.get("num_iterations")),
+        distill_seconds=metadata.get("distill_seconds", "n/a"),
+        num_processes=metadata.get("num_processes", 1),
+        seed=metadata.get("seed"),
+        dsa_strategy=metadata.get("dsa_strategy_resolved") or "none",
+        soft_labels=bool(metadata.get("learn_soft_labels")),
+        learned_lr=None if metadata.get("learned_lr") is None else float(f"{metadata['learned_lr']:.6g}"),
+        distilled_lr=(results.get("distilled") or {}).get("lr"),
+        distill_architecture=distill_architecture,
+        eval_architecture=f"`{eval_model}`" if eval_model else distill_architecture,
+        eval_rows=_eval_rows(results, method),
+        protocol_text=_protocol_text(results.get("protocol") or {}),
+        versions=versions or framework_versions(metadata.get("hf_distill_version")),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Student model card
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _name_of(value: Any, *keys: str) -> str | None:
+    """A repository id or path from a string or a dict recording one under one of `keys`."""
+    if isinstance(value, dict):
+        return next((str(value[k]) for k in keys if value.get(k)), None)
+    return str(value) if value else None
+
+
+def _model_link(name: str | None) -> str:
+    if not name:
+        return "an unrecorded model"
+    return f"[{name}](https://huggingface.co/{name})" if is_hub_id(name) else f"`{name}`"
+
+
+def _dataset_link(name: str | None) -> str:
+    if name and is_hub_id(name):
+        return f"[{name}](https://huggingface.co/datasets/{name})"
+    return f"the local distilled set `{Path(name).name}`" if name else "a distilled set"
+
+
+def _describe_teacher(teacher: Any) -> str:
+    """The teacher recorded in kd_config.json: a `{"name_or_path", "description", "test_accuracy"}` dict or a name."""
+    if not isinstance(teacher, dict):
+        return _model_link(teacher) if teacher else "none (plain cross-entropy on the distilled labels)"
+    name = _name_of(teacher, "name_or_path", "model_name_or_path", "repo_id")
+    description = teacher.get("description") or teacher.get("model_type")
+    if name and is_hub_id(name):
+        text = _model_link(name) + (f" ({description})" if description else "")
+    else:
+        text = description or _model_link(name)
+    accuracy = teacher.get("test_accuracy", teacher.get("accuracy"))
+    return text + (f", {accuracy:.2f}% test accuracy" if isinstance(accuracy, int | float) else "")
+
+
+def _distilled_size(kd: dict, distilled: str | None) -> str | None:
+    """`'30 images, 10 per class'` from kd_config.json, or from the distilled set's folder when it is local."""
+    count, ipc = kd.get("num_distilled_images"), kd.get("images_per_class")
+    if (count is None or ipc is None) and distilled and (Path(distilled) / CONFIG_NAME).is_file():
+        metadata = json.loads((Path(distilled) / CONFIG_NAME).read_text())
+        ipc = metadata.get("images_per_class")
+        count = ipc * metadata["num_classes"] if ipc and metadata.get("num_classes") else None
+    if count is None:
+        return None
+    return f"{count} images, {ipc} per class" if ipc else f"{count} images"
+
+
+def render_student_card(
+    student_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    *,
+    token: str | bool | None = None,
+    license: str | None = None,
+    versions: dict[str, str] | None = None,
+) -> ModelCard:
+    """Renders the model card of a student trained with knowledge distillation on a distilled set.
+
+    Args:
+        student_dir (`str` or `os.PathLike`): The KD output folder: the model (`config.json`, weights),
+            `preprocessor_config.json`, `kd_config.json` (teacher, distilled dataset and its source, `base_model`,
+            `alpha`, `temperature`, training settings) and `eval_results.json` (`accuracy` in percent, `test_split`,
+            `dataset`, `num_test_images`, `epochs`, ...).
+        repo_id (`str`, *optional*): The model repository the card is for (usage snippet, model name).
+        token (`str` or `bool`, *optional*): Token to read the source dataset's card (for its license).
+        license (`str`, *optional*): The card's license (default: the source dataset card's; `unknown` when it has
+            none).
+        versions (`dict[str, str]`, *optional*): The framework versions the card lists (default: the installed
+            libraries, see [`framework_versions`]).
+
+    Returns:
+        `huggingface_hub.ModelCard`: YAML with `model-index` (accuracy on the real test split), `datasets`,
+        `base_model` (only for a student that started from a Hub checkpoint), tags, license, `pipeline_tag` and
+        `library_name`, and a body built from `templates/model_card.md`.
+    """
+    student_dir = Path(student_dir)
+    hint = "pass a folder written by hf_distill's knowledge distillation (hf-distill kd)"
+    kd = _read_json(student_dir / KD_CONFIG_NAME, required=True, hint=hint)
+    model_config = _read_json(student_dir / "config.json", required=True, hint=hint)
+    results = _read_json(student_dir / EVAL_RESULTS_NAME)
+
+    distilled_entry = kd.get("distilled_dataset")
+    distilled = _name_of(distilled_entry, "id", "repo_id", "path", "name", "dataset")
+    source_entry = (
+        (distilled_entry.get("source") if isinstance(distilled_entry, dict) else None)
+        or kd.get("distilled_source")
+        or kd.get("source_dataset")
+    )
+    source = results.get("dataset") or _name_of(source_entry, "dataset", "id", "repo_id", "path")
+    if source is None and distilled and (Path(distilled) / CONFIG_NAME).is_file():
+        source = (json.loads((Path(distilled) / CONFIG_NAME).read_text()).get("source") or {}).get("dataset")
+    base_model = kd.get("base_model") or None
+    test_split = results.get("test_split") or "test"
+    accuracy = results.get("accuracy")
+    model_name = (repo_id or student_dir.name).split("/")[-1]
+    architecture = describe_architecture(model_config)
+    license_ = license or source_license(source, token=token) or "unknown"
+
+    eval_results = None
+    if isinstance(accuracy, int | float):
+        eval_results = [
+            EvalResult(
+                task_type="image-classification",
+                task_name="Image Classification",
+                # A Hub id, or a name: a local path means nothing on the Hub.
+                dataset_type=source if is_hub_id(source) else _source_short_name(source),
+                dataset_name=_source_short_name(source),
+                dataset_split=test_split,
+                metric_type="accuracy",
+                metric_name="Accuracy",
+                metric_value=round(float(accuracy) / 100.0, 4),
+            )
+        ]
+    card_data = ModelCardData(
+        license=license_,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=list(STUDENT_TAGS),
+        datasets=[name for name in (distilled, source) if is_hub_id(name)] or None,
+        base_model=base_model,
+        metrics=["accuracy"],
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+    training_args = kd.get("training_args") if isinstance(kd.get("training_args"), dict) else {}
+    settings = [
+        (label, kd[key] if kd.get(key) is not None else training_args[key])
+        for key, label in _KD_SETTINGS
+        if kd.get(key) is not None or training_args.get(key) is not None
+    ]
+    if kd.get("lr_decay_at_half"):
+        # KDTrainer multiplies the lr by 0.1 at half the steps on top of the Trainer's schedule (the protocol's).
+        settings.append(("Learning-rate decay", "x0.1 at half the training steps"))
+    if kd.get("distilled_method"):
+        settings.insert(0, ("Distillation method of the training set", f"`{kd['distilled_method']}`"))
+    if results.get("seconds") is not None:
+        settings.append(("Training time", f"{results['seconds']} s"))
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(MODEL_CARD_TEMPLATE),
+        repo_id=repo_id or "<user>/<model-name>",
+        model_title=model_name,
+        architecture=architecture,
+        needs_hf_distill=model_config.get("model_type") == "hf_distill_convnet",
+        num_labels=len(model_config.get("id2label") or {}) or model_config.get("num_labels", "?"),
+        teacher=_describe_teacher(kd.get("teacher")),
+        distilled_link=_dataset_link(distilled),
+        distilled_size=_distilled_size(kd, distilled),
+        source_link=_source_link(source),
+        source_id=source if is_hub_id(source) else None,
+        test_split=test_split,
+        accuracy=f"{accuracy:.2f}" if isinstance(accuracy, int | float) else None,
+        has_teacher=bool(kd.get("teacher")),
+        num_test_images=results.get("num_test_images"),
+        alpha=results.get("alpha", kd.get("alpha")),
+        temperature=results.get("temperature", kd.get("temperature")),
+        epochs=results.get("epochs", kd.get("num_train_epochs")),
+        settings=settings,
+        versions=versions or framework_versions(kd.get("hf_distill_version")),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Experts card
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def render_experts_card(
+    expert_dir: str | os.PathLike, repo_id: str | None = None, *, versions: dict[str, str] | None = None
+):
+    """The model card of a folder written by [`train_experts`].
+
+    Args:
+        expert_dir (`str` or `os.PathLike`): The folder (with `experts.json`).
+        repo_id (`str`, *optional*): The repository the card is for (usage snippet).
+        versions (`dict[str, str]`, *optional*): Framework versions to list (default: the installed ones).
+
+    Returns:
+        `huggingface_hub.ModelCard`: YAML (tags, datasets) and a body from `templates/experts_card.md`.
+    """
+    expert_dir = Path(expert_dir)
+    index_path = expert_dir / EXPERTS_INDEX_NAME
+    if not index_path.is_file():
+        raise ValueError(f"{index_path} not found: pass a folder written by hf_distill.experts.train_experts.")
+    index = ExpertTrajectories.check_index(json.loads(index_path.read_text()), str(expert_dir), None, None)
+    source_id = (index.get("source") or {}).get("dataset")
+    records = index["experts"]
+    tests = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
+    trains = [r["train_accuracy"] for r in records if r.get("train_accuracy") is not None]
+    training = index["training"]
+    settings = [
+        (
+            "Optimizer",
+            f"SGD, lr {training['lr']}, momentum {training['momentum']}, weight decay "
+            f"{training['weight_decay']}, constant learning rate",
+        ),
+        ("Batch size", training["batch_size"]),
+        ("Augmentation while training", f"`{training['dsa_strategy']}`" if training.get("dsa_strategy") else "none"),
+        ("Precision", "bfloat16 autocast" if training.get("mixed_precision") == "bf16" else "float32"),
+        ("Seed", training["seed"]),
+    ]
+    card_data = ModelCardData(
+        tags=list(EXPERT_TAGS),
+        datasets=[source_id] if is_hub_id(source_id) else None,
+        license=None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATES_DIR / "experts_card.md"),
+        repo_id=repo_id or "<user>/<experts-name>",
+        architecture=describe_architecture(index["model_config"]),
+        num_experts=len(records),
+        num_epochs=index["num_epochs"],
+        num_parameters=index.get("num_parameters"),
+        num_train_images=index.get("num_train_images"),
+        source_link=_source_link(source_id),
+        image_shape=tuple(index.get("image_shape") or ()),
+        image_mean=[round(float(m), 4) for m in index.get("image_mean") or []],
+        image_std=[round(float(s), 4) for s in index.get("image_std") or []],
+        num_classes=len(index.get("class_names") or []),
+        settings=settings,
+        test_accuracy=f"{statistics.fmean(tests):.2f}" if tests else None,
+        test_range=f"{min(tests):.2f}-{max(tests):.2f}" if tests else None,
+        train_accuracy=f"{statistics.fmean(trains):.2f}" if trains else None,
+        architecture_kwargs=_architecture_kwargs(index["model_config"]),
+        versions=versions or framework_versions(index.get("hf_distill_version")),
+    )
+
+
+def _architecture_kwargs(model_config: dict) -> str:
+    """The config arguments that make a distillation network of the experts' architecture (for the usage snippet)."""
+    if model_config.get("model_type") == "hf_distill_convnet":
+        keys = ("net_width", "net_depth", "net_norm", "net_act", "net_pooling")
+        return "".join(f", {key}={model_config[key]!r}" for key in keys if key in model_config)
+    name = model_config.get("_name_or_path")
+    return f", model_name_or_path={name!r}" if name else ""

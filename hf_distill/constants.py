@@ -1,0 +1,32 @@
+"""Names every module shares: files and folders a run writes, the offline demo source, the package version.
+
+A leaf module: it imports nothing of this package, so any module may import it.
+"""
+
+__version__ = "0.1.0.dev0"
+
+#: The builtin offline demo dataset (scikit-learn's bundled 8x8 handwritten digits).
+DIGITS_SOURCE = "sklearn:digits"
+
+# What `DistillTrainer.save` writes into an output folder.
+CONFIG_NAME = "distill_config.json"
+DATASET_DIR = "dataset"
+EVAL_RESULTS_NAME = "eval_results.json"
+GRID_NAME = "synthetic_grid.png"
+
+# What a checkpoint folder holds.
+SYNTHETIC_NAME = "synthetic.safetensors"
+METHOD_STATE_NAME = "method_state.safetensors"
+STATE_NAME = "trainer_state.json"
+OPTIMIZER_NAME = "optimizer.safetensors"
+OPTIMIZER_META_NAME = "optimizer.json"
+
+# Expert trajectories (MTT, DM's network pool).
+EXPERTS_INDEX_NAME = "experts.json"
+
+# A student trained with knowledge distillation.
+KD_CONFIG_NAME = "kd_config.json"
+TEACHER_DIR = "teacher"
+
+#: The column of learned soft labels (probabilities) in an exported distilled set.
+SOFT_LABEL_COLUMN = "soft_label"

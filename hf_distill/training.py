@@ -1,0 +1,150 @@
+"""The one training loop of the package (a classifier on given examples) and the one accuracy function.
+
+Evaluation models, expert trajectories, the KD teacher and the inner loop of gradient matching all train through
+[`train_classifier`]; what differs between them (optimiser, learning-rate drop, augmentation, precision, what to
+record) is an argument or a [`TrainingCallback`]. Every random draw comes from the generators passed in.
+"""
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .augment import SiameseAugment
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+class TrainingCallback:
+    """Hooks into [`train_classifier`]: per-example statistics after each batch, snapshots after each epoch.
+
+    Subclass it and override what you need; both hooks do nothing by default.
+    """
+
+    def on_batch_end(self, epoch: int, rows: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> None:
+        """After the optimiser step of a batch.
+
+        Args:
+            epoch (`int`): The epoch (from 0).
+            rows (`torch.LongTensor`): The batch's row indices into the training examples.
+            logits (`torch.Tensor`): The batch's logits (detached; computed before the step).
+            loss (`torch.Tensor`): The batch's mean loss (detached).
+        """
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> dict | None:
+        """After the last batch of an epoch; a returned dict is shown beside the progress bar."""
+        return None
+
+
+def autocast_context(mixed_precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on `device` when `mixed_precision == "bf16"`, else a context that does nothing."""
+    if mixed_precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def model_forward(model: nn.Module, input_name: str = "pixel_values") -> Forward:
+    """`inputs -> logits` for a transformers classifier whose main input is called `input_name`."""
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        return model(**{input_name: inputs}).logits
+
+    return forward
+
+
+def train_classifier(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: SiameseAugment | None = None,
+    augment_generator: torch.Generator | None = None,
+    forward: Forward | None = None,
+    mixed_precision: str = "no",
+    lr_drop_epoch: int | None = None,
+    lr_drop_factor: float = 0.1,
+    callbacks: Sequence[TrainingCallback] = (),
+    show_progress: bool = False,
+    desc: str = "train",
+) -> nn.Module:
+    """Trains `model` on `(inputs, targets)` with mini-batch steps of `optimizer`; returns it (still in train mode).
+
+    Each epoch visits every example once in an order drawn from `generator`; each batch is augmented (when
+    `augment` is on, with draws from `augment_generator`, default `generator`), passed through `forward`, and
+    scored with the cross-entropy against `targets`.
+
+    Args:
+        model (`torch.nn.Module`): The classifier (put in train mode here).
+        inputs (`torch.Tensor`): Training examples, first dimension `N`, on the model's device.
+        targets (`torch.Tensor`): Hard labels `(N,)` (int64) or soft labels `(N, num_classes)` (probabilities).
+        optimizer (`torch.optim.Optimizer`): Over `model`'s parameters.
+        epochs (`int`), batch_size (`int`): The schedule.
+        generator (`torch.Generator`): The example order (and augmentation, unless `augment_generator` is given).
+        augment ([`SiameseAugment`], *optional*): Augmentation of each batch.
+        augment_generator (`torch.Generator`, *optional*): Source of the augmentation draws.
+        forward (*optional*): `inputs -> logits` (default: `model(pixel_values=inputs).logits`); e.g. a compiled
+            function, or one that changes the memory layout.
+        mixed_precision (`str`, *optional*, defaults to `"no"`): `"bf16"` runs each forward in bfloat16 autocast.
+        lr_drop_epoch (`int`, *optional*): At the start of this epoch every learning rate is multiplied by
+            `lr_drop_factor` (the evaluation protocol drops it x0.1 at half the epochs).
+        callbacks (`Sequence[TrainingCallback]`, *optional*): Per-batch statistics and per-epoch snapshots.
+        show_progress (`bool`, *optional*), desc (`str`, *optional*): A progress bar over the epochs.
+    """
+    forward = forward or model_forward(model)
+    augment_generator = augment_generator or generator
+    augmenting = augment is not None and augment.enabled
+    model.train()
+    progress = tqdm(range(epochs), desc=desc, leave=False, disable=not show_progress)
+    for epoch in progress:
+        if epoch == lr_drop_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * lr_drop_factor
+        order = torch.randperm(inputs.shape[0], generator=generator).to(inputs.device)
+        for rows in order.split(batch_size):
+            batch = inputs[rows]
+            if augmenting:
+                batch = augment(batch, augment_generator)
+            with autocast_context(mixed_precision, inputs.device):
+                logits = forward(batch)
+            loss = F.cross_entropy(logits.float(), targets[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for callback in callbacks:
+                callback.on_batch_end(epoch, rows, logits.detach(), loss.detach())
+        postfix = {}
+        for callback in callbacks:
+            postfix.update(callback.on_epoch_end(epoch, model) or {})
+        if postfix:
+            progress.set_postfix(postfix)
+    progress.close()
+    return model
+
+
+def predictions_accuracy(predictions, references) -> float:
+    """The fraction (in [0, 1]) of `predictions` equal to `references` (class indices; arrays or tensors)."""
+    predictions, references = np.asarray(predictions), np.asarray(references)
+    if predictions.shape != references.shape:
+        raise ValueError(f"{predictions.shape[0]} predictions for {references.shape[0]} references.")
+    return float((predictions == references).mean()) if references.size else 0.0
+
+
+@torch.no_grad()
+def accuracy(
+    forward: Forward, inputs: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 1024
+) -> float:
+    """Top-1 accuracy (in [0, 1]) of `forward` (`inputs -> logits`) on every example, in batches of `batch_size`.
+
+    Put the model in eval mode first.
+    """
+    predictions = [forward(batch.to(device)).argmax(dim=-1).cpu() for batch in inputs.split(batch_size)]
+    predicted = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+    return predictions_accuracy(predicted.numpy(), labels.cpu().numpy())
