@@ -50,7 +50,7 @@ SMOKE = dict(image_size=28, num_classes=10, ipc=2, net_width=8, net_depth=3, syn
 def _train_data(settings: dict, dataset: str | None):
     import torch
 
-    from hf_distill.data import ImageData
+    from hf_distill.modalities import ImageData
 
     if dataset:
         from datasets import load_dataset

@@ -4,7 +4,6 @@ from .api import distill_dataset
 from .augment import SiameseAugment
 from .config import DistillConfig, SyntheticOptimizationConfig
 from .constants import __version__ as __version__
-from .data import ImageData
 from .evaluation import EvaluationProtocol
 from .experts import ExpertTrajectories, train_experts
 from .hub import push_experts_to_hub
@@ -19,6 +18,7 @@ from .methods import (
     TrajectoryMatchingConfig,
     register_method,
 )
+from .modalities import ImageData, ImageModality, Modality
 from .modeling import ConvNetConfig, ConvNetForImageClassification
 from .synthetic import SyntheticSet
 from .trainer import DistillTrainer
@@ -35,9 +35,11 @@ __all__ = [
     "GradientMatchingConfig",
     "ExpertTrajectories",
     "ImageData",
+    "ImageModality",
     "KDConfig",
     "KDTrainer",
     "METHODS",
+    "Modality",
     "RandomSelectionConfig",
     "SiameseAugment",
     "SyntheticOptimizationConfig",

@@ -360,7 +360,7 @@ def _dataset_link(name: str | None) -> str:
     return f"the local distilled set `{Path(name).name}`" if name else "a distilled set"
 
 
-def _describe_teacher(teacher: Any) -> str:
+def _teacher_text(teacher: Any) -> str:
     """The teacher recorded in kd_config.json: a `{"name_or_path", "description", "test_accuracy"}` dict or a name."""
     if not isinstance(teacher, dict):
         return _model_link(teacher) if teacher else "none (plain cross-entropy on the distilled labels)"
@@ -483,7 +483,7 @@ def render_student_card(
         architecture=architecture,
         needs_hf_distill=model_config.get("model_type") == "hf_distill_convnet",
         num_labels=len(model_config.get("id2label") or {}) or model_config.get("num_labels", "?"),
-        teacher=_describe_teacher(kd.get("teacher")),
+        teacher=_teacher_text(kd.get("teacher")),
         distilled_link=_dataset_link(distilled),
         distilled_size=_distilled_size(kd, distilled),
         source_link=_source_link(source),

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -32,6 +33,19 @@ def save_tensors(
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any, *, sort_keys: bool = False) -> Path:
+    """Writes `payload` as indented JSON beside `path` under a temporary name, then renames it into place.
+
+    A reader (or a run killed mid-write) sees the old file or the new one, never half of one. Values JSON cannot
+    hold are written as their `str()`.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=sort_keys, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def _fsync_tree(folder: Path) -> None:

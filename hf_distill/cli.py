@@ -14,7 +14,6 @@ The `distill` parser is built from the method's config dataclass (`HfArgumentPar
 """
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .api import distill_dataset
+from .checkpointing import write_json_atomic
 from .config import DistillConfig
 from .constants import CONFIG_NAME, DIGITS_SOURCE, EVAL_RESULTS_NAME, EXPERTS_INDEX_NAME, KD_CONFIG_NAME
 from .data import load_source
@@ -155,7 +155,7 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         full_data=args.full_data or None,
     )
     if trainer.accelerator.is_main_process:
-        (output_dir / (args.results_name or EVAL_RESULTS_NAME)).write_text(json.dumps(results, indent=2) + "\n")
+        write_json_atomic(output_dir / (args.results_name or EVAL_RESULTS_NAME), results)
         _print_summary(results, config, trainer.iteration, trainer.distill_seconds, output_dir)
     return results
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checkpointing import write_json_atomic
 from .constants import CONFIG_NAME, __version__
 from .registry import get_method_class
 
@@ -38,6 +39,13 @@ class DistillConfig:
     )
 
     # Data
+    modality: str = field(
+        default="auto",
+        metadata={
+            "help": "The kind of input: 'image', or 'auto' (found from the dataset's columns; see "
+            "hf_distill.modalities)."
+        },
+    )
     train_split: str = field(default="train", metadata={"help": "Split to distill."})
     test_split: str | None = field(default="test", metadata={"help": "Split used to evaluate the distilled set."})
     image_column: str | None = field(default=None, metadata={"help": "Image column (found automatically if unset)."})
@@ -173,11 +181,7 @@ class DistillConfig:
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         payload = {**self.to_dict(), "hf_distill_version": __version__, **(extra or {})}
-        path = save_directory / CONFIG_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(save_directory / CONFIG_NAME, payload, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DistillConfig":
@@ -228,8 +232,17 @@ class SyntheticOptimizationConfig(DistillConfig):
             "true class. Exported as the `soft_label` column and used by evaluation and KD."
         },
     )
+    learn_regression_targets: bool = field(
+        default=False,
+        metadata={
+            "help": "Learn a real-valued target vector per synthetic example (KIP/RFAD/FRePo style), starting at "
+            "the centred one-hot label; evaluation models then train on them with the squared loss. Exported as "
+            "the `regression_target` column. Not with learn_soft_labels."
+        },
+    )
     lr_labels: float = field(
-        default=1.0, metadata={"help": "Learning rate of the soft-label logits (same optimiser as the pixels)."}
+        default=1.0,
+        metadata={"help": "Learning rate of learned targets (soft-label logits or regression targets)."},
     )
     lr_lr: float = field(
         default=1e-5,
@@ -238,6 +251,11 @@ class SyntheticOptimizationConfig(DistillConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.learn_soft_labels and self.learn_regression_targets:
+            raise ValueError(
+                "learn_soft_labels and learn_regression_targets are exclusive: a set learns probabilities (trained "
+                "with cross-entropy) or real-valued targets (trained with the squared loss), not both."
+            )
         if self.lr_labels <= 0 or self.lr_lr < 0:
             raise ValueError(f"lr_labels must be > 0 and lr_lr >= 0, got {self.lr_labels} and {self.lr_lr}.")
         if self.optimizer not in ("sgd", "adam"):

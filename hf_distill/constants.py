@@ -30,3 +30,5 @@ TEACHER_DIR = "teacher"
 
 #: The column of learned soft labels (probabilities) in an exported distilled set.
 SOFT_LABEL_COLUMN = "soft_label"
+#: The column of learned real-valued regression targets in an exported distilled set.
+REGRESSION_TARGET_COLUMN = "regression_target"

@@ -1,56 +1,27 @@
-# Copyright 2025 The hf_distill Authors.
-#
-# Licensed under the Apache License, Version 2.0 (the "License");
-# you may not use this file except in compliance with the License.
-# You may obtain a copy of the License at
-#
-#     http://www.apache.org/licenses/LICENSE-2.0
-#
-# Unless required by applicable law or agreed to in writing, software
-# distributed under the License is distributed on an "AS IS" BASIS,
-# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
-# See the License for the specific language governing permissions and
-# limitations under the License.
-"""Data layer: loading a source dataset, finding its columns, validating it and turning it into tensors.
+"""Data, whatever the modality: loading a source dataset, its labels and their checks, class-balanced sampling.
 
 The entry points are:
 
 - [`load_source`]: a `datasets.Dataset`/`DatasetDict`, a local folder (`save_to_disk`, parquet, Hub layout or
   imagefolder), a Hub id, or the builtin offline demo set [`DIGITS_SOURCE`] -> `(train, test)` splits.
-- [`find_columns`]: detect the image and label columns (overridable with `column_mapping`).
-- [`validate_image_dataset`]: cheap checks (label column only) with error messages that say how to fix the input.
-- [`prepare_images`]: decode the images in batches into a normalised `(N, C, H, W)` float tensor ([`ImageData`]).
+- [`find_label_column`] / [`validate_labels`]: the label column, and cheap checks of it (no input is decoded)
+  with error messages that say how to fix the input.
 - [`ClassBalancedSampler`]: draw row indices per class with an explicit `torch.Generator`.
+
+Finding and preparing the inputs (images, text) is the modality's job: `hf_distill.modalities`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from datasets import (
-    Array2D,
-    Array3D,
-    ClassLabel,
-    Dataset,
-    DatasetDict,
-    Features,
-    Image,
-    LargeList,
-    List,
-    Value,
-    load_dataset,
-    load_from_disk,
-)
-from datasets.utils.tqdm import tqdm
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset, load_from_disk
 
 from .constants import DIGITS_SOURCE
 from .hub_utils import check_hub_access, hub_error, looks_like_local_path
@@ -58,161 +29,11 @@ from .seeding import derive_generator
 
 logger = logging.getLogger(__name__)
 
-
-IMAGE_COLUMN_CANDIDATES = ("pixel_values", "image", "img")
-"""Names under which an already-tensor (numeric array) image column is recognised."""
-
 LABEL_COLUMN_CANDIDATES = ("label", "labels")
 """Preferred label column names."""
 
-_LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights PIL uses for RGB -> L
-_COLUMN_MAPPING_HINT = "pass column_mapping={'image': <image column>, 'label': <label column>}"
+COLUMN_MAPPING_HINT = "pass column_mapping={'image': <image column>, 'label': <label column>}"
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# ImageData
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class ImageData:
-    """A labelled image split as normalised float tensors.
-
-    Args:
-        images (`torch.Tensor`):
-            Images of shape `(N, C, H, W)`, `float32`, normalised as `(x - mean) / std` per channel where `x` is in
-            `[0, 1]`.
-        labels (`torch.Tensor`):
-            Integer class indices of shape `(N,)`, `int64`.
-        class_names (`list[str]`):
-            Name of every class; `len(class_names)` is the number of classes (some may have no rows).
-        mean (`list[float]`):
-            Per-channel mean used for the normalisation, in `[0, 1]` pixel units.
-        std (`list[float]`):
-            Per-channel standard deviation used for the normalisation, in `[0, 1]` pixel units.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    class_names: list[str]
-    mean: list[float]
-    std: list[float]
-    _indices_by_class: list[torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        if self.images.ndim != 4:
-            raise ValueError(f"`images` must have shape (N, C, H, W), got {tuple(self.images.shape)}.")
-        if self.labels.ndim != 1 or self.labels.shape[0] != self.images.shape[0]:
-            raise ValueError(
-                f"`labels` must have shape ({self.images.shape[0]},) to match `images`, got "
-                f"{tuple(self.labels.shape)}."
-            )
-        self.mean = [float(m) for m in self.mean]
-        self.std = [float(s) for s in self.std]
-        if len(self.mean) != self.num_channels or len(self.std) != self.num_channels:
-            raise ValueError(
-                f"`mean` and `std` need one value per channel ({self.num_channels}), got {len(self.mean)} and "
-                f"{len(self.std)}."
-            )
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (`len(class_names)`)."""
-        return len(self.class_names)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """Shape `(C, H, W)` of one image."""
-        return tuple(self.images.shape[1:])
-
-    @property
-    def num_channels(self) -> int:
-        """Number of channels `C`."""
-        return self.images.shape[1]
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """Spatial size `(H, W)`."""
-        return tuple(self.images.shape[2:])
-
-    def indices_by_class(self) -> list[torch.Tensor]:
-        """Row indices of every class (computed once and cached).
-
-        Returns:
-            `list[torch.Tensor]`: `num_classes` `int64` tensors, the i-th holding the (sorted) rows with label i.
-        """
-        if self._indices_by_class is None:
-            self._indices_by_class = _indices_by_class(self.labels, self.num_classes)
-        return self._indices_by_class
-
-    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=like.dtype, device=like.device).view(-1, 1, 1)
-        return mean, std
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise `[0, 1]` images with this split's `mean`/`std`.
-
-        Args:
-            x (`torch.Tensor`): Images of shape `(C, H, W)` or `(N, C, H, W)` in `[0, 1]`.
-
-        Returns:
-            `torch.Tensor`: `(x - mean) / std`, same shape.
-        """
-        mean, std = self._stats(x)
-        return (x - mean) / std
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Undo the normalisation: map normalised images back to `[0, 1]` pixel units.
-
-        Args:
-            x (`torch.Tensor`): Normalised images of shape `(C, H, W)` or `(N, C, H, W)`.
-
-        Returns:
-            `torch.Tensor`: `x * std + mean`, clamped to `[0, 1]`.
-        """
-        if not torch.is_floating_point(x):
-            x = x.float()
-        mean, std = self._stats(x)
-        return (x * std + mean).clamp(0.0, 1.0)
-
-    def subset(self, indices: torch.Tensor | Sequence[int] | np.ndarray) -> ImageData:
-        """Select rows.
-
-        Args:
-            indices (`torch.Tensor`, `Sequence[int]` or `np.ndarray`): Row indices (or a boolean mask).
-
-        Returns:
-            [`ImageData`]: The selected rows, with the same `class_names`, `mean` and `std`.
-        """
-        if not isinstance(indices, torch.Tensor):
-            indices = torch.as_tensor(np.asarray(indices))
-        if indices.dtype != torch.bool:
-            indices = indices.long()
-        return ImageData(
-            images=self.images[indices],
-            labels=self.labels[indices],
-            class_names=list(self.class_names),
-            mean=list(self.mean),
-            std=list(self.std),
-        )
-
-
-def _indices_by_class(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
-    labels = labels.long().cpu()
-    order = torch.argsort(labels, stable=True)
-    counts = torch.bincount(labels, minlength=num_classes)[:num_classes].tolist()
-    start = int((labels < 0).sum())
-    out = []
-    for count in counts:
-        out.append(order[start : start + count].clone())
-        start += count
-    return out
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Builtin offline demo dataset
@@ -447,133 +268,55 @@ def _load_hub(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Column detection
+# Label column
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _is_numeric_dtype(dtype: str) -> bool:
-    return dtype.startswith(("int", "uint", "float")) or dtype in ("halffloat", "double")
-
-
-def _is_int_dtype(dtype: str) -> bool:
+def is_int_dtype(dtype: str) -> bool:
+    """Whether an Arrow dtype name is an integer type."""
     return dtype.startswith(("int", "uint"))
 
 
-def _numeric_array_depth(feature: Any) -> int:
-    """Nesting depth of a numeric array feature (0 when the feature is not a numeric array)."""
-    if isinstance(feature, (Array2D, Array3D)):
-        return len(feature.shape) if _is_numeric_dtype(feature.dtype) else 0
-    if isinstance(feature, (List, LargeList)):
-        inner = feature.feature
-    elif isinstance(feature, (list, tuple)) and len(feature) == 1:
-        inner = feature[0]
-    else:
-        return 0
-    if isinstance(inner, Value):
-        return 1 if _is_numeric_dtype(inner.dtype) else 0
-    depth = _numeric_array_depth(inner)
-    return depth + 1 if depth else 0
-
-
-def _is_array_image_feature(feature: Any) -> bool:
-    return _numeric_array_depth(feature) in (2, 3)
-
-
 def _is_int_label_feature(feature: Any) -> bool:
-    return isinstance(feature, ClassLabel) or (isinstance(feature, Value) and _is_int_dtype(feature.dtype))
+    return isinstance(feature, ClassLabel) or (isinstance(feature, Value) and is_int_dtype(feature.dtype))
 
 
-def _describe_columns(features: Features) -> str:
+def describe_columns(features: Features) -> str:
+    """`'name': feature, ...` for error messages."""
     return ", ".join(f"{k!r}: {v!r}" for k, v in features.items()) or "(none)"
 
 
-def find_columns(ds: Dataset, column_mapping: dict[str, str] | None = None) -> tuple[str, str]:
-    """Find the image and label columns of an image classification dataset.
-
-    Image column: the first column whose feature is `datasets.Image`; otherwise a column named `pixel_values`,
-    `image` or `img` holding a numeric (nested) sequence or `Array2D`/`Array3D` (images already stored as arrays, e.g.
-    a distilled set). Label column: a `ClassLabel` column (preferring `label`/`labels`); otherwise an integer column
-    named `label` or `labels`.
-
-    Args:
-        ds (`datasets.Dataset`):
-            The dataset.
-        column_mapping (`dict[str, str]`, *optional*):
-            Explicit column names, with keys `"image"` and/or `"label"`; these override the detection.
-
-    Returns:
-        `tuple[str, str]`: `(image_column, label_column)`.
+def find_label_column(features: Features, input_column: str, mapped: str | None = None) -> str:
+    """The label column: `mapped` when given (checked), else a `ClassLabel` column (preferring `label`/`labels`),
+    else an integer column named `label` or `labels`; never the `input_column`.
 
     Raises:
-        ValueError: If a column cannot be found, a mapped column does not exist or has an unsupported feature, or
-            the labels are not a `ClassLabel`/integer column. The message lists the columns found and how to fix it.
+        ValueError: No label column, or one that is neither a `ClassLabel` nor integers (the message says how to fix).
     """
-    features = ds.features
-    column_mapping = dict(column_mapping or {})
-    unknown = set(column_mapping) - {"image", "label"}
-    if unknown:
-        raise ValueError(
-            f"Unknown column_mapping keys {sorted(unknown)}; the supported keys are 'image' and 'label', e.g. "
-            "column_mapping={'image': 'img', 'label': 'fine_label'}."
-        )
-    for role, column in column_mapping.items():
-        if column not in features:
-            raise ValueError(
-                f"column_mapping[{role!r}] = {column!r} is not a column of the dataset; the columns are "
-                f"{list(features)}."
-            )
-
-    # Image column.
-    if "image" in column_mapping:
-        image_column = column_mapping["image"]
-        feature = features[image_column]
-        if not (isinstance(feature, Image) or _is_array_image_feature(feature)):
-            raise ValueError(
-                f"Column {image_column!r} given as the image column has feature {feature!r}, which is neither "
-                "datasets.Image() nor a numeric array (Array2D/Array3D or a nested list of numbers). If it holds "
-                f"image paths or bytes, cast it first: ds = ds.cast_column({image_column!r}, datasets.Image())."
-            )
-    else:
-        image_column = next((k for k, v in features.items() if isinstance(v, Image)), None)
-        if image_column is None:
-            image_column = next(
-                (k for k in IMAGE_COLUMN_CANDIDATES if k in features and _is_array_image_feature(features[k])), None
-            )
-        if image_column is None:
-            raise ValueError(
-                f"Could not find an image column. Columns found: {_describe_columns(features)}. Expected a column "
-                "with the datasets.Image() feature, or a numeric array column named "
-                f"{' / '.join(IMAGE_COLUMN_CANDIDATES)}. To fix it, {_COLUMN_MAPPING_HINT}, or cast a column of "
-                "image paths/bytes with ds.cast_column(<column>, datasets.Image())."
-            )
-
-    # Label column.
-    if "label" in column_mapping:
-        label_column = column_mapping["label"]
-        if label_column == image_column:
-            raise ValueError(f"The image and label columns must differ, both are {label_column!r}.")
-        _check_label_feature(features[label_column], label_column)
-        return image_column, label_column
-
-    others = {k: v for k, v in features.items() if k != image_column}
+    if mapped is not None:
+        if mapped == input_column:
+            raise ValueError(f"The input and label columns must differ, both are {mapped!r}.")
+        check_label_feature(features[mapped], mapped)
+        return mapped
+    others = {k: v for k, v in features.items() if k != input_column}
     class_label_columns = [k for k, v in others.items() if isinstance(v, ClassLabel)]
     preferred = [k for k in LABEL_COLUMN_CANDIDATES if k in class_label_columns]
     if preferred:
-        return image_column, preferred[0]
+        return preferred[0]
     if class_label_columns:
-        return image_column, class_label_columns[0]
+        return class_label_columns[0]
     for candidate in LABEL_COLUMN_CANDIDATES:
         if candidate in others:
-            _check_label_feature(others[candidate], candidate)
-            return image_column, candidate
+            check_label_feature(others[candidate], candidate)
+            return candidate
     raise ValueError(
-        f"Could not find a label column. Columns found: {_describe_columns(features)}. Expected a ClassLabel column, "
-        f"or an integer column named {' / '.join(LABEL_COLUMN_CANDIDATES)}. To fix it, {_COLUMN_MAPPING_HINT} (a "
+        f"Could not find a label column. Columns found: {describe_columns(features)}. Expected a ClassLabel column, "
+        f"or an integer column named {' / '.join(LABEL_COLUMN_CANDIDATES)}. To fix it, {COLUMN_MAPPING_HINT} (a "
         "string label column can be encoded with ds = ds.class_encode_column(<column>))."
     )
 
 
-def _check_label_feature(feature: Any, column: str) -> None:
+def check_label_feature(feature: Any, column: str) -> None:
     if not _is_int_label_feature(feature):
         raise ValueError(
             f"Label column {column!r} has feature {feature!r}; labels must be a ClassLabel or an integer column. "
@@ -587,11 +330,11 @@ def _check_label_feature(feature: Any, column: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _read_labels(ds: Dataset, label_column: str) -> np.ndarray:
+def read_labels(ds: Dataset, label_column: str) -> np.ndarray:
     """Read the label column as `int64` without touching (or decoding) any other column."""
     if label_column not in ds.features:
         raise ValueError(f"Label column {label_column!r} not found; the columns are {list(ds.features)}.")
-    _check_label_feature(ds.features[label_column], label_column)
+    check_label_feature(ds.features[label_column], label_column)
     table = ds.select_columns([label_column]).with_format("arrow")[:]
     column = table.column(label_column)
     if column.null_count:
@@ -602,7 +345,7 @@ def _read_labels(ds: Dataset, label_column: str) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
-def _class_names(ds: Dataset, label_column: str, labels: np.ndarray) -> list[str]:
+def class_names_of(ds: Dataset, label_column: str, labels: np.ndarray) -> list[str]:
     feature = ds.features[label_column]
     if isinstance(feature, ClassLabel):
         return list(feature.names)
@@ -610,7 +353,7 @@ def _class_names(ds: Dataset, label_column: str, labels: np.ndarray) -> list[str
     return [str(i) for i in range(max(num_classes, 0))]
 
 
-def _check_label_range(labels: np.ndarray, num_classes: int, label_column: str, split: str) -> None:
+def check_label_range(labels: np.ndarray, num_classes: int, label_column: str, split: str) -> None:
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
         values = sorted({int(v) for v in np.unique(labels[bad])[:10]})
@@ -627,42 +370,31 @@ def _check_label_range(labels: np.ndarray, num_classes: int, label_column: str, 
         )
 
 
-def validate_image_dataset(
+def validate_labels(
     ds: Dataset,
-    image_column: str,
     label_column: str,
     *,
     images_per_class: int | None = None,
     init: str = "real",
     split: str = "train",
 ) -> None:
-    """Check that a split can be distilled, with error messages that say how to fix the problem.
+    """Check that a split's labels can be distilled, with error messages that say how to fix the problem.
 
-    Only the label column is read (no image is decoded), so this is cheap even for large splits.
+    Only the label column is read (no input is decoded), so this is cheap even for large splits.
 
     Args:
-        ds (`datasets.Dataset`):
-            The split.
-        image_column (`str`):
-            Name of the image column (must exist).
-        label_column (`str`):
-            Name of the label column (`ClassLabel` or integer).
-        images_per_class (`int`, *optional*):
-            Number of synthetic images per class; with `init="real"` every class needs at least this many rows.
-        init (`str`, *optional*, defaults to `"real"`):
-            Initialisation of the synthetic set; only `"real"` (initialise from real rows) needs real rows per class.
-        split (`str`, *optional*, defaults to `"train"`):
-            Name of the split, used in the messages.
+        ds (`datasets.Dataset`): The split.
+        label_column (`str`): Name of the label column (`ClassLabel` or integer).
+        images_per_class (`int`, *optional*): Examples per class of the distilled set; with `init="real"` every class
+            needs at least this many rows.
+        init (`str`, *optional*, defaults to `"real"`): Initialisation of the synthetic set; only `"real"`
+            (initialise from real rows) needs real rows per class.
+        split (`str`, *optional*, defaults to `"train"`): Name of the split, used in the messages.
 
     Raises:
-        ValueError: If a column is missing, the split is empty, a label is outside `[0, num_classes)`, or (with
-            `init="real"`) a class has fewer rows than `images_per_class`.
+        ValueError: If the label column is missing, the split is empty, a label is outside `[0, num_classes)`, or
+            (with `init="real"`) a class has fewer rows than `images_per_class`.
     """
-    if image_column not in ds.features:
-        raise ValueError(
-            f"Image column {image_column!r} not found in the {split!r} split; the columns are {list(ds.features)}. "
-            "Pass column_mapping={'image': <image column>, 'label': <label column>}."
-        )
     if label_column not in ds.features:
         raise ValueError(
             f"Label column {label_column!r} not found in the {split!r} split; the columns are {list(ds.features)}. "
@@ -675,10 +407,10 @@ def validate_image_dataset(
         )
     if images_per_class is not None and (isinstance(images_per_class, bool) or images_per_class < 1):
         raise ValueError(f"`images_per_class` must be a positive integer, got {images_per_class!r}.")
-    labels = _read_labels(ds, label_column)
-    class_names = _class_names(ds, label_column, labels)
+    labels = read_labels(ds, label_column)
+    class_names = class_names_of(ds, label_column, labels)
     num_classes = len(class_names)
-    _check_label_range(labels, num_classes, label_column, split)
+    check_label_range(labels, num_classes, label_column, split)
     if images_per_class is None or init != "real":
         return
     counts = np.bincount(labels, minlength=num_classes)
@@ -695,370 +427,17 @@ def validate_image_dataset(
         )
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Image decoding
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _pil_to_array(image: Any) -> np.ndarray:
-    """Convert one decoded image to an `(H, W, C)` array, `C` in {1, 3}: `uint8`, or `float32` in `[0, 1]`.
-
-    Modes: `L`/`1` -> 1 channel; `RGB` -> 3; `LA`/`RGBA` (and `P`/`PA` with transparency) are composited on black
-    (colour times alpha) and the alpha channel dropped; 16-bit grayscale (`I;16*`) -> 1 channel scaled by 1/65535;
-    `I`/`F` -> converted to `L` by PIL; any other mode (`P`, `CMYK`, `YCbCr`, ...) -> converted to `RGB`.
-    """
-    import PIL.Image
-
-    if not isinstance(image, PIL.Image.Image):
-        array = np.asarray(image)
-        if array.ndim == 2:
-            array = array[:, :, None]
-        return array
-    mode = image.mode
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
-    elif mode == "PA":
-        image, mode = image.convert("RGBA"), "RGBA"
-    if mode in ("L", "RGB"):
-        array = np.asarray(image)
-    elif mode == "1":
-        array = np.asarray(image.convert("L"))
-    elif mode.startswith("I;16"):
-        return (np.asarray(image, dtype=np.float32) / 65535.0)[:, :, None]
-    elif mode in ("LA", "RGBA"):
-        array = np.asarray(image)
-        color, alpha = array[..., :-1].astype(np.uint16), array[..., -1:].astype(np.uint16)
-        array = ((color * alpha + 127) // 255).astype(np.uint8)
-    elif mode in ("I", "F"):
-        array = np.asarray(image.convert("L"))
-    else:
-        array = np.asarray(image.convert("RGB"))
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return array
-
-
-def _array_to_chw(array: np.ndarray, column: str, *, batched: bool) -> np.ndarray:
-    """Bring array images to a `(B, C, H, W)` batch with C in {1, 3} (`array` is one image unless `batched`).
-
-    Layout: `(H, W)` is one channel; for 3-D images a leading 1 or 3 means channel-first, otherwise a trailing 1 or 3
-    (or a trailing 4 when the leading size is not 4) means channel-last; 4 channels are RGBA, composited on black.
-    """
-    if array.dtype == object:  # ragged nesting: numpy gives arrays of arrays
-        array = np.array(array.tolist())
-        if array.dtype == object:
-            raise ValueError(f"Array images in column {column!r} are ragged (rows of different lengths).")
-    a = array if batched else array[None]
-    if a.ndim == 3:  # (B, H, W)
-        a = a[:, None]
-    if a.ndim != 4:
-        raise ValueError(
-            f"Array images in column {column!r} must have 2 (H, W) or 3 (C, H, W) dimensions, got shape "
-            f"{tuple(array.shape[int(batched) :])}."
-        )
-    first, last = a.shape[1], a.shape[-1]
-    if first not in (1, 3) and (last in (1, 3) or (first != 4 and last == 4)):  # channel-last (H, W, C)
-        a = a.transpose(0, 3, 1, 2)
-    if a.shape[1] not in (1, 3, 4):
-        raise ValueError(
-            f"Array images in column {column!r} have shape {tuple(a.shape[1:])}: expected 1, 3 or 4 channels in "
-            "(C, H, W) (or (H, W, C)) layout."
-        )
-    if a.shape[1] == 4:  # composite on black and drop alpha, as for RGBA images
-        scale = 255.0 if np.issubdtype(a.dtype, np.integer) else 1.0
-        a = (a[:, :3].astype(np.float32) * (a[:, 3:].astype(np.float32) / scale)).astype(a.dtype, copy=False)
-    return a
-
-
-class _Collector:
-    """Accumulates decoded images as groups of equal shape, without assuming the final channel count."""
-
-    def __init__(self, column: str, image_size: tuple[int, int] | None):
-        self.column = column
-        self.image_size = image_size
-        self.groups: list[tuple[torch.Tensor, torch.Tensor]] = []  # (positions int64, images (n, C, H, W))
-        self.channel_counts: Counter[int] = Counter()
-        self.sizes: dict[tuple[int, int], int] = {}  # size -> first row with that size
-        self.nonfinite = 0
-
-    def add(self, positions: np.ndarray, chw: np.ndarray) -> None:
-        """Add images `chw` of shape `(n, C, H, W)` (`uint8`/integer in 0..255, or float in [0, 1])."""
-        if np.issubdtype(chw.dtype, np.floating):
-            bad = ~np.isfinite(chw)
-            if bad.any():
-                self.nonfinite += int(bad.sum())
-                return
-            tensor = torch.from_numpy(_writable(chw, np.float32))
-        elif chw.dtype == np.uint8:
-            tensor = torch.from_numpy(_writable(chw, np.uint8))
-        elif np.issubdtype(chw.dtype, np.integer):
-            if chw.size and (chw.min() < 0 or chw.max() > 255):
-                raise ValueError(
-                    f"Integer pixel values in column {self.column!r} must be in [0, 255], found values in "
-                    f"[{chw.min()}, {chw.max()}]. Store images as uint8 (0..255) or floats in [0, 1]."
-                )
-            tensor = torch.from_numpy(_writable(chw, np.uint8))
-        else:
-            raise ValueError(f"Unsupported pixel dtype {chw.dtype} in column {self.column!r}.")
-        size = (int(tensor.shape[2]), int(tensor.shape[3]))
-        if self.image_size is None:
-            if size not in self.sizes:
-                self.sizes[size] = int(positions[0])
-                if len(self.sizes) > 1:
-                    (size_a, row_a), (size_b, row_b) = list(self.sizes.items())[:2]
-                    raise ValueError(
-                        f"Images in column {self.column!r} have different sizes: {size_a} (row {row_a}) and {size_b} "
-                        f"(row {row_b}), as (H, W). Pass image_size=(H, W) to resize every image to one size."
-                    )
-        elif size != self.image_size:
-            tensor = _to_float(tensor)
-            tensor = F.interpolate(tensor, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
-        self.channel_counts[int(tensor.shape[1])] += len(positions)
-        self.groups.append((torch.from_numpy(np.asarray(positions, dtype=np.int64)), tensor))
-
-
-def _writable(array: np.ndarray, dtype: type) -> np.ndarray:
-    """A C-contiguous, writable array of `dtype` (copies only when needed, e.g. read-only Arrow buffers)."""
-    array = np.ascontiguousarray(array, dtype=dtype)
-    return array if array.flags.writeable else array.copy()
-
-
-def _to_float(tensor: torch.Tensor) -> torch.Tensor:
-    if tensor.dtype == torch.uint8:
-        return tensor.float().div_(255.0)
-    return tensor.float()
-
-
-def _convert_channels(tensor: torch.Tensor, num_channels: int) -> torch.Tensor:
-    current = tensor.shape[1]
-    if current == num_channels:
-        return tensor
-    tensor = _to_float(tensor)
-    if current == 1 and num_channels == 3:
-        return tensor.expand(-1, 3, -1, -1)
-    if current == 3 and num_channels == 1:
-        weights = torch.tensor(_LUMINANCE, dtype=tensor.dtype).view(1, 3, 1, 1)
-        return (tensor * weights).sum(dim=1, keepdim=True)
-    raise ValueError(f"Cannot convert {current}-channel images to {num_channels} channels.")
-
-
-def _group_rows(positions: list[int], arrays: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Group `(H, W, C)` arrays by shape and dtype; returns `(positions, (n, C, H, W) array)` per group."""
-    groups: dict[tuple, list[int]] = {}
-    for i, a in enumerate(arrays):
-        groups.setdefault((a.shape, a.dtype.str), []).append(i)
+def indices_by_class(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
+    """Row indices of every class: `num_classes` sorted `int64` tensors (rows with a negative label are left out)."""
+    labels = labels.long().cpu()
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=num_classes)[:num_classes].tolist()
+    start = int((labels < 0).sum())
     out = []
-    for members in groups.values():
-        stacked = np.stack([arrays[i] for i in members]).transpose(0, 3, 1, 2)
-        out.append((np.asarray([positions[i] for i in members], dtype=np.int64), stacked))
+    for count in counts:
+        out.append(order[start : start + count].clone())
+        start += count
     return out
-
-
-def _normalize_image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if image_size is None:
-        return None
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        size = (image_size, image_size)
-    else:
-        size = tuple(int(s) for s in image_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"`image_size` must be an int or a pair (H, W) of positive ints, got {image_size!r}.")
-    return size
-
-
-def prepare_images(
-    ds: Dataset,
-    image_column: str,
-    label_column: str,
-    *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    image_size: int | Sequence[int] | None = None,
-    num_channels: int | None = None,
-    batch_size: int = 1000,
-    desc: str | None = None,
-) -> ImageData:
-    """Decode a split into normalised float tensors.
-
-    Images are decoded in batches straight from the Arrow data (encoded bytes are decoded with the column's
-    `datasets.Image` feature, so paths, EXIF orientation and the feature's `mode` are honoured) and converted to
-    `[0, 1]` floats: `uint8` pixels are divided by 255, float array columns are used as they are.
-
-    Channels: `L` images give 1 channel and `RGB` 3; `RGBA`/`LA` (and palette images with transparency) are
-    composited on black (colour times alpha) and the alpha channel dropped; other modes (`P`, `CMYK`, ...) are
-    converted to `RGB`. If a split mixes 1- and 3-channel images, all are converted to `num_channels` when given,
-    otherwise to the majority (3 on a tie). With `num_channels=3`, 1-channel images are repeated; with
-    `num_channels=1`, RGB images are converted with the luminance weights (0.299, 0.587, 0.114).
-
-    Array columns (already-tensor images) may be `(H, W)`, `(C, H, W)` or `(H, W, C)` with C in {1, 3, 4}; integer
-    arrays must hold 0..255 values.
-
-    Args:
-        ds (`datasets.Dataset`):
-            The split.
-        image_column (`str`):
-            Name of the image column (`datasets.Image` or a numeric array column).
-        label_column (`str`):
-            Name of the label column (`ClassLabel` or integer).
-        mean (`Sequence[float]`, *optional*):
-            Per-channel mean in `[0, 1]` units. When `None` (with `std`), it is computed from this split; pass the
-            train split's statistics when preparing a test split.
-        std (`Sequence[float]`, *optional*):
-            Per-channel standard deviation, see `mean`.
-        image_size (`int` or `tuple[int, int]`, *optional*):
-            Resize every image to `(H, W)` (bilinear with antialiasing). Required when the images differ in size.
-        num_channels (`int`, *optional*):
-            Number of output channels, 1 or 3. Defaults to the images' own (majority) channel count.
-        batch_size (`int`, *optional*, defaults to 1000):
-            Number of rows decoded at a time.
-        desc (`str`, *optional*):
-            Description of the progress bar.
-
-    Returns:
-        [`ImageData`]: Normalised images `(N, C, H, W)` `float32`, `int64` labels, class names (from the `ClassLabel`
-        feature, or `str(i)` for integer labels), `mean` and `std`.
-
-    Raises:
-        ValueError: If a column is missing or unsupported, the split is empty, the images differ in size and
-            `image_size` is not given, float pixels contain NaN/inf (the message names the column and the count),
-            labels are outside `[0, num_classes)`, or `mean`/`std` are invalid.
-    """
-    if image_column not in ds.features:
-        raise ValueError(f"Image column {image_column!r} not found; the columns are {list(ds.features)}.")
-    if num_channels not in (None, 1, 3):
-        raise ValueError(f"`num_channels` must be 1 or 3 (or None to keep the images' own), got {num_channels!r}.")
-    if (mean is None) != (std is None):
-        raise ValueError("Pass both `mean` and `std`, or neither (then both are computed from this split).")
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
-    size = _normalize_image_size(image_size)
-    if len(ds) == 0:
-        raise ValueError(f"Cannot prepare images from an empty dataset (column {image_column!r} has 0 rows).")
-
-    labels = _read_labels(ds, label_column)
-    class_names = _class_names(ds, label_column, labels)
-    _check_label_range(labels, len(class_names), label_column, "given")
-
-    feature = ds.features[image_column]
-    collector = _Collector(image_column, size)
-    images_only = ds.select_columns([image_column])
-    total = len(ds)
-    with tqdm(total=total, desc=desc or f"Preparing {image_column!r}", unit="img", leave=False) as progress:
-        if isinstance(feature, Image):
-            decoder = feature if feature.decode else Image(mode=feature.mode)
-            start = 0
-            for batch in images_only.with_format("arrow").iter(batch_size=batch_size):
-                encoded = batch.column(image_column).to_pylist()
-                arrays, positions = [], []
-                for offset, value in enumerate(encoded):
-                    if value is None:
-                        raise ValueError(
-                            f"Row {start + offset} of column {image_column!r} has no image (null). Drop such rows "
-                            "first with ds.filter(...)."
-                        )
-                    arrays.append(_pil_to_array(decoder.decode_example(value)))
-                    positions.append(start + offset)
-                for group_positions, chw in _group_rows(positions, arrays):
-                    collector.add(group_positions, chw)
-                start += len(encoded)
-                progress.update(len(encoded))
-        elif _is_array_image_feature(feature):
-            start = 0
-            for batch in images_only.with_format("numpy").iter(batch_size=batch_size):
-                values = batch[image_column]
-                n = len(values)
-                if isinstance(values, np.ndarray) and values.dtype != object:
-                    collector.add(np.arange(start, start + n), _array_to_chw(values, image_column, batched=True))
-                else:
-                    arrays = [
-                        _array_to_chw(np.asarray(v), image_column, batched=False)[0].transpose(1, 2, 0) for v in values
-                    ]
-                    for group_positions, chw in _group_rows(list(range(start, start + n)), arrays):
-                        collector.add(group_positions, chw)
-                start += n
-                progress.update(n)
-        else:
-            raise ValueError(
-                f"Column {image_column!r} has feature {feature!r}, which is neither datasets.Image() nor a numeric "
-                f"array. Cast it with ds.cast_column({image_column!r}, datasets.Image()) if it holds image "
-                "paths/bytes."
-            )
-
-    if collector.nonfinite:
-        raise ValueError(
-            f"Column {image_column!r} contains {collector.nonfinite} NaN/inf pixel values. Clean or drop those rows "
-            "(e.g. replace them with np.nan_to_num) before distilling."
-        )
-
-    counts = collector.channel_counts
-    target_channels = num_channels
-    if target_channels is None:
-        target_channels = 3 if counts.get(3, 0) >= counts.get(1, 0) else 1
-        if len(counts) > 1:
-            logger.warning(
-                "Column %r mixes images with %s channels; converting all to %d channel(s). Pass num_channels to "
-                "choose.",
-                image_column,
-                dict(counts),
-                target_channels,
-            )
-
-    first = collector.groups[0][1]
-    height, width = int(first.shape[2]), int(first.shape[3])
-    images = torch.empty((total, target_channels, height, width), dtype=torch.float32)
-    covered = 0
-    for positions, tensor in collector.groups:
-        tensor = _to_float(_convert_channels(tensor, target_channels))
-        if positions.numel() and int(positions[-1]) - int(positions[0]) + 1 == positions.numel():
-            images[int(positions[0]) : int(positions[-1]) + 1] = tensor
-        else:
-            images[positions] = tensor
-        covered += positions.numel()
-    collector.groups.clear()
-    if covered != total:  # pragma: no cover - defensive
-        raise RuntimeError(f"Decoded {covered} images for {total} rows in column {image_column!r}.")
-
-    if mean is None:
-        mean_values, std_values = _channel_stats(images)
-        degenerate = [c for c, s in enumerate(std_values) if s < 1e-8]
-        if degenerate:
-            logger.warning("Channels %s of %r are constant; using std=1.0 for them.", degenerate, image_column)
-            std_values = [1.0 if s < 1e-8 else s for s in std_values]
-    else:
-        mean_values = [float(m) for m in mean]
-        std_values = [float(s) for s in std]
-        if len(mean_values) != target_channels or len(std_values) != target_channels:
-            raise ValueError(
-                f"`mean`/`std` need one value per channel ({target_channels}), got {len(mean_values)} and "
-                f"{len(std_values)}. Use the statistics of a split prepared with the same num_channels."
-            )
-        if any(not np.isfinite(s) or s <= 0 for s in std_values):
-            raise ValueError(f"`std` values must be positive, got {std_values}.")
-
-    images.sub_(torch.tensor(mean_values, dtype=torch.float32).view(1, -1, 1, 1))
-    images.div_(torch.tensor(std_values, dtype=torch.float32).view(1, -1, 1, 1))
-    return ImageData(
-        images=images,
-        labels=torch.tensor(labels, dtype=torch.int64),
-        class_names=class_names,
-        mean=mean_values,
-        std=std_values,
-    )
-
-
-def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and (population) std of `(N, C, H, W)` images, accumulated in float64 chunk by chunk."""
-    channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_sq = torch.zeros(channels, dtype=torch.float64)
-    for start in range(0, images.shape[0], chunk):
-        block = images[start : start + chunk].to(torch.float64)
-        total += block.sum(dim=(0, 2, 3))
-        total_sq += block.square().sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    var = (total_sq / count - mean.square()).clamp_min(0.0)
-    return mean.tolist(), var.sqrt().tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1086,7 +465,7 @@ class ClassBalancedSampler:
                 f"Labels must be in [0, {num_classes}), found values in [{int(labels.min())}, {int(labels.max())}]."
             )
         self.num_classes = num_classes
-        self.indices = _indices_by_class(labels, num_classes)
+        self.indices = indices_by_class(labels, num_classes)
         empty = [c for c, idx in enumerate(self.indices) if idx.numel() == 0]
         if empty:
             raise ValueError(

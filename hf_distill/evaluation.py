@@ -16,10 +16,11 @@ from accelerate.utils import gather_object
 from transformers import PretrainedConfig
 
 from .augment import SiameseAugment
-from .data import ClassBalancedSampler, ImageData
+from .data import ClassBalancedSampler
+from .modalities import ImageData, ImageModality, Modality
 from .modeling import fresh_model
 from .seeding import derive_generator
-from .training import accuracy, model_forward, train_classifier
+from .training import accuracy, loss_for_targets, model_forward, train_classifier
 
 
 @dataclass
@@ -59,6 +60,7 @@ def train_with_protocol(
     show_progress: bool = False,
     desc: str = "train",
     input_name: str = "pixel_values",
+    target_type: str = "hard",
 ) -> torch.nn.Module:
     """Trains `model` on `inputs` with the protocol's SGD schedule and augmentation (see [`train_classifier`]).
 
@@ -69,6 +71,7 @@ def train_with_protocol(
         protocol ([`EvaluationProtocol`]): Optimiser settings.
         generator (`torch.Generator`): Source of shuffling and augmentation randomness.
         input_name (`str`, *optional*): The model's input keyword (the modality's).
+        target_type (`str`, *optional*): `"hard"`, `"soft"` or `"regression"` (trained with the squared loss).
 
     Returns:
         `torch.nn.Module`: The trained model (in eval mode).
@@ -87,6 +90,7 @@ def train_with_protocol(
         augment=SiameseAugment(protocol.dsa_strategy),
         forward=model_forward(model, input_name),
         lr_drop_epoch=protocol.epochs // 2,
+        loss_function=loss_for_targets(target_type),
         show_progress=show_progress,
         desc=desc,
     )
@@ -111,11 +115,14 @@ def evaluate_images(
     key: str = "distilled",
     accelerator: Accelerator | None = None,
     show_progress: bool = True,
+    modality: Modality | None = None,
+    target_type: str = "hard",
 ) -> dict:
     """Trains `protocol.num_models` fresh models on `(images, targets)` and tests them on `test_data`.
 
     With several processes, models are shared out between them and the accuracies gathered, so every process
-    returns the same result.
+    returns the same result. `modality` says how models take the inputs (default: images); `target_type` which loss
+    trains them (`"regression"` targets: the squared loss).
 
     Returns:
         `dict`: `mean` and `std` (percent), `accuracies` (percent, per model), `num_models`, `epochs`,
@@ -123,6 +130,7 @@ def evaluate_images(
     """
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else images.device
+    input_name = (modality or ImageModality()).input_name
     images, targets = images.to(device), targets.to(device)
     results = []
     for index in range(rank, protocol.num_models, world):
@@ -136,8 +144,10 @@ def evaluate_images(
             generator,
             show_progress=show_progress and rank == 0,
             desc=f"eval {key} {index + 1}/{protocol.num_models}",
+            input_name=input_name,
+            target_type=target_type,
         )
-        results.append((index, 100.0 * model_accuracy(model, test_data, protocol.test_batch_size)))
+        results.append((index, 100.0 * model_accuracy(model, test_data, protocol.test_batch_size, input_name)))
     if world > 1:
         results = gather_object(results)
     accuracies = [accuracy for _, accuracy in sorted(results)]
@@ -165,12 +175,12 @@ def evaluate_random_baseline(
     model_config: PretrainedConfig,
     protocol: EvaluationProtocol,
     accelerator: Accelerator | None = None,
+    modality: Modality | None = None,
 ) -> dict:
     """The protocol applied to a random real subset with `images_per_class` images per class."""
     rows = random_real_subset(train_data, images_per_class, protocol.seed)
-    return evaluate_images(
-        train_data.images[rows], train_data.labels[rows], test_data, model_config, protocol, "random", accelerator
-    )
+    images, labels = train_data.images[rows], train_data.labels[rows]
+    return evaluate_images(images, labels, test_data, model_config, protocol, "random", accelerator, modality=modality)
 
 
 def evaluate_full_data(
@@ -179,11 +189,11 @@ def evaluate_full_data(
     model_config: PretrainedConfig,
     protocol: EvaluationProtocol,
     accelerator: Accelerator | None = None,
+    modality: Modality | None = None,
 ) -> dict:
     """The protocol applied to the whole training split (an upper bound for the distilled set)."""
-    return evaluate_images(
-        train_data.images, train_data.labels, test_data, model_config, protocol, "full", accelerator
-    )
+    images, labels = train_data.images, train_data.labels
+    return evaluate_images(images, labels, test_data, model_config, protocol, "full", accelerator, modality=modality)
 
 
 def format_result(result: dict) -> str:

@@ -34,12 +34,12 @@ from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
 from .augment import SiameseAugment, resolve_strategy
-from .checkpointing import save_tensors
+from .checkpointing import save_tensors, write_json_atomic
 from .constants import EXPERTS_INDEX_NAME, __version__
-from .data import ImageData
 from .evaluation import model_accuracy
 from .functional import ParameterSpec
 from .hub_utils import hub_error, is_hub_id, looks_like_local_path
+from .modalities import ImageData
 from .modeling import build_model, describe_architecture, fresh_model
 from .preparation import prepare
 from .seeding import derive_generator
@@ -69,12 +69,6 @@ def expert_file_name(index: int) -> str:
 def epoch_key(epoch: int) -> str:
     """The tensor name of `epoch` in an expert file (`epoch_{epoch:03d}`)."""
     return f"epoch_{epoch:03d}"
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _flat_parameters(model: torch.nn.Module) -> torch.Tensor:
@@ -222,7 +216,7 @@ def train_experts(
             )
         records[name] = record
         index["experts"] = [records[key] for key in sorted(records)]
-        _write_json_atomic(output_dir / EXPERTS_INDEX_NAME, index)
+        write_json_atomic(output_dir / EXPERTS_INDEX_NAME, index)
         if record.get("test_accuracy") is not None:
             progress.set_postfix(test_accuracy=f"{record['test_accuracy']:.2f}")
     progress.close()

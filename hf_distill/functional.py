@@ -196,8 +196,10 @@ class _Unroll:
         plan: UnrollPlan,
         augment: SiameseAugment | None,
         autocast_dtype: torch.dtype | None,
+        input_name: str = "pixel_values",
     ):
         self.model = model
+        self.input_name = input_name
         self.spec = spec
         self.plan = plan
         self.augment = augment
@@ -222,7 +224,7 @@ class _Unroll:
             inputs = self.augment.apply(inputs, params)
         with self._autocast(inputs.device):
             output = functional_call(
-                self.model, (self.spec.unflatten(theta), self.buffers), (), {"pixel_values": inputs}
+                self.model, (self.spec.unflatten(theta), self.buffers), (), {self.input_name: inputs}
             )
         logits = _logits(output)
         # The loss in (at least) float32 whatever the forward's precision; cross_entropy takes class indices or
@@ -322,6 +324,7 @@ def unrolled_sgd_flat(
     augment: SiameseAugment | None = None,
     memory: str = "full",
     autocast_dtype: torch.dtype | None = None,
+    input_name: str = "pixel_values",
 ) -> torch.Tensor:
     """[`unrolled_sgd`] on a flat parameter vector laid out by `spec` (MTT's expert format).
 
@@ -345,7 +348,7 @@ def unrolled_sgd_flat(
         tuple(images.shape[-2:]),
         device=images.device,
     )
-    unroll = _Unroll(model, spec, plan, augment, autocast_dtype)
+    unroll = _Unroll(model, spec, plan, augment, autocast_dtype, input_name)
     differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (start, images, targets, step_size))
     if num_steps == 0:
         return start
@@ -374,6 +377,7 @@ def unrolled_sgd(
     augment: SiameseAugment | None = None,
     memory: str = "full",
     autocast_dtype: torch.dtype | None = None,
+    input_name: str = "pixel_values",
 ) -> dict[str, torch.Tensor]:
     """Runs `num_steps` plain-SGD steps of `model` on `(images, targets)`, differentiably.
 
@@ -415,5 +419,6 @@ def unrolled_sgd(
         augment=augment,
         memory=memory,
         autocast_dtype=autocast_dtype,
+        input_name=input_name,
     )
     return spec.unflatten(final)

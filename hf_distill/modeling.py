@@ -556,7 +556,7 @@ def _select_layers(hidden_states: Sequence[torch.Tensor], layers: Sequence[int])
 
 
 def extract_features(
-    model: nn.Module, pixel_values: torch.Tensor, layers: list[int] | None = None
+    model: nn.Module, pixel_values: torch.Tensor, layers: list[int] | None = None, input_name: str = "pixel_values"
 ) -> torch.Tensor | list[torch.Tensor]:
     """
     Features of `pixel_values` for any `transformers` vision classifier, differentiable w.r.t. the input.
@@ -579,6 +579,8 @@ def extract_features(
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`): Input images.
         layers (`list[int]`, *optional*):
             Hidden state indices (Python semantics, negatives allowed).
+        input_name (`str`, *optional*, defaults to `"pixel_values"`): The keyword a `transformers` base model takes
+            the inputs under (the modality's, e.g. `inputs_embeds` for text).
 
     Returns:
         `torch.Tensor` of shape `(batch_size, hidden_dim)` when `layers` is `None`, else a `list` of such tensors.
@@ -594,7 +596,7 @@ def extract_features(
 
     base = getattr(model, "base_model", model)
     if layers is None:
-        outputs = base(pixel_values=pixel_values)
+        outputs = base(**{input_name: pixel_values})
         pooled = _output_field(outputs, "pooler_output", 1)
         if pooled is not None:
             return pooled.flatten(1)
@@ -605,7 +607,7 @@ def extract_features(
             return hidden[:, 0]
         return _pool_hidden(hidden)
 
-    outputs = base(pixel_values=pixel_values, output_hidden_states=True)
+    outputs = base(**{input_name: pixel_values}, output_hidden_states=True)
     hidden_states = getattr(outputs, "hidden_states", None)
     if hidden_states is None:
         raise ValueError(f"{type(base).__name__} does not return `hidden_states`.")

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datasets import Dataset
 from transformers import AutoConfig, AutoImageProcessor, PretrainedConfig, PreTrainedModel
 
-from .augment import SiameseAugment, resolve_strategy
+from .augment import SiameseAugment
 from .config import DistillConfig
-from .data import ImageData, find_columns, prepare_images, validate_image_dataset
 from .hub_utils import check_hub_access, looks_like_local_path
+from .modalities import ImageData, ImageModality, Modality, resolve_modality
 from .modeling import default_convnet_config
 from .registry import get_method_class
 
@@ -88,6 +88,7 @@ def prepare_splits(
     config: DistillConfig,
     architecture: PretrainedConfig | None = None,
     processor_settings: dict | None = None,
+    modality: Modality | None = None,
 ) -> tuple[ImageData, ImageData | None]:
     """Validates both splits (cheaply, before any long work) and converts them to normalised tensors.
 
@@ -95,27 +96,28 @@ def prepare_splits(
     """
     if isinstance(train_dataset, ImageData):
         return train_dataset, eval_dataset
+    modality = modality or resolve_modality(config.modality, train_dataset)
     processor_settings = processor_settings or {}
     mapping = {k: v for k, v in (("image", config.image_column), ("label", config.label_column)) if v}
-    image_column, label_column = find_columns(train_dataset, mapping or None)
+    input_column, label_column = modality.find_columns(train_dataset, mapping or None)
     init = "real" if config.init == "real" or get_method_class(config.method).selects_real_rows else config.init
-    validate_image_dataset(
+    modality.validate(
         train_dataset,
-        image_column,
+        input_column,
         label_column,
         images_per_class=config.images_per_class,
         init=init,
         split=config.train_split,
     )
     if eval_dataset is not None:
-        validate_image_dataset(eval_dataset, image_column, label_column, split=config.test_split or "test")
+        modality.validate(eval_dataset, input_column, label_column, split=config.test_split or "test")
     image_size = (
         (config.image_size, config.image_size)
         if config.image_size
         else processor_settings.get("image_size") or config_image_size(architecture)
     )
     num_channels = getattr(architecture, "num_channels", None) if architecture is not None else None
-    columns = {"image": image_column, "label": label_column}
+    columns = {"image": input_column, "label": label_column}
     train_data = prepare_like(
         train_dataset,
         processor_settings.get("mean"),
@@ -124,6 +126,7 @@ def prepare_splits(
         num_channels,
         config.train_split,
         columns,
+        modality,
     )
     test_data = None
     if eval_dataset is not None:
@@ -135,6 +138,7 @@ def prepare_splits(
             train_data.num_channels,
             config.test_split,
             columns,
+            modality,
         )
         if test_data.num_classes != train_data.num_classes:
             raise ValueError(
@@ -168,6 +172,7 @@ def prepare_like(
     num_channels: int | None,
     name: str,
     column_mapping: dict[str, str] | None = None,
+    modality: Modality | None = None,
 ) -> ImageData:
     """A split as tensors normalised with the given statistics, size and channels (a test split like its training
     split, a real split like a distilled set); statistics left `None` are computed from the split itself."""
@@ -175,10 +180,11 @@ def prepare_like(
         return split
     if not isinstance(split, Dataset):
         raise TypeError(f"The {name} split must be a datasets.Dataset or an ImageData, got {type(split).__name__}.")
-    image_column, label_column = find_columns(split, column_mapping)
-    return prepare_images(
+    modality = modality or ImageModality()
+    input_column, label_column = modality.find_columns(split, column_mapping)
+    return modality.prepare(
         split,
-        image_column,
+        input_column,
         label_column,
         mean=mean,
         std=std,
@@ -221,6 +227,7 @@ class Prepared:
         test_data ([`ImageData`], *optional*): The test split, normalised with the training split's statistics.
         model_config (`PretrainedConfig`): The network every method builds (fitted to the data's classes/channels).
         architecture (`PretrainedConfig`, *optional*): The architecture asked for (`None`: the papers' ConvNet).
+        modality ([`Modality`]): The kind of input (how models take it, how it is augmented, previewed, exported).
         dsa_strategy (`str`, *optional*): The resolved distillation augmentation (`None`: off).
         augment ([`SiameseAugment`]): That augmentation.
     """
@@ -229,6 +236,7 @@ class Prepared:
     test_data: ImageData | None
     model_config: PretrainedConfig
     architecture: PretrainedConfig | None
+    modality: Modality
     dsa_strategy: str | None
     augment: SiameseAugment
 
@@ -248,14 +256,16 @@ def prepare(
         model (*optional*): The architecture (a Hub id or path, a `PretrainedConfig` or a `PreTrainedModel`);
             default: `config.model_name_or_path`, then the papers' ConvNet.
     """
+    modality = resolve_modality(config.modality, train_dataset)
     architecture, settings = resolve_architecture(model or config.model_name_or_path)
-    train_data, test_data = prepare_splits(train_dataset, eval_dataset, config, architecture, settings)
-    dsa_strategy = resolve_strategy(config.dsa_strategy, train_data.class_names)
+    train_data, test_data = prepare_splits(train_dataset, eval_dataset, config, architecture, settings, modality)
+    augment = modality.augmentation(config.dsa_strategy, train_data.class_names)
     return Prepared(
         train_data=train_data,
         test_data=test_data,
         model_config=build_model_config(architecture, train_data, config),
         architecture=architecture,
-        dsa_strategy=dsa_strategy,
-        augment=SiameseAugment(dsa_strategy),
+        modality=modality,
+        dsa_strategy=augment.strategy,
+        augment=augment,
     )

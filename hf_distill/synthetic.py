@@ -1,34 +1,45 @@
-"""`SyntheticSet`: the learnable distilled images, their labels, and conversion to a `datasets.Dataset`."""
+"""`SyntheticSet`: the learnable distilled examples, their targets, and conversion to a `datasets.Dataset`."""
 
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Array3D, ClassLabel, Dataset, Features, Image, List, Value
+from datasets import ClassLabel, Dataset, Features, List, Value
 from PIL import Image as PILImage
 from safetensors.torch import load_file
 from torch import nn
 
 from .checkpointing import save_tensors
-from .constants import SOFT_LABEL_COLUMN
+from .constants import REGRESSION_TARGET_COLUMN, SOFT_LABEL_COLUMN
+from .modalities import ImageModality, Modality
+
+#: What a set trains models towards: its class labels, learned soft labels (probabilities), or learned real-valued
+#: regression targets (kernel ridge regression's, trained with a squared loss).
+TARGET_TYPES = ("hard", "soft", "regression")
 
 
 class SyntheticSet(nn.Module):
-    """A distilled set: `images_per_class` images for each class, stored class-major.
+    """A distilled set: `images_per_class` examples for each class, stored class-major.
 
-    Row `c * images_per_class + j` is image `j` of class `c`. `images` holds the exact normalised values that
-    are optimised (and exported as `pixel_values`); `mean`/`std` turn them back into viewable pixels.
+    Row `c * images_per_class + j` is example `j` of class `c`. `images` holds the exact (normalised) values that
+    are optimised and exported under the modality's input column (`pixel_values` for images); `mean`/`std` turn
+    them back into a viewable preview.
 
     Args:
-        images (`torch.Tensor` of shape `(num_classes * images_per_class, C, H, W)`): Normalised images.
+        images (`torch.Tensor` of shape `(num_classes * images_per_class, ...)`): Normalised inputs, e.g. images
+            `(N, C, H, W)`.
         num_classes (`int`): Number of classes.
         class_names (`list[str]`): Class names, in label order.
         mean (`list[float]`), std (`list[float]`): Per-channel normalisation, in [0, 1] pixel units.
-        requires_grad (`bool`, *optional*, defaults to `True`): Whether the images are learnable.
+        requires_grad (`bool`, *optional*, defaults to `True`): Whether the inputs (and learned targets) are learnable.
         label_logits (`torch.Tensor` of shape `(num_classes * images_per_class, num_classes)`, *optional*):
-            Learnable soft labels (logits; the targets are their softmax). `None`: hard labels only.
+            Learnable soft labels (logits; the targets are their softmax).
         step_size (`float`, *optional*): A learnable learning rate (MTT, meta-learning), used by evaluation.
+        regression_targets (`torch.Tensor` of shape `(num_classes * images_per_class, num_classes)`, *optional*):
+            Learnable real-valued targets (KIP/RFAD/FRePo); models train on them with a squared loss. At most one of
+            `label_logits` and `regression_targets` is given; with neither, the targets are the hard labels.
+        modality ([`Modality`], *optional*): How the inputs are previewed and exported (default: images).
     """
 
     def __init__(
@@ -41,28 +52,36 @@ class SyntheticSet(nn.Module):
         requires_grad: bool = True,
         label_logits: torch.Tensor | None = None,
         step_size: float | None = None,
+        regression_targets: torch.Tensor | None = None,
+        modality: Modality | None = None,
     ):
         super().__init__()
         if images.shape[0] % num_classes:
             raise ValueError(f"{images.shape[0]} images cannot be split evenly into {num_classes} classes.")
+        if label_logits is not None and regression_targets is not None:
+            raise ValueError("A set has soft labels or regression targets, not both: pass one of them.")
         self.num_classes = num_classes
         self.images_per_class = images.shape[0] // num_classes
         self.class_names = list(class_names)
         self.mean = list(mean)
         self.std = list(std)
+        self.modality = modality or ImageModality()
         self.images = nn.Parameter(images.detach().clone().float(), requires_grad=requires_grad)
         labels = torch.arange(num_classes).repeat_interleave(self.images_per_class)
         self.register_buffer("labels", labels, persistent=False)
-        self.label_logits = None
-        if label_logits is not None:
-            if tuple(label_logits.shape) != (images.shape[0], num_classes):
-                raise ValueError(
-                    f"label_logits must have shape {(images.shape[0], num_classes)}, got {tuple(label_logits.shape)}."
-                )
-            self.label_logits = nn.Parameter(label_logits.detach().clone().float(), requires_grad=requires_grad)
+        self.label_logits = self._target_parameter(label_logits, "label_logits", requires_grad)
+        self.regression_targets = self._target_parameter(regression_targets, "regression_targets", requires_grad)
         self.step_size = None
         if step_size is not None:
             self.step_size = nn.Parameter(torch.tensor(float(step_size)), requires_grad=requires_grad)
+
+    def _target_parameter(self, values: torch.Tensor | None, name: str, requires_grad: bool) -> nn.Parameter | None:
+        if values is None:
+            return None
+        expected = (self.images.shape[0], self.num_classes)
+        if tuple(values.shape) != expected:
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(values.shape)}.")
+        return nn.Parameter(values.detach().clone().float(), requires_grad=requires_grad)
 
     @staticmethod
     def initial_label_logits(labels: torch.Tensor, num_classes: int, confidence: float = 0.9) -> torch.Tensor:
@@ -77,24 +96,37 @@ class SyntheticSet(nn.Module):
         logits[torch.arange(len(labels)), labels] = math.log(confidence)
         return logits
 
+    @staticmethod
+    def initial_regression_targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Centred one-hot targets (`1 - 1/C` on the true class, `-1/C` elsewhere), as KIP and RFAD start them."""
+        return torch.nn.functional.one_hot(labels, num_classes).float() - 1.0 / num_classes
+
     @property
     def has_soft_labels(self) -> bool:
         return self.label_logits is not None
 
+    @property
+    def target_type(self) -> str:
+        """`"hard"`, `"soft"` or `"regression"` (see [`TARGET_TYPES`])."""
+        if self.label_logits is not None:
+            return "soft"
+        return "regression" if self.regression_targets is not None else "hard"
+
     def targets(self) -> torch.Tensor:
-        """Training targets: soft-label probabilities (differentiable) when learned, else the hard labels."""
-        if self.label_logits is None:
-            return self.labels
-        return self.label_logits.softmax(dim=-1)
+        """Training targets: soft-label probabilities or regression targets (differentiable) when learned, else the
+        hard labels."""
+        if self.label_logits is not None:
+            return self.label_logits.softmax(dim=-1)
+        return self.labels if self.regression_targets is None else self.regression_targets
 
     def targets_of(self, classes: list[int]) -> torch.Tensor:
         """`targets()` of the rows of `classes`, class-major."""
         if list(classes) == list(range(self.num_classes)):
             return self.targets()
         rows = self.rows(classes).to(self.labels.device)
-        if self.label_logits is None:
-            return self.labels[rows]
-        return self.label_logits[rows].softmax(dim=-1)
+        if self.label_logits is not None:
+            return self.label_logits[rows].softmax(dim=-1)
+        return (self.labels if self.regression_targets is None else self.regression_targets)[rows]
 
     @property
     def learned_lr(self) -> float | None:
@@ -102,17 +134,18 @@ class SyntheticSet(nn.Module):
         return None if self.step_size is None else float(self.step_size.detach())
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, ...]:
+        """The shape of one example (`(C, H, W)` for images)."""
         return tuple(self.images.shape[1:])
 
     def rows(self, classes: list[int]) -> torch.LongTensor:
-        """Row indices of the images of `classes`, class-major."""
+        """Row indices of the examples of `classes`, class-major."""
         ipc = self.images_per_class
         starts = torch.tensor(classes, dtype=torch.long).unsqueeze(1) * ipc
         return (starts + torch.arange(ipc)).flatten()
 
     def images_of(self, classes: list[int]) -> torch.Tensor:
-        """The (differentiable) images of `classes`, class-major."""
+        """The (differentiable) examples of `classes`, class-major."""
         if list(classes) == list(range(self.num_classes)):
             return self.images
         return self.images[self.rows(classes).to(self.images.device)]
@@ -126,32 +159,27 @@ class SyntheticSet(nn.Module):
     # ------------------------------------------------------------------ export
 
     def to_pil_images(self) -> list[PILImage.Image]:
-        """De-normalised previews (mode `L` for one channel, `RGB` for three)."""
-        arrays = (self.denormalized() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        if arrays.shape[-1] == 1:
-            return [PILImage.fromarray(a[..., 0], mode="L") for a in arrays]
-        return [PILImage.fromarray(a[..., :3], mode="RGB") for a in arrays]
+        """The modality's previews (for images: de-normalised, mode `L` for one channel, `RGB` for three)."""
+        return self.modality.preview(self.images, self.mean, self.std)
 
     def to_dataset(self) -> Dataset:
         """The distilled set as a `datasets.Dataset`.
 
-        Columns: `image` (de-normalised PIL preview), `pixel_values` (float32, C x H x W, the exact optimised
-        values), `label` (`ClassLabel` with the source names) and, when labels were learned, `soft_label`
-        (`num_classes` float32 probabilities per row).
+        Columns: the modality's preview and exact input columns (for images `image`, a de-normalised PIL preview,
+        and `pixel_values`, float32 C x H x W), `label` (`ClassLabel` with the source names) and, when targets were
+        learned, `soft_label` (`num_classes` float32 probabilities per row) or `regression_target` (`num_classes`
+        float32 values per row).
         """
-        features = {
-            "image": Image(),
-            "pixel_values": Array3D(shape=self.image_shape, dtype="float32"),
-            "label": ClassLabel(names=self.class_names),
+        targets = {
+            "soft": (SOFT_LABEL_COLUMN, lambda: self.targets()),
+            "regression": (REGRESSION_TARGET_COLUMN, lambda: self.regression_targets),
         }
-        data = {
-            "image": self.to_pil_images(),
-            "pixel_values": self.images.detach().cpu().float().numpy(),
-            "label": self.labels.tolist(),
-        }
-        if self.label_logits is not None:
-            features[SOFT_LABEL_COLUMN] = List(Value("float32"), length=self.num_classes)
-            data[SOFT_LABEL_COLUMN] = self.targets().detach().cpu().float().numpy()
+        features = {**self.modality.export_features(self.image_shape), "label": ClassLabel(names=self.class_names)}
+        data = {**self.modality.export_columns(self.images, self.mean, self.std), "label": self.labels.tolist()}
+        if self.target_type in targets:
+            column, values = targets[self.target_type]
+            features[column] = List(Value("float32"), length=self.num_classes)
+            data[column] = values().detach().cpu().float().numpy()
         return Dataset.from_dict(data, features=Features(features))
 
     def grid_image(self, max_cell: int = 64) -> PILImage.Image:
@@ -189,22 +217,40 @@ class SyntheticSet(nn.Module):
 
     @classmethod
     def from_dataset(
-        cls, dataset: Dataset, mean: list[float], std: list[float], step_size: float | None = None
+        cls,
+        dataset: Dataset,
+        mean: list[float],
+        std: list[float],
+        step_size: float | None = None,
+        modality: Modality | None = None,
     ) -> "SyntheticSet":
-        """Rebuilds a (frozen) set from `to_dataset()`'s output (`pixel_values`, `label`, optional `soft_label`)."""
-        columns = ["pixel_values", "label"]
-        if SOFT_LABEL_COLUMN in dataset.column_names:
-            columns.append(SOFT_LABEL_COLUMN)
-        data = dataset.with_format("numpy", columns=columns)[:]
+        """Rebuilds a (frozen) set from `to_dataset()`'s output (the input column, `label`, optional `soft_label` or
+        `regression_target`)."""
+        modality = modality or ImageModality()
+        optional = [c for c in (SOFT_LABEL_COLUMN, REGRESSION_TARGET_COLUMN) if c in dataset.column_names]
+        data = dataset.with_format("numpy", columns=[modality.input_column, "label", *optional])[:]
         labels = torch.as_tensor(np.asarray(data["label"]), dtype=torch.long)
         order = torch.argsort(labels, stable=True)
-        images = torch.as_tensor(np.asarray(data["pixel_values"]), dtype=torch.float32)[order]
-        label_logits = None
+
+        def column(name: str) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(data[name]), dtype=torch.float32)[order]
+
+        label_logits = regression_targets = None
         if SOFT_LABEL_COLUMN in data:
             # Stored as probabilities; their log is a logit vector with the same softmax.
-            probabilities = torch.as_tensor(np.asarray(data[SOFT_LABEL_COLUMN]), dtype=torch.float32)[order]
-            label_logits = probabilities.clamp_min(1e-12).log()
+            label_logits = column(SOFT_LABEL_COLUMN).clamp_min(1e-12).log()
+        if REGRESSION_TARGET_COLUMN in data:
+            regression_targets = column(REGRESSION_TARGET_COLUMN)
         names = dataset.features["label"].names
         return cls(
-            images, len(names), names, mean, std, requires_grad=False, label_logits=label_logits, step_size=step_size
+            column(modality.input_column),
+            len(names),
+            names,
+            mean,
+            std,
+            requires_grad=False,
+            label_logits=label_logits,
+            step_size=step_size,
+            regression_targets=regression_targets,
+            modality=modality,
         )

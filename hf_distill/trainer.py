@@ -21,6 +21,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from datasets import Dataset, load_from_disk
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -31,14 +32,26 @@ from .checkpointing import (
     load_optimizer,
     rotate_checkpoints,
     save_optimizer,
+    save_tensors,
+    write_json_atomic,
 )
 from .config import DistillConfig
-from .constants import CONFIG_NAME, DATASET_DIR, EVAL_RESULTS_NAME, GRID_NAME, STATE_NAME, SYNTHETIC_NAME
-from .data import ImageData, load_source
+from .constants import (
+    CONFIG_NAME,
+    DATASET_DIR,
+    EVAL_RESULTS_NAME,
+    GRID_NAME,
+    METHOD_STATE_NAME,
+    STATE_NAME,
+    SYNTHETIC_NAME,
+)
+from .data import load_source
 from .evaluation import EvaluationProtocol, evaluate_full_data, evaluate_images, evaluate_random_baseline
 from .hub import push_distilled_to_hub
-from .methods import get_method_class
+from .methods import SelectionContext
+from .modalities import ImageData
 from .preparation import build_model_config, prepare, resolve_architecture
+from .registry import get_method_class
 from .seeding import derive_generator
 from .synthetic import SyntheticSet
 
@@ -95,7 +108,9 @@ class DistillTrainer:
         self.dsa_strategy, self.augment = prepared.dsa_strategy, prepared.augment
         self.eval_dsa_strategy = resolve_strategy(config.eval_dsa_strategy, self.train_data.class_names)
         self.train_data.images = self.train_data.images.to(self.accelerator.device)
-        self.method = method_class(config, self.train_data, self.model_config, self.augment)
+        self.prepared = prepared
+        self.modality = prepared.modality
+        self.method = method_class(config, prepared)
 
         self.iteration = 0
         self.log_history: list[dict] = []
@@ -152,7 +167,11 @@ class DistillTrainer:
         metadata = json.loads((output_dir / CONFIG_NAME).read_text())
         distilled = load_from_disk(str(output_dir / DATASET_DIR))
         images = SyntheticSet.from_dataset(
-            distilled, metadata["image_mean"], metadata["image_std"], step_size=metadata.get("learned_lr")
+            distilled,
+            metadata["image_mean"],
+            metadata["image_std"],
+            step_size=metadata.get("learned_lr"),
+            modality=self.modality,
         )
         self.synthetic = images.to(self.accelerator.device)
         self.iteration = metadata.get("iterations_completed", 0)
@@ -164,7 +183,8 @@ class DistillTrainer:
         data, config = self.train_data, self.config
         classes = list(range(data.num_classes))
         if self.method.selects_real_rows:
-            self.selected_rows = self.method.select().cpu()
+            context = SelectionContext(config, self.prepared, self.accelerator)
+            self.selected_rows = self.method.select(context).cpu()
             images = data.images[self.selected_rows.to(data.images.device)]
         elif config.init == "real":
             images = data.images[
@@ -174,15 +194,18 @@ class DistillTrainer:
             shape = (data.num_classes * config.images_per_class, *data.image_shape)
             images = torch.randn(shape, generator=derive_generator(config.seed, "init-noise"))
         learnable = not self.method.selects_real_rows
-        label_logits = None
-        if getattr(config, "learn_soft_labels", False):
-            if not self.method.uses_labels:
+        learned_targets = {}
+        for flag in ("learn_soft_labels", "learn_regression_targets"):
+            if getattr(config, flag, False) and not self.method.uses_labels:
                 raise ValueError(
-                    f"learn_soft_labels has no effect with method {config.method!r}: its loss does not use labels. "
-                    "Set learn_soft_labels=False, or use a method that trains on the labels (dc, dsa, mtt)."
+                    f"{flag} has no effect with method {config.method!r}: its loss does not use labels. "
+                    f"Set {flag}=False, or use a method that trains on the labels (dc, dsa, mtt)."
                 )
-            labels = torch.arange(data.num_classes).repeat_interleave(config.images_per_class)
-            label_logits = SyntheticSet.initial_label_logits(labels, data.num_classes)
+        labels = torch.arange(data.num_classes).repeat_interleave(config.images_per_class)
+        if getattr(config, "learn_soft_labels", False):
+            learned_targets["label_logits"] = SyntheticSet.initial_label_logits(labels, data.num_classes)
+        if getattr(config, "learn_regression_targets", False):
+            learned_targets["regression_targets"] = SyntheticSet.initial_regression_targets(labels, data.num_classes)
         return SyntheticSet(
             images.cpu(),
             data.num_classes,
@@ -190,8 +213,9 @@ class DistillTrainer:
             data.mean,
             data.std,
             learnable,
-            label_logits=label_logits,
             step_size=None if self.method.selects_real_rows else self.method.initial_step_size(),
+            modality=self.modality,
+            **learned_targets,
         )
 
     def _create_optimizer(self) -> torch.optim.Optimizer | None:
@@ -287,18 +311,28 @@ class DistillTrainer:
         self.method.after_update(self.synthetic, self.iteration, update)
         return loss_value
 
-    def _evaluate_during_training(self) -> None:
-        epochs = self.config.eval_steps_epochs or self.config.eval_epochs
-        protocol = self.evaluation_protocol(num_models=self.config.eval_steps_num_models, epochs=epochs)
-        result = evaluate_images(
+    def _evaluate_synthetic(
+        self, model_config: PretrainedConfig, protocol: EvaluationProtocol, key: str, show_progress: bool = True
+    ) -> dict:
+        """The protocol applied to the synthetic set as it is now (its targets decide the loss)."""
+        return evaluate_images(
             self.synthetic.images.detach(),
             self.synthetic.targets().detach(),
             self.test_data,
-            self.eval_model_config(),
-            self._distilled_protocol(protocol),
-            key=f"step-{self.iteration}",
+            model_config,
+            protocol,
+            key=key,
             accelerator=self.accelerator,
-            show_progress=False,
+            show_progress=show_progress,
+            modality=self.modality,
+            target_type=self.synthetic.target_type,
+        )
+
+    def _evaluate_during_training(self) -> None:
+        epochs = self.config.eval_steps_epochs or self.config.eval_epochs
+        protocol = self.evaluation_protocol(num_models=self.config.eval_steps_num_models, epochs=epochs)
+        result = self._evaluate_synthetic(
+            self.eval_model_config(), self._distilled_protocol(protocol), f"step-{self.iteration}", show_progress=False
         )
         record = {
             "iteration": self.iteration,
@@ -325,6 +359,11 @@ class DistillTrainer:
             tmp.mkdir(parents=True)
             self.synthetic.save(tmp / SYNTHETIC_NAME)
             save_optimizer(self.optimizer, tmp)
+            method_state = self.method.state_dict()
+            if method_state:
+                save_tensors(
+                    {k: v.detach().cpu().contiguous() for k, v in method_state.items()}, tmp / METHOD_STATE_NAME
+                )
             self.config.save_pretrained(tmp)
             state = {
                 "iteration": self.iteration,
@@ -351,6 +390,8 @@ class DistillTrainer:
         self.synthetic.load_state(path / SYNTHETIC_NAME)
         self.synthetic.to(self.accelerator.device)
         load_optimizer(self.optimizer, path)
+        method_state = path / METHOD_STATE_NAME
+        self.method.load_state_dict(load_file(str(method_state)) if method_state.is_file() else {})
         state = json.loads((path / STATE_NAME).read_text())
         self.iteration = state["iteration"]
         self.distill_seconds = state.get("distill_seconds", 0.0)
@@ -410,25 +451,21 @@ class DistillTrainer:
         protocol = self.evaluation_protocol(num_models, epochs)
         distilled_protocol = self._distilled_protocol(protocol)
         model_config = self.eval_model_config()
-        results = {
-            "distilled": evaluate_images(
-                self.synthetic.images.detach(),
-                self.synthetic.targets().detach(),
-                self.test_data,
-                model_config,
-                distilled_protocol,
-                key="distilled",
-                accelerator=self.accelerator,
-            )
-        }
+        results = {"distilled": self._evaluate_synthetic(model_config, distilled_protocol, "distilled")}
         if config.eval_random_baseline if random_baseline is None else random_baseline:
             results["random_real"] = evaluate_random_baseline(
-                self.train_data, config.images_per_class, self.test_data, model_config, protocol, self.accelerator
+                self.train_data,
+                config.images_per_class,
+                self.test_data,
+                model_config,
+                protocol,
+                self.accelerator,
+                modality=self.modality,
             )
         if config.eval_full_data if full_data is None else full_data:
             full_protocol = self.evaluation_protocol(num_models=1, epochs=config.eval_full_data_epochs)
             results["full_data"] = evaluate_full_data(
-                self.train_data, self.test_data, model_config, full_protocol, self.accelerator
+                self.train_data, self.test_data, model_config, full_protocol, self.accelerator, modality=self.modality
             )
         results["protocol"] = protocol.to_dict()
         if distilled_protocol is not protocol:
@@ -458,9 +495,7 @@ class DistillTrainer:
             self.to_dataset().save_to_disk(str(dataset_tmp))
             commit_folder(dataset_tmp, output_dir / DATASET_DIR)
             self.config.save_pretrained(output_dir, extra=self._run_metadata())
-            results_tmp = output_dir / f"{EVAL_RESULTS_NAME}.tmp"
-            results_tmp.write_text(json.dumps(self.eval_results, indent=2) + "\n")
-            results_tmp.replace(output_dir / EVAL_RESULTS_NAME)
+            write_json_atomic(output_dir / EVAL_RESULTS_NAME, self.eval_results)
             self.synthetic.grid_image().save(output_dir / GRID_NAME)
         self.accelerator.wait_for_everyone()
         return output_dir
@@ -512,6 +547,8 @@ class DistillTrainer:
             "image_std": self.train_data.std,
             "image_shape": list(self.train_data.image_shape),
             "class_names": self.train_data.class_names,
+            "modality": self.modality.name,
+            "target_type": self.synthetic.target_type,
             "num_classes": self.train_data.num_classes,
             "dsa_strategy_resolved": self.dsa_strategy,
             "eval_dsa_strategy_resolved": self.eval_dsa_strategy,

@@ -17,6 +17,20 @@ from tqdm.auto import tqdm
 from .augment import SiameseAugment
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def regression_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The squared loss towards real-valued targets (mean over examples and outputs), as KIP/RFAD train with."""
+    return F.mse_loss(outputs, targets)
+
+
+def loss_for_targets(target_type: str) -> Loss:
+    """The training loss of a set's targets: cross-entropy for `"hard"` labels and `"soft"` probabilities, the squared
+    loss for `"regression"` targets."""
+    if target_type not in ("hard", "soft", "regression"):
+        raise ValueError(f"Unknown target type {target_type!r}: expected 'hard', 'soft' or 'regression'.")
+    return regression_loss if target_type == "regression" else F.cross_entropy
 
 
 class TrainingCallback:
@@ -71,6 +85,7 @@ def train_classifier(
     mixed_precision: str = "no",
     lr_drop_epoch: int | None = None,
     lr_drop_factor: float = 0.1,
+    loss_function: Loss = F.cross_entropy,
     callbacks: Sequence[TrainingCallback] = (),
     show_progress: bool = False,
     desc: str = "train",
@@ -79,7 +94,7 @@ def train_classifier(
 
     Each epoch visits every example once in an order drawn from `generator`; each batch is augmented (when
     `augment` is on, with draws from `augment_generator`, default `generator`), passed through `forward`, and
-    scored with the cross-entropy against `targets`.
+    scored against `targets` with `loss_function`.
 
     Args:
         model (`torch.nn.Module`): The classifier (put in train mode here).
@@ -95,6 +110,7 @@ def train_classifier(
         mixed_precision (`str`, *optional*, defaults to `"no"`): `"bf16"` runs each forward in bfloat16 autocast.
         lr_drop_epoch (`int`, *optional*): At the start of this epoch every learning rate is multiplied by
             `lr_drop_factor` (the evaluation protocol drops it x0.1 at half the epochs).
+        loss_function (*optional*): `(logits, targets) -> loss` (default: cross-entropy; see [`loss_for_targets`]).
         callbacks (`Sequence[TrainingCallback]`, *optional*): Per-batch statistics and per-epoch snapshots.
         show_progress (`bool`, *optional*), desc (`str`, *optional*): A progress bar over the epochs.
     """
@@ -114,7 +130,7 @@ def train_classifier(
                 batch = augment(batch, augment_generator)
             with autocast_context(mixed_precision, inputs.device):
                 logits = forward(batch)
-            loss = F.cross_entropy(logits.float(), targets[rows])
+            loss = loss_function(logits.float(), targets[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -14,16 +14,10 @@ from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, Image,
 from datasets.exceptions import DatasetNotFoundError
 
 import hf_distill.data as data_module
-from hf_distill.data import (
-    DIGITS_SOURCE,
-    ClassBalancedSampler,
-    ImageData,
-    find_columns,
-    load_source,
-    make_digits_dataset,
-    prepare_images,
-    validate_image_dataset,
-)
+from hf_distill.constants import DIGITS_SOURCE
+from hf_distill.data import ClassBalancedSampler, load_source, make_digits_dataset
+from hf_distill.modalities.image_data import ImageData, find_columns, validate_image_dataset
+from hf_distill.modalities.image_decoding import prepare_images
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NAMES = ["cat", "dog", "frog"]

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_distill.data import ImageData, prepare_images
 from hf_distill.evaluation import (
     EvaluationProtocol,
     evaluate_full_data,
@@ -18,6 +17,8 @@ from hf_distill.evaluation import (
     train_with_protocol,
 )
 from hf_distill.evaluation import model_accuracy as accuracy_of
+from hf_distill.modalities.image_data import ImageData
+from hf_distill.modalities.image_decoding import prepare_images
 from hf_distill.modeling import default_convnet_config, fresh_model
 
 NUM_CLASSES = 3

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..augment import strategy_or_none
 from ..constants import CONFIG_NAME, TEACHER_DIR
-from ..data import ImageData
+from ..modalities import ImageData
 from .config import KDConfig
 from .data import DistilledSet, load_distilled_set, load_source_splits, prepare_test_split
 from .teacher import describe_teacher, load_teacher, train_teacher

@@ -12,7 +12,8 @@ import torch
 from datasets import ClassLabel, Dataset, load_dataset, load_from_disk
 
 from ..constants import CONFIG_NAME, DATASET_DIR, SOFT_LABEL_COLUMN
-from ..data import ImageData, load_source
+from ..data import load_source
+from ..modalities import ImageData
 from ..preparation import prepare_like
 
 

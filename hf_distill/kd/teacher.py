@@ -11,8 +11,8 @@ from datasets import Dataset
 from torch import nn
 from transformers import AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 
-from ..data import ImageData
 from ..evaluation import EvaluationProtocol, model_accuracy, train_with_protocol
+from ..modalities import ImageData
 from ..modeling import fresh_model
 from ..preparation import build_model_config, convnet_config, prepare_like, processor_settings
 from ..seeding import derive_generator

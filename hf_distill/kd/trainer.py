@@ -6,7 +6,6 @@ processor (`preprocessor_config.json`) so `AutoImageProcessor` + `AutoModelForIm
 images, `kd_config.json` (every setting, the teacher, the distilled set and its source) and `eval_results.json`.
 """
 
-import json
 import logging
 import os
 from collections import defaultdict
@@ -20,9 +19,9 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from ..augment import SiameseAugment, strategy_or_none
-from ..checkpointing import save_tensors
+from ..checkpointing import save_tensors, write_json_atomic
 from ..constants import EVAL_RESULTS_NAME, KD_CONFIG_NAME, SOFT_LABEL_COLUMN, __version__
-from ..data import ImageData
+from ..modalities import ImageData
 from ..seeding import derive_generator
 from ..training import accuracy
 from .config import KDConfig
@@ -400,9 +399,9 @@ class KDTrainer(Trainer):
             save_tensors({k: v.contiguous() for k, v in state.items()}, output_dir / "model.safetensors")
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
-        _write_json(output_dir / KD_CONFIG_NAME, self.kd_config_dict())
+        write_json_atomic(output_dir / KD_CONFIG_NAME, self.kd_config_dict())
         if self.eval_results is not None:
-            _write_json(output_dir / EVAL_RESULTS_NAME, self.eval_results)
+            write_json_atomic(output_dir / EVAL_RESULTS_NAME, self.eval_results)
 
     def save_pretrained(self, output_dir: str | os.PathLike | None = None) -> Path:
         """Writes the student folder (see `_save`) and returns its path.
@@ -417,9 +416,3 @@ class KDTrainer(Trainer):
 
 def _channel_tensor(values: list[float], like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

@@ -1,7 +1,7 @@
 """Distillation methods. Importing this package registers every method in `METHODS`."""
 
 from ..registry import METHODS, get_method_class, register_method
-from .base import DistillationMethod
+from .base import DistillationMethod, SelectionContext
 from .coreset import RandomSelection, RandomSelectionConfig
 from .distribution_matching import DistributionMatching, DistributionMatchingConfig
 from .gradient_matching import (
@@ -23,6 +23,7 @@ __all__ = [
     "GradientMatchingConfig",
     "RandomSelection",
     "RandomSelectionConfig",
+    "SelectionContext",
     "TrajectoryMatching",
     "TrajectoryMatchingConfig",
     "get_method_class",

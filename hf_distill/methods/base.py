@@ -9,20 +9,82 @@ subclass decorated with `@register_method("name")`. There are two kinds:
 """
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from accelerate import Accelerator
 from torch import nn
-from transformers import PretrainedConfig
 
-from ..augment import SiameseAugment
 from ..config import DistillConfig
-from ..data import ClassBalancedSampler, ImageData
-from ..modeling import extract_features
+from ..data import ClassBalancedSampler
+from ..evaluation import EvaluationProtocol
+from ..modeling import extract_features, fresh_model
+from ..preparation import Prepared
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
-from ..training import autocast_context
+from ..training import TrainingCallback, autocast_context, model_forward, train_classifier
+
+
+@dataclass
+class SelectionContext:
+    """What a selection method may use to pick real rows: the run's config, data, architecture and accelerator.
+
+    Args:
+        config ([`DistillConfig`]): The method's config (its seed keys every draw here).
+        prepared ([`Prepared`]): The prepared data, architecture, modality and augmentation.
+        accelerator (`accelerate.Accelerator`, *optional*): Where networks run (default: the CPU).
+    """
+
+    config: DistillConfig
+    prepared: Prepared
+    accelerator: Accelerator | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device if self.accelerator is not None else torch.device("cpu")
+
+    def network(
+        self,
+        epochs: int = 0,
+        callbacks: Sequence[TrainingCallback] = (),
+        key: str = "selection",
+        protocol: EvaluationProtocol | None = None,
+    ) -> nn.Module:
+        """A network of the run's architecture: freshly drawn (`epochs=0`), or trained `epochs` epochs on the whole
+        real training split through the one training loop ([`train_classifier`]) with the protocol's SGD
+        (`protocol`, default the standard one) and the run's augmentation; `callbacks` see every batch (per-example
+        losses, forgetting events) and epoch. Returned in eval mode."""
+        prepared, config = self.prepared, self.config
+        model = fresh_model(prepared.model_config, derive_generator(config.seed, key, "init")).to(self.device)
+        if epochs:
+            protocol = protocol or EvaluationProtocol(seed=config.seed)
+            data = prepared.train_data
+            optimizer = torch.optim.SGD(
+                model.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
+            )
+            train_classifier(
+                model,
+                data.images.to(self.device),
+                data.labels.to(self.device),
+                optimizer=optimizer,
+                epochs=epochs,
+                batch_size=protocol.batch_size,
+                generator=derive_generator(config.seed, key, "train"),
+                augment=prepared.augment,
+                forward=model_forward(model, prepared.modality.input_name),
+                mixed_precision=config.mixed_precision,
+                callbacks=callbacks,
+            )
+        return model.eval()
+
+    @torch.no_grad()
+    def features(self, network: nn.Module, batch_size: int = 1024) -> torch.Tensor:
+        """The embedding `network` gives every real training example, `(N, D)` on the CPU, in row order."""
+        input_name = self.prepared.modality.input_name
+        batches = self.prepared.train_data.images.split(batch_size)
+        return torch.cat([extract_features(network, b.to(self.device), input_name=input_name).cpu() for b in batches])
 
 
 class DistillationMethod:
@@ -30,9 +92,9 @@ class DistillationMethod:
 
     Args:
         config ([`DistillConfig`]): The method's config.
-        train_data ([`ImageData`]): The prepared real training split.
-        model_config (`PretrainedConfig`): Architecture of the networks the method trains or samples.
-        augment ([`SiameseAugment`]): Augmentation applied identically to real and synthetic batches.
+        prepared ([`Prepared`]): What [`prepare`] made of the data: `train_data` (the real training split as
+            tensors), `model_config` (the networks the method trains or samples), `modality` (how those networks take
+            the inputs) and `augment` (applied identically to real and synthetic batches).
     """
 
     name: ClassVar[str] = ""
@@ -47,18 +109,14 @@ class DistillationMethod:
     #: Whether the loss depends on the synthetic labels (learned soft labels need it).
     uses_labels: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        config: DistillConfig,
-        train_data: ImageData,
-        model_config: PretrainedConfig,
-        augment: SiameseAugment,
-    ):
+    def __init__(self, config: DistillConfig, prepared: Prepared):
         self.config = config
-        self.train_data = train_data
-        self.model_config = model_config
-        self.augment = augment
-        self.sampler = ClassBalancedSampler(train_data.labels, train_data.num_classes)
+        self.prepared = prepared
+        self.train_data = prepared.train_data
+        self.model_config = prepared.model_config
+        self.modality = prepared.modality
+        self.augment = prepared.augment
+        self.sampler = ClassBalancedSampler(self.train_data.labels, self.train_data.num_classes)
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -87,8 +145,10 @@ class DistillationMethod:
         each iteration) needs no recompilation.
         """
 
-        def features(images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-            return extract_features(network, images, layers)
+        input_name = self.modality.input_name
+
+        def features(inputs: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+            return extract_features(network, inputs, layers, input_name=input_name)
 
         return torch.compile(features, dynamic=False) if self.config.torch_compile else features
 
@@ -143,9 +203,27 @@ class DistillationMethod:
 
     # ------------------------------------------------------------------ interface
 
-    def select(self) -> torch.LongTensor:
-        """Selection methods: row indices of the real images to keep, class-major, `images_per_class` each."""
+    def select(self, context: SelectionContext) -> torch.LongTensor:
+        """Selection methods: row indices of the real examples to keep, class-major, `images_per_class` each.
+
+        `context` ([`SelectionContext`]) gives the accelerator, networks of the run's architecture (random, or
+        trained through the one training loop with callbacks that collect per-example statistics) and their
+        features of every real example.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not select real rows.")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """State the method keeps across iterations (e.g. a pool of networks trained online), saved in every
+        checkpoint as safetensors; empty for methods whose iterations depend on the seed alone."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restores what [`state_dict`] returned, when a run resumes from a checkpoint."""
+        if state:
+            raise ValueError(
+                f"{type(self).__name__} keeps no state, but the checkpoint holds method state "
+                f"({', '.join(sorted(state)[:3])}): it was written by another method."
+            )
 
     @property
     def updates_per_iteration(self) -> int:
@@ -169,10 +247,11 @@ class DistillationMethod:
         return None
 
     def optimizer_parameters(self, synthetic: SyntheticSet) -> list[dict]:
-        """Parameter groups for the optimiser: the images, plus soft labels and the step size when learned."""
+        """Parameter groups for the optimiser: the inputs, plus learned targets and the step size when learned."""
         groups = [{"params": [synthetic.images]}]
-        if synthetic.label_logits is not None:
-            groups.append({"params": [synthetic.label_logits], "lr": self.config.lr_labels})
+        for targets in (synthetic.label_logits, synthetic.regression_targets):
+            if targets is not None:
+                groups.append({"params": [targets], "lr": self.config.lr_labels})
         if synthetic.step_size is not None:
             groups.append({"params": [synthetic.step_size], "lr": self.config.lr_lr})
         return groups

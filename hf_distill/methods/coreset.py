@@ -6,7 +6,7 @@ import torch
 
 from ..config import DistillConfig
 from ..registry import register_method
-from .base import DistillationMethod
+from .base import DistillationMethod, SelectionContext
 
 
 @dataclass
@@ -37,5 +37,5 @@ class RandomSelection(DistillationMethod):
         ),
     }
 
-    def select(self) -> torch.LongTensor:
+    def select(self, context: SelectionContext) -> torch.LongTensor:
         return self.sample_real(list(range(self.train_data.num_classes)), self.config.images_per_class, "select")

@@ -275,10 +275,10 @@ class GradientMatching(DistillationMethod):
         self._network_iteration: int | None = None
 
     def _logits_function(self, compiled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-        network = self.network
+        network, modality = self.network, self.modality
 
         def logits(images: torch.Tensor) -> torch.Tensor:
-            return network(pixel_values=images).logits
+            return modality.logits(network, images)
 
         # The compiled function reads the parameters at call time, so in-place re-draws and SGD steps need no
         # recompilation (train/eval modes of batch norm each get their own graph, once).
@@ -348,7 +348,7 @@ class GradientMatching(DistillationMethod):
 
         def loss_of(parameters: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
             with self.autocast(device):
-                logits = functional_call(self.network, parameters, (), {"pixel_values": images}).logits
+                logits = functional_call(self.network, parameters, (), {self.modality.input_name: images}).logits
             return F.cross_entropy(logits.float(), targets)
 
         grads = torch.func.grad(loss_of)(parameters, images)

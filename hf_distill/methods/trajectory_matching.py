@@ -257,6 +257,7 @@ class TrajectoryMatching(DistillationMethod):
             augment=self.augment,
             memory=config.unroll_memory,
             autocast_dtype=self.autocast_dtype(),
+            input_name=self.modality.input_name,
         )
         # MTT divides both distances by the number of parameters; the ratio is the same.
         return ((final - target) ** 2).sum() / ((start - target) ** 2).sum()

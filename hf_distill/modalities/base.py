@@ -1,0 +1,70 @@
+"""`Modality`: everything about one kind of input (images, text) that methods, sets, evaluation and kd must not name.
+
+A modality finds its column in a dataset, prepares a split into tensors, knows the keyword a model takes those
+tensors under (`pixel_values`, `inputs_embeds`), builds the augmentation, renders previews and says which columns
+an exported set has and which task its card names. A new modality is one module in `hf_distill/modalities/` with a
+subclass decorated with `@register_modality("name")`.
+"""
+
+from typing import Any, ClassVar
+
+import torch
+from datasets import Dataset, Features
+from torch import nn
+
+from ..augment import SiameseAugment
+
+
+class Modality:
+    """The interface every modality implements (see [`ImageModality`] for the first one)."""
+
+    name: ClassVar[str] = ""
+    #: The keyword the models' forward takes the inputs under.
+    input_name: ClassVar[str] = ""
+    #: The exported column that holds the exact (optimised) input values.
+    input_column: ClassVar[str] = ""
+    #: The exported column that holds a human-readable preview of each example.
+    preview_column: ClassVar[str] = ""
+    #: The task of the dataset card and of a student's model card (`task_categories`, `pipeline_tag`).
+    task: ClassVar[str] = ""
+
+    @classmethod
+    def detect(cls, features: Features) -> bool:
+        """Whether a dataset with these features holds this modality's inputs (used by `modality="auto"`)."""
+        raise NotImplementedError
+
+    def find_columns(self, dataset: Dataset, column_mapping: dict[str, str] | None = None) -> tuple[str, str]:
+        """`(input column, label column)` of `dataset`, overridable with `column_mapping`."""
+        raise NotImplementedError
+
+    def validate(self, dataset: Dataset, input_column: str, label_column: str, **checks) -> None:
+        """Cheap checks before any long work (no input decoded), with errors that say what to fix."""
+        raise NotImplementedError
+
+    def prepare(self, dataset: Dataset, input_column: str, label_column: str, **settings) -> Any:
+        """The split as tensors (the modality's data class, e.g. [`ImageData`])."""
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, inputs: torch.Tensor, **kwargs) -> Any:
+        """`model`'s output on `inputs`, passed under [`input_name`]."""
+        return model(**{self.input_name: inputs}, **kwargs)
+
+    def logits(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """`model`'s logits on `inputs`."""
+        return self.forward(model, inputs).logits
+
+    def augmentation(self, strategy: str | None, class_names: list[str]) -> SiameseAugment:
+        """The differentiable siamese augmentation `strategy` asks for (off by default)."""
+        return SiameseAugment(None)
+
+    def preview(self, inputs: torch.Tensor, mean: list[float], std: list[float]) -> list:
+        """A human-readable preview of each example (e.g. PIL images)."""
+        raise NotImplementedError
+
+    def export_features(self, example_shape: tuple[int, ...]) -> dict:
+        """The `datasets` features of the input and preview columns of an exported set."""
+        raise NotImplementedError
+
+    def export_columns(self, inputs: torch.Tensor, mean: list[float], std: list[float]) -> dict:
+        """The input and preview columns of an exported set (matching [`export_features`])."""
+        raise NotImplementedError
