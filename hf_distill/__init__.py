@@ -5,7 +5,7 @@ from .augment import SiameseAugment
 from .config import DistillConfig, SyntheticOptimizationConfig
 from .constants import __version__ as __version__
 from .evaluation import EvaluationProtocol
-from .experts import ExpertTrajectories, train_experts
+from .experts import train_experts
 from .hub import push_experts_to_hub
 from .kd import KDConfig, KDTrainer
 from .methods import (
@@ -22,6 +22,7 @@ from .modalities import ImageData, ImageModality, Modality
 from .modeling import ConvNetConfig, ConvNetForImageClassification
 from .synthetic import SyntheticSet
 from .trainer import DistillTrainer
+from .trajectories import ExpertTrajectories
 
 __all__ = [
     "ConvNetConfig",

@@ -24,10 +24,10 @@ from .constants import (
     KD_CONFIG_NAME,
     __version__,
 )
-from .experts import ExpertTrajectories
 from .hub_utils import first_line, hub_endpoint, is_hub_id, is_offline
 from .modeling import describe_architecture
-from .registry import METHODS
+from .registry import METHODS, get_modality_class
+from .trajectories import ExpertTrajectories
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def render_dataset_card(
     }
     card_data = DatasetCardData(
         license=license_,
-        task_categories=["image-classification"],
+        task_categories=[get_modality_class(metadata.get("modality") or "image").task],
         tags=[*CARD_TAGS, method],
         size_categories=[_size_category(num_images)],
         source_datasets=[source_id] if is_hub_id(source_id) else None,
@@ -436,12 +436,13 @@ def render_student_card(
     architecture = describe_architecture(model_config)
     license_ = license or source_license(source, token=token) or "unknown"
 
+    task = get_modality_class(kd.get("modality") or "image").task
     eval_results = None
     if isinstance(accuracy, int | float):
         eval_results = [
             EvalResult(
-                task_type="image-classification",
-                task_name="Image Classification",
+                task_type=task,
+                task_name=task.replace("-", " ").title(),
                 # A Hub id, or a name: a local path means nothing on the Hub.
                 dataset_type=source if is_hub_id(source) else _source_short_name(source),
                 dataset_name=_source_short_name(source),
@@ -454,7 +455,7 @@ def render_student_card(
     card_data = ModelCardData(
         license=license_,
         library_name="transformers",
-        pipeline_tag="image-classification",
+        pipeline_tag=task,
         tags=list(STUDENT_TAGS),
         datasets=[name for name in (distilled, source) if is_hub_id(name)] or None,
         base_model=base_model,

@@ -41,8 +41,8 @@ from .constants import (
     EXPERTS_INDEX_NAME,
     GRID_NAME,
 )
-from .experts import ExpertTrajectories
 from .hub_utils import CONNECTION_ERRORS, first_line
+from .trajectories import ExpertTrajectories
 
 logger = logging.getLogger(__name__)
 

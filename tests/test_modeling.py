@@ -11,16 +11,18 @@ from transformers import (
 )
 
 from hf_distill.modeling import (
+    build_model,
+    extract_features,
+    fresh_model,
+    reinitialize_,
+)
+from hf_distill.models.convnet import (
     CONVNET_ACTIVATIONS,
     CONVNET_NORMS,
     CONVNET_POOLINGS,
     ConvNetConfig,
     ConvNetForImageClassification,
-    build_model,
     default_convnet_config,
-    extract_features,
-    fresh_model,
-    reinitialize_,
 )
 
 

@@ -13,8 +13,9 @@ from datasets import ClassLabel, Dataset, load_dataset, load_from_disk
 
 from ..constants import CONFIG_NAME, DATASET_DIR, SOFT_LABEL_COLUMN
 from ..data import load_source
-from ..modalities import ImageData
+from ..modalities import ImageData, ImageModality, Modality
 from ..preparation import prepare_like
+from ..registry import get_modality_class
 
 
 @dataclass
@@ -90,6 +91,11 @@ class DistilledSet:
     @property
     def has_soft_labels(self) -> bool:
         return SOFT_LABEL_COLUMN in self.dataset.column_names
+
+    @property
+    def modality(self) -> Modality:
+        """The kind of input the set holds (recorded by the distillation; sets without a record are images)."""
+        return get_modality_class(self.metadata.get("modality") or "image")()
 
     def image_data(self) -> ImageData:
         """The set as an [`ImageData`] (exact `pixel_values`, labels, class names, normalisation)."""
@@ -183,17 +189,25 @@ def load_source_splits(distilled: DistilledSet, source_dataset: str | None) -> t
 
 
 class KDDataCollator:
-    """Stacks a list of examples into a batch: `pixel_values` (float32), `labels` (int64), `soft_labels` (float32).
+    """Stacks a list of examples into a batch: the inputs (float32, under the modality's input keyword, default
+    `pixel_values`), `labels` (int64), `soft_labels` (float32).
 
     Examples may name the label `label` or `labels` and the soft label `soft_label` or `soft_labels`; other keys (e.g.
     a preview `image`) are dropped.
+
+    Args:
+        modality ([`Modality`], *optional*): Which column holds the inputs and which keyword the model takes them
+            under (default: images, `pixel_values`).
     """
+
+    def __init__(self, modality: Modality | None = None):
+        self.modality = modality or ImageModality()
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         first = features[0]
-        batch = {
-            "pixel_values": torch.stack([torch.as_tensor(f["pixel_values"], dtype=torch.float32) for f in features])
-        }
+        column = self.modality.input_column if self.modality.input_column in first else self.modality.input_name
+        inputs = torch.stack([torch.as_tensor(f[column], dtype=torch.float32) for f in features])
+        batch = {self.modality.input_name: inputs}
         label_key = next((k for k in ("labels", "label") if k in first), None)
         if label_key is not None:
             batch["labels"] = torch.as_tensor([int(f[label_key]) for f in features], dtype=torch.long)
@@ -204,13 +218,14 @@ class KDDataCollator:
 
 
 class ImageDataDataset(torch.utils.data.Dataset):
-    """An [`ImageData`] as a map-style dataset of `{"pixel_values", "labels"}` (the real test split)."""
+    """An [`ImageData`] as a map-style dataset of `{input_name, "labels"}` rows (the real test split)."""
 
-    def __init__(self, data: ImageData):
+    def __init__(self, data: ImageData, input_name: str = "pixel_values"):
         self.data = data
+        self.input_name = input_name
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.data.images[index], "labels": self.data.labels[index]}
+        return {self.input_name: self.data.images[index], "labels": self.data.labels[index]}

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, Trainer
 from ..augment import SiameseAugment, strategy_or_none
 from ..checkpointing import save_tensors, write_json_atomic
 from ..constants import EVAL_RESULTS_NAME, KD_CONFIG_NAME, SOFT_LABEL_COLUMN, __version__
-from ..modalities import ImageData
+from ..modalities import ImageData, ImageModality
 from ..seeding import derive_generator
 from ..training import accuracy
 from .config import KDConfig
@@ -80,6 +80,7 @@ class KDTrainer(Trainer):
         if not isinstance(args, KDConfig):
             raise TypeError(f"args must be a KDConfig, got {type(args).__name__}.")
         self.distilled = distilled
+        self.modality = distilled.modality if distilled is not None else ImageModality()
         self.base_model_id: str | None = None
         if model is None:
             if distilled is None:
@@ -119,7 +120,8 @@ class KDTrainer(Trainer):
             )
 
         # Evaluation data and metric.
-        if isinstance(eval_dataset, Dataset) and "pixel_values" not in eval_dataset.column_names:
+        input_column = self.modality.input_column
+        if isinstance(eval_dataset, Dataset) and input_column not in eval_dataset.column_names:
             if distilled is None:
                 raise ValueError(
                     "A raw eval_dataset is prepared with the distilled set's statistics: pass `distilled`."
@@ -131,7 +133,7 @@ class KDTrainer(Trainer):
                     f"The eval split has {eval_dataset.num_classes} classes, the distilled set "
                     f"{distilled.num_classes}: evaluate on a split of the dataset the set was distilled from."
                 )
-            eval_dataset = ImageDataDataset(eval_dataset)
+            eval_dataset = ImageDataDataset(eval_dataset, self.modality.input_name)
         if compute_metrics is None and eval_dataset is not None:
             compute_metrics = compute_accuracy
             kwargs.setdefault("preprocess_logits_for_metrics", argmax_logits)
@@ -144,7 +146,7 @@ class KDTrainer(Trainer):
         super().__init__(
             model=model,
             args=args,
-            data_collator=data_collator or KDDataCollator(),
+            data_collator=data_collator or KDDataCollator(self.modality),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
@@ -192,7 +194,7 @@ class KDTrainer(Trainer):
                 f"The teacher predicts {teacher_labels} classes but the distilled set has {expected}. Use a teacher "
                 "trained on the same label set (e.g. --train_teacher)."
             )
-        sample = self.data_collator([self.train_dataset[0]])["pixel_values"].to(self.args.device)
+        sample = self.data_collator([self.train_dataset[0]])[self.modality.input_name].to(self.args.device)
         try:
             logits = self.teacher_logits(sample)
         except Exception as error:
@@ -238,7 +240,9 @@ class KDTrainer(Trainer):
     def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's logits for a batch normalised like the distilled set."""
         x = self._teacher_inputs(pixel_values)
-        output = self.teacher(pixel_values=x) if isinstance(self.teacher, PreTrainedModel) else self.teacher(x)
+        output = (
+            self.modality.forward(self.teacher, x) if isinstance(self.teacher, PreTrainedModel) else self.teacher(x)
+        )
         if hasattr(output, "logits"):
             return output.logits
         if isinstance(output, (tuple, list)):
@@ -276,12 +280,12 @@ class KDTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The KD loss of a batch (see [`distillation_loss`]); augmentation only while training."""
-        pixel_values = inputs["pixel_values"]
+        pixel_values = inputs[self.modality.input_name]
         labels = inputs.get("labels")
         soft_labels = inputs.get("soft_labels") if self.use_soft_labels else None
         if model.training:
             pixel_values = self._training_augmentation(pixel_values)
-        outputs = model(pixel_values=pixel_values)
+        outputs = self.modality.forward(model, pixel_values)
         logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
 
         alpha = self.args.alpha

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import SyntheticOptimizationConfig
-from ..experts import ExpertTrajectories
 from ..modeling import build_model, reinitialize_
 from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
+from ..trajectories import ExpertTrajectories
 from .base import DistillationMethod
 
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import SyntheticOptimizationConfig
-from ..experts import ExpertTrajectories
 from ..functional import MEMORY_MODES, ParameterSpec, unrolled_sgd_flat
 from ..modeling import build_model
 from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
+from ..trajectories import ExpertTrajectories
 from .base import DistillationMethod
 
 #: MTT's CIFAR-10 settings by images per class (the paper's hyper-parameter appendix); an IPC between the
