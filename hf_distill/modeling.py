@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """Building, re-drawing and reading any `transformers` model the way dataset distillation needs.
 
 This module provides:

@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """Teacher -> student knowledge distillation on a distilled set: [`KDConfig`] + [`KDTrainer`].
 
 A distilled set holds a handful of images per class. A student trained on it with the hard labels alone sees very

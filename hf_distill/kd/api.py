@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """[`train_student`]: the one-call entry point over [`KDTrainer`] (distilled set, teacher, training, evaluation,
 output folder)."""
 

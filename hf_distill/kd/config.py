@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """[`KDConfig`]: the settings of knowledge distillation, a [`~transformers.TrainingArguments`] with the
 evaluation protocol's defaults."""
 

@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """The data a student trains and is evaluated on: the distilled set ([`DistilledSet`], [`load_distilled_set`]), the
 real test split normalised like it ([`prepare_test_split`]) and the batches ([`KDDataCollator`])."""
 

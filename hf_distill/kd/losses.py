@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """The knowledge-distillation loss ([`distillation_loss`]) and its target ([`kd_target_probabilities`]).
 
 The loss on a batch (student logits `s`, teacher logits `t`, hard labels `y`, temperature `T`) is

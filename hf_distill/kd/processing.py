@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """[`build_image_processor`]: the image processor saved beside a student or teacher, so raw images reach it
 prepared exactly like the distilled set."""
 

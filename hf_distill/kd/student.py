@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """The student: a pretrained checkpoint or a fresh model of any architecture, sized to the distilled set
 ([`build_student`])."""
 

@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """The teacher: loading a frozen one ([`load_teacher`]), describing it ([`describe_teacher`]) and training a ConvNet
 on the full real train split ([`train_teacher`])."""
 

@@ -1,4 +1,3 @@
-# Copyright 2025 The hf_distill Authors. Licensed under the Apache License, Version 2.0.
 """[`KDTrainer`]: a [`~transformers.Trainer`] that distills a frozen teacher (and/or soft labels) into a student.
 
 The output folder (see [`KDTrainer.save_pretrained`]) holds the student (`config.json`, `model.safetensors`), an image

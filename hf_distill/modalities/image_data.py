@@ -249,16 +249,9 @@ def find_columns(ds: Dataset, column_mapping: dict[str, str] | None = None) -> t
     return image_column, find_label_column(features, image_column, column_mapping.get("label"))
 
 
-def validate_image_dataset(
-    ds: Dataset,
-    image_column: str,
-    label_column: str,
-    *,
-    images_per_class: int | None = None,
-    init: str = "real",
-    split: str = "train",
-) -> None:
-    """Check that an image split can be distilled: its image column exists, then [`validate_labels`].
+def validate_image_dataset(ds: Dataset, image_column: str, label_column: str, split: str = "train", **checks) -> None:
+    """Check that an image split can be distilled: its image column exists, then [`validate_labels`] (with `checks`:
+    `images_per_class`, `init`).
 
     Only the label column is read (no image is decoded), so this is cheap even for large splits.
     """
@@ -267,4 +260,4 @@ def validate_image_dataset(
             f"Image column {image_column!r} not found in the {split!r} split; the columns are {list(ds.features)}. "
             "Pass column_mapping={'image': <image column>, 'label': <label column>}."
         )
-    validate_labels(ds, label_column, images_per_class=images_per_class, init=init, split=split)
+    validate_labels(ds, label_column, split=split, **checks)
