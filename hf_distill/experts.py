@@ -24,12 +24,12 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
-from .augment import SiameseAugment, resolve_strategy
+from .augment import SiameseAugment
 from .checkpointing import save_tensors, write_json_atomic
 from .constants import EXPERTS_INDEX_NAME, __version__
 from .evaluation import model_accuracy
 from .functional import ParameterSpec
-from .modalities import ImageData
+from .modalities import ImageData, ImageModality, Modality
 from .modeling import build_model, fresh_model
 from .preparation import prepare
 from .seeding import derive_generator
@@ -87,6 +87,7 @@ def train_experts(
     device: str | torch.device | None = None,
     source: dict | None = None,
     show_progress: bool = True,
+    modality: Modality | None = None,
 ) -> Path:
     """Trains `num_experts` networks on the whole training split and stores their trajectories in `output_dir`.
 
@@ -121,6 +122,8 @@ def train_experts(
         source (`dict`, *optional*): Where the data came from (e.g. `{"dataset": "ylecun/mnist"}`), recorded in the
             index and shown on the card.
         show_progress (`bool`, *optional*, defaults to `True`): tqdm progress bars.
+        modality ([`Modality`], *optional*): How the networks take the inputs and how they are augmented (default:
+            images).
 
     Returns:
         `Path`: `output_dir`; load it with [`ExpertTrajectories.from_pretrained`].
@@ -152,8 +155,9 @@ def train_experts(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else _default_device(train_data.images)
-    strategy = resolve_strategy(dsa_strategy, train_data.class_names)
-    augment = SiameseAugment(strategy)
+    modality = modality or ImageModality()
+    augment = modality.augmentation(dsa_strategy, train_data.class_names)
+    strategy = augment.strategy
     spec = ParameterSpec.from_module(build_model(model_config))
     training = {
         "optimizer": "sgd",
@@ -177,7 +181,7 @@ def train_experts(
             continue  # resume: stored by an earlier run
         if (output_dir / name).is_file():
             # The file was written but the run stopped before the index was: keep it, re-measure what we can.
-            record = _record_from_file(output_dir / name, name, model_config, spec, test_data, device)
+            record = _record_from_file(output_dir / name, name, model_config, spec, test_data, device, modality)
         else:
             record = _train_one_expert(
                 expert,
@@ -194,6 +198,7 @@ def train_experts(
                 device,
                 show_progress,
                 torch_compile,
+                modality,
             )
         records[name] = record
         index["experts"] = [records[key] for key in sorted(records)]
@@ -263,6 +268,7 @@ def train_experts_for_config(
         num_experts=num_experts,
         num_epochs=num_epochs,
         test_data=prepared.test_data,
+        modality=prepared.modality,
         source=source,
         **settings,
     )
@@ -366,7 +372,8 @@ def _train_one_expert(
     test_data: ImageData | None,
     device: torch.device,
     show_progress: bool,
-    torch_compile: bool = False,
+    torch_compile: bool,
+    modality: Modality,
 ) -> dict:
     started = time.perf_counter()
     model = fresh_model(model_config, derive_generator(training["seed"], "expert", expert)).to(device)
@@ -389,7 +396,7 @@ def _train_one_expert(
         batch_size=training["batch_size"],
         generator=generator,
         augment=augment,
-        forward=model_forward(forward),
+        forward=model_forward(forward, modality.input_name),
         mixed_precision=training["mixed_precision"],
         callbacks=[recorder],
         show_progress=show_progress,
@@ -400,7 +407,7 @@ def _train_one_expert(
     tmp = output_dir / f".{name}.tmp"
     save_tensors(trajectory, tmp, metadata=metadata)
     os.replace(tmp, output_dir / name)
-    test = 100.0 * model_accuracy(model, test_data) if test_data is not None else None
+    test = None if test_data is None else 100.0 * model_accuracy(model, test_data, input_name=modality.input_name)
     return {
         "file": name,
         "train_accuracy": round(train_accuracy, 4),
@@ -416,6 +423,7 @@ def _record_from_file(
     spec: ParameterSpec,
     test_data: ImageData | None,
     device: torch.device,
+    modality: Modality,
 ) -> dict:
     test = None
     if test_data is not None:
@@ -423,5 +431,5 @@ def _record_from_file(
             keys = sorted(handle.keys())
             final = handle.get_tensor(keys[-1])
         model = spec.copy_into(fresh_model(model_config, derive_generator(0, "expert-record")).to(device), final)
-        test = round(100.0 * model_accuracy(model, test_data), 4)
+        test = round(100.0 * model_accuracy(model, test_data, input_name=modality.input_name), 4)
     return {"file": name, "train_accuracy": None, "test_accuracy": test, "train_seconds": None}
