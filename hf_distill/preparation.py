@@ -8,55 +8,35 @@ import os
 from dataclasses import dataclass
 
 from datasets import Dataset
-from transformers import AutoConfig, AutoImageProcessor, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from .augment import SiameseAugment
 from .config import DistillConfig
 from .hub_utils import check_hub_access, looks_like_local_path
-from .modalities import ImageData, ImageModality, Modality, resolve_modality
+from .modalities import ImageData, Modality, resolve_modality
 from .modeling import default_convnet_config
 from .registry import get_method_class
 
 
-def processor_settings(name_or_path: str) -> dict:
-    """Image size and normalisation from a model's image processor, when it has one."""
-    try:
-        processor = AutoImageProcessor.from_pretrained(name_or_path)
-    except Exception:  # noqa: BLE001 - a model without a processor is fine: statistics come from the data
-        return {}
-    settings = {}
-    if getattr(processor, "image_mean", None) is not None:
-        settings["mean"], settings["std"] = list(processor.image_mean), list(processor.image_std)
-    size = getattr(processor, "size", None) or {}
-    if isinstance(size, dict) and "height" in size and "width" in size:
-        settings["image_size"] = (size["height"], size["width"])
-    elif isinstance(size, dict) and "shortest_edge" in size:
-        settings["image_size"] = (size["shortest_edge"], size["shortest_edge"])
-    return settings
-
-
 def resolve_architecture(
     model: str | os.PathLike | PretrainedConfig | PreTrainedModel | None,
-) -> tuple[PretrainedConfig | None, dict]:
-    """The architecture a method uses, and image settings its processor imposes.
+) -> PretrainedConfig | None:
+    """The architecture a method uses (a config; `None` for the papers' ConvNet, built once the data is known).
 
     Args:
         model: `None` (the papers' ConvNet, built once the data's shape is known), a Hub id or local path, a
             `PretrainedConfig`, or a `PreTrainedModel` (its architecture is used; methods draw fresh weights).
-
-    Returns:
-        `tuple`: `(config or None, {"mean", "std", "image_size"} from an image processor, possibly empty)`.
 
     Raises:
         ValueError: A local path that does not exist, an unknown or gated Hub model, or a folder without a config.
         RuntimeError: The Hub cannot be reached (checked with one request, so this fails fast).
     """
     if model is None:
-        return None, {}
+        return None
     if isinstance(model, PreTrainedModel):
-        return model.config, {}
+        return model.config
     if isinstance(model, PretrainedConfig):
-        return model, {}
+        return model
     if isinstance(model, str | os.PathLike):
         given_as_path, model = isinstance(model, os.PathLike), os.fspath(model)
         if not os.path.isdir(model):
@@ -71,15 +51,8 @@ def resolve_architecture(
                 f"Could not load a model config from {model!r}: {error}. Pass a local folder with a config.json, "
                 "a reachable Hub id, or a transformers config object."
             ) from error
-        return config, processor_settings(model)
+        return config
     raise TypeError(f"model must be None, a Hub id/path, a PretrainedConfig or a PreTrainedModel, got {type(model)}.")
-
-
-def config_image_size(config: PretrainedConfig | None) -> tuple[int, int] | None:
-    size = getattr(config, "image_size", None) if config is not None else None
-    if size is None or getattr(config, "model_type", "") == "hf_distill_convnet":
-        return None
-    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def prepare_splits(
@@ -87,17 +60,17 @@ def prepare_splits(
     eval_dataset: Dataset | ImageData | None,
     config: DistillConfig,
     architecture: PretrainedConfig | None = None,
-    processor_settings: dict | None = None,
+    model_settings: dict | None = None,
     modality: Modality | None = None,
 ) -> tuple[ImageData, ImageData | None]:
-    """Validates both splits (cheaply, before any long work) and converts them to normalised tensors.
+    """Validates both splits (cheaply, before any long work) and converts them to tensors.
 
-    The test split is normalised with the training split's statistics (or the model processor's).
+    The training split is prepared with the settings the modality derives from `config`, `architecture` and
+    `model_settings` (what a pretrained model's processor imposes); the test split like the training split.
     """
     if isinstance(train_dataset, ImageData):
         return train_dataset, eval_dataset
     modality = modality or resolve_modality(config.modality, train_dataset)
-    processor_settings = processor_settings or {}
     mapping = {k: v for k, v in (("image", config.image_column), ("label", config.label_column)) if v}
     input_column, label_column = modality.find_columns(train_dataset, mapping or None)
     init = "real" if config.init == "real" or get_method_class(config.method).selects_real_rows else config.init
@@ -111,35 +84,12 @@ def prepare_splits(
     )
     if eval_dataset is not None:
         modality.validate(eval_dataset, input_column, label_column, split=config.test_split or "test")
-    image_size = (
-        (config.image_size, config.image_size)
-        if config.image_size
-        else processor_settings.get("image_size") or config_image_size(architecture)
-    )
-    num_channels = getattr(architecture, "num_channels", None) if architecture is not None else None
     columns = {"image": input_column, "label": label_column}
-    train_data = prepare_like(
-        train_dataset,
-        processor_settings.get("mean"),
-        processor_settings.get("std"),
-        image_size,
-        num_channels,
-        config.train_split,
-        columns,
-        modality,
-    )
+    settings = modality.preparation_settings(config, architecture, model_settings or {})
+    train_data = prepare_split(train_dataset, modality, settings, config.train_split, columns)
     test_data = None
     if eval_dataset is not None:
-        test_data = prepare_like(
-            eval_dataset,
-            train_data.mean,
-            train_data.std,
-            train_data.image_size,
-            train_data.num_channels,
-            config.test_split,
-            columns,
-            modality,
-        )
+        test_data = prepare_split(eval_dataset, modality, modality.settings_of(train_data), config.test_split, columns)
         if test_data.num_classes != train_data.num_classes:
             raise ValueError(
                 f"The test split has {test_data.num_classes} classes but the training split has "
@@ -164,34 +114,22 @@ def convnet_config(
     )
 
 
-def prepare_like(
+def prepare_split(
     split: Dataset | ImageData,
-    mean: list[float] | None,
-    std: list[float] | None,
-    image_size: tuple[int, int] | None,
-    num_channels: int | None,
+    modality: Modality,
+    settings: dict,
     name: str,
     column_mapping: dict[str, str] | None = None,
-    modality: Modality | None = None,
 ) -> ImageData:
-    """A split as tensors normalised with the given statistics, size and channels (a test split like its training
-    split, a real split like a distilled set); statistics left `None` are computed from the split itself."""
+    """One split as tensors, prepared by `modality` with `settings` (e.g. `modality.settings_of(train_data)` for a
+    split comparable with the training split, or a distilled set's normalisation); already prepared data is returned
+    as it is."""
     if isinstance(split, ImageData):
         return split
     if not isinstance(split, Dataset):
         raise TypeError(f"The {name} split must be a datasets.Dataset or an ImageData, got {type(split).__name__}.")
-    modality = modality or ImageModality()
     input_column, label_column = modality.find_columns(split, column_mapping)
-    return modality.prepare(
-        split,
-        input_column,
-        label_column,
-        mean=mean,
-        std=std,
-        image_size=image_size,
-        num_channels=num_channels,
-        desc=f"Preparing {name}",
-    )
+    return modality.prepare(split, input_column, label_column, desc=f"Preparing {name}", **settings)
 
 
 def build_model_config(
@@ -257,8 +195,10 @@ def prepare(
             default: `config.model_name_or_path`, then the papers' ConvNet.
     """
     modality = resolve_modality(config.modality, train_dataset)
-    architecture, settings = resolve_architecture(model or config.model_name_or_path)
-    train_data, test_data = prepare_splits(train_dataset, eval_dataset, config, architecture, settings, modality)
+    model = model or config.model_name_or_path
+    architecture = resolve_architecture(model)
+    model_settings = modality.model_settings(os.fspath(model)) if isinstance(model, str | os.PathLike) else {}
+    train_data, test_data = prepare_splits(train_dataset, eval_dataset, config, architecture, model_settings, modality)
     augment = modality.augmentation(config.dsa_strategy, train_data.class_names)
     return Prepared(
         train_data=train_data,

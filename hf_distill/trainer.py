@@ -422,7 +422,7 @@ class DistillTrainer:
         """The architecture evaluation models use (`eval_model_name_or_path`, else the distillation network)."""
         if not self.config.eval_model_name_or_path:
             return self.model_config
-        architecture, _ = resolve_architecture(self.config.eval_model_name_or_path)
+        architecture = resolve_architecture(self.config.eval_model_name_or_path)
         return build_model_config(architecture, self.train_data, self.config)
 
     def evaluate(

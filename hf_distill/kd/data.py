@@ -13,7 +13,7 @@ from datasets import ClassLabel, Dataset, load_dataset, load_from_disk
 from ..constants import CONFIG_NAME, DATASET_DIR, SOFT_LABEL_COLUMN
 from ..data import load_source
 from ..modalities import ImageData, ImageModality, Modality
-from ..preparation import prepare_like
+from ..preparation import prepare_split
 from ..registry import get_modality_class
 
 
@@ -91,6 +91,16 @@ class DistilledSet:
     def has_soft_labels(self) -> bool:
         return SOFT_LABEL_COLUMN in self.dataset.column_names
 
+    def preparation_settings(self) -> dict:
+        """The settings that prepare a real split like the set's inputs (its normalisation, size and channels)."""
+        channels, height, width = self.image_shape
+        return {
+            "mean": self.image_mean,
+            "std": self.image_std,
+            "image_size": (height, width),
+            "num_channels": channels,
+        }
+
     @property
     def modality(self) -> Modality:
         """The kind of input the set holds (recorded by the distillation; sets without a record are images)."""
@@ -163,8 +173,7 @@ def prepare_test_split(distilled: DistilledSet, test_dataset: Dataset | ImageDat
     Raises:
         ValueError: If the split's classes differ from the set's.
     """
-    channels, height, width = distilled.image_shape
-    data = prepare_like(test_dataset, distilled.image_mean, distilled.image_std, (height, width), channels, "test")
+    data = prepare_split(test_dataset, distilled.modality, distilled.preparation_settings(), "test")
     if data.num_classes != distilled.num_classes:
         raise ValueError(
             f"The test split has {data.num_classes} classes but the distilled set has {distilled.num_classes}: "

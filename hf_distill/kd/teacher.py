@@ -11,9 +11,9 @@ from torch import nn
 from transformers import AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 
 from ..evaluation import EvaluationProtocol, model_accuracy, train_with_protocol
-from ..modalities import ImageData
+from ..modalities import ImageData, ImageModality
 from ..modeling import fresh_model
-from ..preparation import build_model_config, convnet_config, prepare_like, processor_settings
+from ..preparation import build_model_config, convnet_config, prepare_split
 from ..seeding import derive_generator
 from .processing import build_image_processor
 
@@ -47,7 +47,7 @@ def load_teacher(
                 "or an nn.Module."
             ) from error
         if getattr(model.config, "image_mean", None) is None:
-            settings = processor_settings(name)
+            settings = ImageModality().model_settings(name)
             if settings:
                 model.hf_distill_input_settings = settings
     elif isinstance(teacher, nn.Module):
@@ -153,12 +153,12 @@ def train_teacher(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    train_data = prepare_like(train_split, image_mean, image_std, image_size, num_channels, "train")
+    modality = ImageModality()
+    settings = {"mean": image_mean, "std": image_std, "image_size": image_size, "num_channels": num_channels}
+    train_data = prepare_split(train_split, modality, settings, "train")
     test_data = None
     if test_split is not None:
-        test_data = prepare_like(
-            test_split, train_data.mean, train_data.std, train_data.image_size, train_data.num_channels, "test"
-        )
+        test_data = prepare_split(test_split, modality, modality.settings_of(train_data), "test")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if model_config is None:
         overrides = {"net_width": net_width} | ({"net_depth": net_depth} if net_depth else {})

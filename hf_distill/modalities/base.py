@@ -42,8 +42,21 @@ class Modality:
         raise NotImplementedError
 
     def prepare(self, dataset: Dataset, input_column: str, label_column: str, **settings) -> Any:
-        """The split as tensors (the modality's data class, e.g. [`ImageData`])."""
+        """The split as tensors (the modality's data class, e.g. [`ImageData`]); `settings` as
+        [`preparation_settings`] and [`settings_of`] return them, plus `desc` (the progress bar's label)."""
         raise NotImplementedError
+
+    def model_settings(self, name_or_path: str) -> dict:
+        """What a pretrained model imposes on its inputs (read from its processor), or `{}`."""
+        return {}
+
+    def preparation_settings(self, config: Any, architecture: Any, model_settings: dict) -> dict:
+        """The [`prepare`] settings of the training split for a run's `config` and `architecture`."""
+        return {}
+
+    def settings_of(self, data: Any) -> dict:
+        """The [`prepare`] settings that make another split comparable with prepared `data` (same normalisation)."""
+        return {}
 
     def forward(self, model: nn.Module, inputs: torch.Tensor, **kwargs) -> Any:
         """`model`'s output on `inputs`, passed under [`input_name`]."""

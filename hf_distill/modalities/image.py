@@ -3,6 +3,7 @@
 import torch
 from datasets import Array3D, Dataset, Features, Image
 from PIL import Image as PILImage
+from transformers import AutoImageProcessor, PretrainedConfig
 
 from ..augment import SiameseAugment, resolve_strategy
 from ..registry import register_modality
@@ -15,6 +16,14 @@ from .image_data import (
     validate_image_dataset,
 )
 from .image_decoding import prepare_images
+
+
+def _architecture_image_size(config: PretrainedConfig | None) -> tuple[int, int] | None:
+    # The ConvNet is built for the data's size; other architectures (e.g. ViT's patch grid) fix theirs.
+    size = getattr(config, "image_size", None) if config is not None else None
+    if size is None or getattr(config, "model_type", "") == "hf_distill_convnet":
+        return None
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 @register_modality("image")
@@ -41,6 +50,40 @@ class ImageModality(Modality):
     def prepare(self, dataset: Dataset, input_column: str, label_column: str, **settings) -> ImageData:
         """Decodes, resizes and normalises the images (see [`prepare_images`] for `settings`)."""
         return prepare_images(dataset, input_column, label_column, **settings)
+
+    def model_settings(self, name_or_path: str) -> dict:
+        """`mean`, `std` and `image_size` from the model's image processor, when it has one."""
+        try:
+            processor = AutoImageProcessor.from_pretrained(name_or_path)
+        except Exception:  # noqa: BLE001 - a model without a processor is fine: statistics come from the data
+            return {}
+        settings = {}
+        if getattr(processor, "image_mean", None) is not None:
+            settings["mean"], settings["std"] = list(processor.image_mean), list(processor.image_std)
+        size = getattr(processor, "size", None) or {}
+        if isinstance(size, dict) and "height" in size and "width" in size:
+            settings["image_size"] = (size["height"], size["width"])
+        elif isinstance(size, dict) and "shortest_edge" in size:
+            settings["image_size"] = (size["shortest_edge"], size["shortest_edge"])
+        return settings
+
+    def preparation_settings(self, config, architecture: PretrainedConfig | None, model_settings: dict) -> dict:
+        """The processor's statistics (else the split's own); the size `config.image_size` asks for, else the
+        processor's, else the one a non-ConvNet `architecture` is built for; the architecture's channel count."""
+        image_size = (
+            (config.image_size, config.image_size)
+            if config.image_size
+            else model_settings.get("image_size") or _architecture_image_size(architecture)
+        )
+        return {
+            "mean": model_settings.get("mean"),
+            "std": model_settings.get("std"),
+            "image_size": image_size,
+            "num_channels": getattr(architecture, "num_channels", None) if architecture is not None else None,
+        }
+
+    def settings_of(self, data: ImageData) -> dict:
+        return {"mean": data.mean, "std": data.std, "image_size": data.image_size, "num_channels": data.num_channels}
 
     def augmentation(self, strategy: str | None, class_names: list[str]) -> SiameseAugment:
         return SiameseAugment(resolve_strategy(strategy, class_names))
