@@ -7,6 +7,7 @@ split. Any transformers vision classifier config can be the evaluation architect
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ from .data import ClassBalancedSampler
 from .modalities import ImageData, ImageModality, Modality
 from .modeling import fresh_model
 from .seeding import derive_generator
-from .training import accuracy, loss_for_targets, model_forward, train_classifier
+from .training import TrainingCallback, accuracy, loss_for_targets, model_forward, train_classifier
 
 
 @dataclass
@@ -61,6 +62,8 @@ def train_with_protocol(
     desc: str = "train",
     input_name: str = "pixel_values",
     target_type: str = "hard",
+    mixed_precision: str = "no",
+    callbacks: Sequence[TrainingCallback] = (),
 ) -> torch.nn.Module:
     """Trains `model` on `inputs` with the protocol's SGD schedule and augmentation (see [`train_classifier`]).
 
@@ -72,6 +75,7 @@ def train_with_protocol(
         generator (`torch.Generator`): Source of shuffling and augmentation randomness.
         input_name (`str`, *optional*): The model's input keyword (the modality's).
         target_type (`str`, *optional*): `"hard"`, `"soft"` or `"regression"` (trained with the squared loss).
+        mixed_precision (`str`, *optional*), callbacks (*optional*): As [`train_classifier`]'s.
 
     Returns:
         `torch.nn.Module`: The trained model (in eval mode).
@@ -91,6 +95,8 @@ def train_with_protocol(
         forward=model_forward(model, input_name),
         lr_drop_epoch=protocol.epochs // 2,
         loss_function=loss_for_targets(target_type),
+        mixed_precision=mixed_precision,
+        callbacks=callbacks,
         show_progress=show_progress,
         desc=desc,
     )

@@ -25,7 +25,6 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .augment import resolve_strategy
 from .checkpointing import (
     commit_folder,
     latest_checkpoint,
@@ -106,10 +105,11 @@ class DistillTrainer:
         self.train_data, self.test_data = prepared.train_data, prepared.test_data
         self.model_config = prepared.model_config
         self.dsa_strategy, self.augment = prepared.dsa_strategy, prepared.augment
-        self.eval_dsa_strategy = resolve_strategy(config.eval_dsa_strategy, self.train_data.class_names)
-        self.train_data.images = self.train_data.images.to(self.accelerator.device)
         self.prepared = prepared
         self.modality = prepared.modality
+        eval_augment = self.modality.augmentation(config.eval_dsa_strategy, self.train_data.class_names)
+        self.eval_dsa_strategy = eval_augment.strategy
+        self.train_data.images = self.train_data.images.to(self.accelerator.device)
         self.method = method_class(config, prepared)
 
         self.iteration = 0

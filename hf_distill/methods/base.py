@@ -9,6 +9,7 @@ subclass decorated with `@register_method("name")`. There are two kinds:
 """
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -19,12 +20,12 @@ from torch import nn
 
 from ..config import DistillConfig
 from ..data import ClassBalancedSampler
-from ..evaluation import EvaluationProtocol
+from ..evaluation import EvaluationProtocol, train_with_protocol
 from ..modeling import extract_features, fresh_model
 from ..preparation import Prepared
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
-from ..training import TrainingCallback, autocast_context, model_forward, train_classifier
+from ..training import TrainingCallback, autocast_context
 
 
 @dataclass
@@ -53,27 +54,22 @@ class SelectionContext:
         protocol: EvaluationProtocol | None = None,
     ) -> nn.Module:
         """A network of the run's architecture: freshly drawn (`epochs=0`), or trained `epochs` epochs on the whole
-        real training split through the one training loop ([`train_classifier`]) with the protocol's SGD
-        (`protocol`, default the standard one) and the run's augmentation; `callbacks` see every batch (per-example
-        losses, forgetting events) and epoch. Returned in eval mode."""
+        real training split with the evaluation protocol's schedule (`protocol`, default the standard one) and the
+        run's augmentation, through the one training loop; `callbacks` see every batch (per-example losses,
+        forgetting events) and epoch. Returned in eval mode."""
         prepared, config = self.prepared, self.config
         model = fresh_model(prepared.model_config, derive_generator(config.seed, key, "init")).to(self.device)
         if epochs:
-            protocol = protocol or EvaluationProtocol(seed=config.seed)
-            data = prepared.train_data
-            optimizer = torch.optim.SGD(
-                model.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
+            protocol = dataclasses.replace(
+                protocol or EvaluationProtocol(seed=config.seed), epochs=epochs, dsa_strategy=prepared.dsa_strategy
             )
-            train_classifier(
+            train_with_protocol(
                 model,
-                data.images.to(self.device),
-                data.labels.to(self.device),
-                optimizer=optimizer,
-                epochs=epochs,
-                batch_size=protocol.batch_size,
-                generator=derive_generator(config.seed, key, "train"),
-                augment=prepared.augment,
-                forward=model_forward(model, prepared.modality.input_name),
+                prepared.train_data.images.to(self.device),
+                prepared.train_data.labels.to(self.device),
+                protocol,
+                derive_generator(config.seed, key, "train"),
+                input_name=prepared.modality.input_name,
                 mixed_precision=config.mixed_precision,
                 callbacks=callbacks,
             )
