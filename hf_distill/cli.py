@@ -14,6 +14,7 @@ The `distill` parser is built from the method's config dataclass (`HfArgumentPar
 """
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from .constants import CONFIG_NAME, DIGITS_SOURCE, EVAL_RESULTS_NAME, EXPERTS_IN
 from .data import load_source
 from .evaluation import format_result
 from .experts import train_experts_for_config
-from .hub import push_distilled_to_hub, push_experts_to_hub, push_student_to_hub
+from .hub import HubPushError, push_distilled_to_hub, push_experts_to_hub, push_student_to_hub
 from .kd import KDConfig, train_student
 from .registry import METHODS, get_method_class
 from .trainer import DistillTrainer
@@ -58,7 +59,7 @@ def _load_recipe(path: str | None) -> dict:
 def build_distill_parser(method: str, defaults: dict | None = None) -> HfArgumentParser:
     """The `distill` parser for `method`, with `defaults` (e.g. from a YAML recipe) applied."""
     config_class = get_method_class(method).config_class
-    parser = HfArgumentParser((ScriptArguments, config_class), prog="hf-distill distill")
+    parser = HfArgumentParser((ScriptArguments, config_class), prog="hf-distill distill", allow_abbrev=False)
     parser.add_argument("--config", default=None, help="A YAML recipe whose keys give defaults for the flags.")
     parser.add_argument("--method", default=method, choices=sorted(METHODS), help="Distillation method.")
     return _apply_recipe_defaults(parser, defaults, f"method {method!r}", "hf-distill distill")
@@ -77,7 +78,7 @@ def _apply_recipe_defaults(parser: HfArgumentParser, defaults: dict | None, what
 
 def parse_distill_args(argv: list[str] | None = None) -> tuple[ScriptArguments, DistillConfig]:
     """Parses `distill` flags: YAML recipe (`--config`) first, then flags on top."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     pre.add_argument("--method", default=None)
     known, _ = pre.parse_known_args(argv)
@@ -124,7 +125,7 @@ def _print_summary(results: dict, config: DistillConfig, iterations: int, second
 def run_evaluate(argv: list[str] | None = None) -> dict:
     """`hf-distill evaluate OUTPUT_DIR`: re-evaluates a saved distilled set and rewrites `eval_results.json`."""
 
-    parser = argparse.ArgumentParser(prog="hf-distill evaluate", description=run_evaluate.__doc__)
+    parser = argparse.ArgumentParser(prog="hf-distill evaluate", description=run_evaluate.__doc__, allow_abbrev=False)
     parser.add_argument("output_dir", help="A folder written by `hf-distill distill` (or DistillTrainer.save).")
     parser.add_argument("--dataset", default=None, help="Source dataset (default: the one recorded at distillation).")
     parser.add_argument("--dataset_config_name", default=None)
@@ -163,7 +164,7 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
 def run_push(argv: list[str] | None = None) -> str:
     """`hf-distill push OUTPUT_DIR REPO_ID`: pushes a distilled set (or a KD student folder) with its card."""
 
-    parser = argparse.ArgumentParser(prog="hf-distill push", description=run_push.__doc__)
+    parser = argparse.ArgumentParser(prog="hf-distill push", description=run_push.__doc__, allow_abbrev=False)
     parser.add_argument(
         "output_dir", help="A folder written by `hf-distill distill` (a dataset) or by `hf-distill kd` (a model)."
     )
@@ -192,7 +193,7 @@ def run_train_experts(argv: list[str] | None = None):
     config's `expert_path`). Experts already in the folder are kept: re-running resumes.
     """
 
-    pre = argparse.ArgumentParser(prog="hf-distill train-experts", add_help=False)
+    pre = argparse.ArgumentParser(prog="hf-distill train-experts", add_help=False, allow_abbrev=False)
     pre.add_argument("--num_experts", type=int, required=True, help="Expert trajectories to train.")
     pre.add_argument("--num_epochs", type=int, required=True, help="Epochs per expert (one snapshot per epoch).")
     pre.add_argument("--expert_dir", default=None, help="Output folder (default: the config's expert_path).")
@@ -241,14 +242,14 @@ def distill_main(argv: list[str] | None = None):
 def build_kd_parser(defaults: dict | None = None) -> HfArgumentParser:
     """The `kd` parser: every [`KDConfig`] field (TrainingArguments included) is a flag; `defaults` from a recipe."""
 
-    parser = HfArgumentParser(KDConfig, prog="hf-distill kd")
+    parser = HfArgumentParser(KDConfig, prog="hf-distill kd", allow_abbrev=False)
     parser.add_argument("--config", default=None, help="A YAML recipe whose keys give defaults for the flags.")
     return _apply_recipe_defaults(parser, defaults, "`hf-distill kd`", "hf-distill kd")
 
 
 def parse_kd_args(argv: list[str] | None = None):
     """Parses `kd` flags: YAML recipe (`--config`) first, then flags on top. Returns a [`KDConfig`]."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     parser = build_kd_parser(_load_recipe(known.config))
@@ -296,8 +297,18 @@ def kd_main(argv: list[str] | None = None):
     return run_kd(parse_kd_args(argv))
 
 
+#: Errors that mean the user must change something (exit status 2, argparse's convention for a usage error).
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
+#: Errors of the environment (no network, a failed upload, a diverging run): exit status 1.
+RUN_ERRORS = (RuntimeError, HubPushError, FloatingPointError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`hf-distill`: runs a command; a user's mistake prints `hf-distill: error: <message>` (exit status 2), a failed
+    run (network, upload) the same with status 1. `--debug` (or `HF_DISTILL_DEBUG=1`) shows the traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HF_DISTILL_DEBUG", "").lower() in ("1", "true", "yes")
+    argv = [arg for arg in argv if arg != "--debug"]
     commands = {
         "distill": distill_main,
         "evaluate": run_evaluate,
@@ -312,10 +323,20 @@ def main(argv: list[str] | None = None) -> int:
             "  evaluate  re-evaluate a saved distilled set (hf-distill evaluate --help)\n"
             "  kd        train a student on a distilled set with a teacher (hf-distill kd --help)\n"
             "  push      push a distilled set, KD student or MTT experts with a card (hf-distill push --help)\n"
-            "  train-experts  train MTT's expert trajectories (hf-distill train-experts --help)"
+            "  train-experts  train MTT's expert trajectories (hf-distill train-experts --help)\n\n"
+            "  --debug   show the full traceback of an error (or set HF_DISTILL_DEBUG=1)"
         )
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    commands[argv[0]](argv[1:])
+    try:
+        commands[argv[0]](argv[1:])
+    except (*USER_ERRORS, *RUN_ERRORS) as error:
+        if debug:
+            raise
+        status = 2 if isinstance(error, USER_ERRORS) else 1
+        print(f"hf-distill: error: {error}", file=sys.stderr)
+        if status == 1:
+            print("(run again with --debug for the full traceback)", file=sys.stderr)
+        return status
     return 0
 
 

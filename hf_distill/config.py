@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,13 @@ class DistillConfig:
 
     # Run management
     output_dir: str | None = field(default=None, metadata={"help": "Where checkpoints and results are written."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace another run held by output_dir (its checkpoints are deleted when this run starts); "
+            "without it such a folder is refused unless the run resumes it."
+        },
+    )
     save_steps: int = field(default=500, metadata={"help": "Checkpoint every N iterations (0: never)."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (oldest deleted first)."})
     resume_from_checkpoint: str | None = field(
@@ -137,7 +145,22 @@ class DistillConfig:
         default="none", metadata={"help": "Accelerate trackers, comma separated ('tensorboard', 'wandb', 'all')."}
     )
 
+    def _check_integer_fields(self) -> None:
+        """Fields declared `int` hold integers: `2.0` (a YAML float) becomes 2, `2.5`, `True` or `"2"` is an error."""
+        hints = typing.get_type_hints(type(self))
+        for spec in dataclasses.fields(self):
+            if hints.get(spec.name) not in (int, int | None):
+                continue
+            value = getattr(self, spec.name)
+            if value is None and hints[spec.name] == int | None:
+                continue
+            if isinstance(value, float) and value.is_integer():
+                setattr(self, spec.name, int(value))
+            elif isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{spec.name} must be a whole number, got {value!r}.")
+
     def __post_init__(self):
+        self._check_integer_fields()
         if self.images_per_class < 1:
             raise ValueError(f"images_per_class must be >= 1, got {self.images_per_class}.")
         if self.num_iterations < 0:

@@ -9,10 +9,8 @@ single-process run.
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -21,28 +19,16 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from datasets import Dataset, load_from_disk
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .checkpointing import (
-    commit_folder,
-    latest_checkpoint,
-    load_optimizer,
     rotate_checkpoints,
-    save_optimizer,
-    save_tensors,
-    write_json_atomic,
 )
 from .config import DistillConfig
 from .constants import (
     CONFIG_NAME,
     DATASET_DIR,
-    EVAL_RESULTS_NAME,
-    GRID_NAME,
-    METHOD_STATE_NAME,
-    STATE_NAME,
-    SYNTHETIC_NAME,
 )
 from .data import load_source
 from .evaluation import EvaluationProtocol, evaluate_full_data, evaluate_images, evaluate_random_baseline
@@ -51,6 +37,19 @@ from .methods import SelectionContext
 from .modalities import ImageData
 from .preparation import build_model_config, prepare, resolve_architecture
 from .registry import get_method_class
+from .run_folder import (
+    check_output_dir,
+    check_saved_set,
+    checkpoint_fingerprint,
+    find_checkpoint,
+    fingerprint_differences,
+    read_checkpoint,
+    read_run_metadata,
+    remove_checkpoints,
+    run_fingerprint,
+    write_checkpoint,
+    write_run,
+)
 from .seeding import derive_generator
 from .synthetic import SyntheticSet
 
@@ -140,7 +139,7 @@ class DistillTrainer:
             **config_overrides: Config fields to change (e.g. `eval_model_name_or_path`).
         """
         output_dir = Path(output_dir)
-        metadata = json.loads((output_dir / CONFIG_NAME).read_text())
+        metadata = read_run_metadata(output_dir)
         config = DistillConfig.from_dict({**metadata, **config_overrides})
         source = metadata.get("source") or {}
         dataset = dataset or source.get("dataset")
@@ -157,6 +156,13 @@ class DistillTrainer:
             revision=source.get("revision"),
         )
         trainer = cls(config, train, test, source=source)
+        recorded = (metadata.get("class_names"), metadata.get("image_shape"))
+        current = (trainer.train_data.class_names, list(trainer.train_data.image_shape))
+        if None not in recorded and tuple(map(list, recorded)) != tuple(map(list, current)):
+            raise ValueError(
+                f"{output_dir} was distilled from data with classes {recorded[0]} and inputs {recorded[1]}, but "
+                f"{dataset!r} has classes {current[0]} and inputs {current[1]}. Pass its source with --dataset."
+            )
         if load_distilled:
             trainer.load_distilled(output_dir)
         return trainer
@@ -164,8 +170,9 @@ class DistillTrainer:
     def load_distilled(self, output_dir: str | os.PathLike) -> None:
         """Replaces the synthetic set with the one saved in `output_dir` (and its iteration count and seconds)."""
         output_dir = Path(output_dir)
-        metadata = json.loads((output_dir / CONFIG_NAME).read_text())
+        metadata = read_run_metadata(output_dir)
         distilled = load_from_disk(str(output_dir / DATASET_DIR))
+        check_saved_set(output_dir, metadata, distilled.num_rows, distilled.features["label"].names)
         images = SyntheticSet.from_dataset(
             distilled,
             metadata["image_mean"],
@@ -244,6 +251,7 @@ class DistillTrainer:
         config, accelerator = self.config, self.accelerator
         if self.method.selects_real_rows:
             return self.synthetic
+        self._prepare_output_dir()
         if config.resume_from_checkpoint:
             self._resume(config.resume_from_checkpoint)
         accelerator.init_trackers("hf_distill", config={k: v for k, v in config.to_dict().items() if v is not None})
@@ -352,47 +360,53 @@ class DistillTrainer:
         """Writes `output_dir/checkpoint-{iteration}` atomically (main process) and prunes old ones."""
         path = None
         if self.accelerator.is_main_process:
-            output_dir = Path(self.config.output_dir)
-            path = output_dir / f"checkpoint-{self.iteration}"
-            tmp = output_dir / f".checkpoint-{self.iteration}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            self.synthetic.save(tmp / SYNTHETIC_NAME)
-            save_optimizer(self.optimizer, tmp)
-            method_state = self.method.state_dict()
-            if method_state:
-                save_tensors(
-                    {k: v.detach().cpu().contiguous() for k, v in method_state.items()}, tmp / METHOD_STATE_NAME
-                )
-            self.config.save_pretrained(tmp)
             state = {
                 "iteration": self.iteration,
                 "distill_seconds": self.distill_seconds,
                 "log_history": self.log_history,
+                "fingerprint": self.fingerprint(),
             }
-            # The state file is written last: a folder without it is never taken for a checkpoint.
-            (tmp / STATE_NAME).write_text(json.dumps(state, indent=2))
-            commit_folder(tmp, path)
-            rotate_checkpoints(output_dir, self.config.save_total_limit)
+            path = write_checkpoint(
+                Path(self.config.output_dir),
+                self.synthetic,
+                self.optimizer,
+                self.method.state_dict(),
+                self.config,
+                state,
+            )
+            rotate_checkpoints(self.config.output_dir, self.config.save_total_limit)
         self.accelerator.wait_for_everyone()
         return path
 
+    def _prepare_output_dir(self) -> None:
+        """Checks, before any work, that the output folder can be written and is this run's to write; with
+        `overwrite_output_dir` the other run's checkpoints are removed (they would mix with this run's)."""
+        config = self.config
+        if config.output_dir:
+            resuming, overwrite = bool(config.resume_from_checkpoint), config.overwrite_output_dir
+            check_output_dir(config.output_dir, resuming=resuming, overwrite=overwrite)
+            if overwrite and not resuming and self.accelerator.is_main_process:
+                remove_checkpoints(config.output_dir)
+        self.accelerator.wait_for_everyone()
+
+    def fingerprint(self) -> dict:
+        """What a checkpoint of this run must agree on to be resumed by it (see [`run_fingerprint`])."""
+        return run_fingerprint(self.config, self.model_config, self.train_data, self.source)
+
     def _resume(self, checkpoint: str) -> None:
-        if checkpoint in ("latest", "True", "true"):
-            path = latest_checkpoint(self.config.output_dir) if self.config.output_dir else None
-            if path is None:
-                logger.warning(f"No checkpoint found in {self.config.output_dir}; starting from scratch.")
-                return
-        else:
-            path = Path(checkpoint)
-            if not (path / STATE_NAME).is_file():
-                raise ValueError(f"{path} is not a complete checkpoint folder (no {STATE_NAME} in it).")
-        self.synthetic.load_state(path / SYNTHETIC_NAME)
+        path = find_checkpoint(self.config.output_dir, checkpoint)
+        if path is None:
+            logger.warning(f"No checkpoint found in {self.config.output_dir}; starting from scratch.")
+            return
+        differences = fingerprint_differences(checkpoint_fingerprint(path), self.fingerprint())
+        if differences:
+            raise ValueError(
+                f"{path} belongs to another run and cannot be resumed by this one: {'; '.join(differences)}. Resume "
+                "with the checkpoint's settings, or start this run in another --output_dir."
+            )
+        method_state, state = read_checkpoint(path, self.synthetic, self.optimizer)
         self.synthetic.to(self.accelerator.device)
-        load_optimizer(self.optimizer, path)
-        method_state = path / METHOD_STATE_NAME
-        self.method.load_state_dict(load_file(str(method_state)) if method_state.is_file() else {})
-        state = json.loads((path / STATE_NAME).read_text())
+        self.method.load_state_dict(method_state)
         self.iteration = state["iteration"]
         self.distill_seconds = state.get("distill_seconds", 0.0)
         self.log_history = state.get("log_history", [])
@@ -489,14 +503,15 @@ class DistillTrainer:
         """
         output_dir = Path(output_dir or self.config.output_dir or "outputs")
         if self.accelerator.is_main_process:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            dataset_tmp = output_dir / f".{DATASET_DIR}.tmp"
-            shutil.rmtree(dataset_tmp, ignore_errors=True)
-            self.to_dataset().save_to_disk(str(dataset_tmp))
-            commit_folder(dataset_tmp, output_dir / DATASET_DIR)
-            self.config.save_pretrained(output_dir, extra=self._run_metadata())
-            write_json_atomic(output_dir / EVAL_RESULTS_NAME, self.eval_results)
-            self.synthetic.grid_image().save(output_dir / GRID_NAME)
+            check_output_dir(output_dir, resuming=True, overwrite=True)  # writable; this run's to write
+            write_run(
+                output_dir,
+                self.to_dataset(),
+                self.config,
+                self._run_metadata(),
+                self.eval_results,
+                self.synthetic.grid_image(),
+            )
         self.accelerator.wait_for_everyone()
         return output_dir
 

@@ -232,15 +232,17 @@ def test_evaluate_rewrites_eval_results(distilled_run, tmp_path, capsys):
     assert np.array_equal(evaluated, original)
 
 
-def test_evaluate_without_a_recorded_source_asks_for_dataset(distilled_run, tmp_path):
+def test_evaluate_without_a_recorded_source_asks_for_dataset(distilled_run, tmp_path, capsys):
     _, source_dir, _ = distilled_run
     output_dir = tmp_path / "copy"
     shutil.copytree(source_dir, output_dir)
     metadata = json.loads((output_dir / CONFIG_NAME).read_text())
     metadata["source"] = {}
     (output_dir / CONFIG_NAME).write_text(json.dumps(metadata))
-    with pytest.raises(ValueError, match="--dataset"):
-        main(["evaluate", str(output_dir), "--num_models", "1", "--epochs", "1"])
+    assert main(["evaluate", str(output_dir), "--num_models", "1", "--epochs", "1"]) == 2
+    assert "--dataset" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--dataset"):  # --debug: the exception itself
+        main(["evaluate", str(output_dir), "--num_models", "1", "--epochs", "1", "--debug"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -86,8 +86,11 @@ def test_a_stateless_method_refuses_another_methods_state(counting_method, tiny_
     ).train()
     checkpoint = str(tmp_path / "checkpoint-2")
     config = GradientMatchingConfig(num_iterations=3, batch_real=4, resume_from_checkpoint=checkpoint, **TINY)
+    trainer = DistillTrainer(config, splits["train"])
+    with pytest.raises(ValueError, match="belongs to another run.*method: 'test-counting' .checkpoint. vs 'dc'"):
+        trainer.train()
     with pytest.raises(ValueError, match="keeps no state.*another method"):
-        DistillTrainer(config, splits["train"]).train()
+        trainer.method.load_state_dict({"updates": torch.ones(1)})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
