@@ -58,6 +58,8 @@ def distill_dataset(
         name=dataset_config_name,
         revision=revision,
         token=token,
+        # A run that will evaluate fails here, before distilling, when its test split is missing.
+        require_test_split=evaluate and eval_dataset is None,
     )
     test = eval_dataset if eval_dataset is not None else test
     source = {

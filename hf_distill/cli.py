@@ -32,6 +32,7 @@ from .experts import train_experts_for_config
 from .hub import HubPushError, push_distilled_to_hub, push_experts_to_hub, push_student_to_hub
 from .kd import KDConfig, train_student
 from .registry import METHODS, get_method_class
+from .run_folder import read_json
 from .trainer import DistillTrainer
 
 
@@ -109,7 +110,14 @@ def run_distill(script_args: ScriptArguments, config: DistillConfig):
     return trainer
 
 
-def _print_summary(results: dict, config: DistillConfig, iterations: int, seconds: float, output_dir) -> None:
+def _print_summary(
+    results: dict,
+    config: DistillConfig,
+    iterations: int,
+    seconds: float,
+    output_dir,
+    results_name: str = EVAL_RESULTS_NAME,
+) -> None:
     size = f"{config.images_per_class} images/class"
     lines = [f"Distilled with {config.method} ({size}, {iterations} iterations, {seconds:.1f} s)"]
     if results:
@@ -118,19 +126,42 @@ def _print_summary(results: dict, config: DistillConfig, iterations: int, second
             lines.append(f"  test accuracy, random real subset: {format_result(results['random_real'])}")
         if "full_data" in results:
             lines.append(f"  test accuracy, whole train split : {format_result(results['full_data'])}")
-    lines.append(f"Wrote {output_dir}/ (dataset/, {CONFIG_NAME}, eval_results.json, synthetic_grid.png)")
+    lines.append(f"Wrote {output_dir}/ (dataset/, {CONFIG_NAME}, {results_name}, synthetic_grid.png)")
     print("\n".join(lines))
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def results_file_name(results: dict, previous: dict | None) -> str:
+    """`eval_results.json` when it holds nothing yet or the same protocol; else a name of the new protocol, so an
+    earlier evaluation is never replaced by a different one."""
+    protocol = results["protocol"]
+    architecture = results["distilled"].get("architecture")
+    if not previous or (previous.get("protocol"), previous.get("distilled", {}).get("architecture")) == (
+        protocol,
+        architecture,
+    ):
+        return EVAL_RESULTS_NAME
+    return f"eval_results_{protocol['num_models']}models_{protocol['epochs']}epochs_{architecture}.json"
+
+
 def run_evaluate(argv: list[str] | None = None) -> dict:
-    """`hf-distill evaluate OUTPUT_DIR`: re-evaluates a saved distilled set and rewrites `eval_results.json`."""
+    """`hf-distill evaluate OUTPUT_DIR`: re-evaluates a saved distilled set. The results go to `eval_results.json`
+    when the protocol is the recorded one; a different protocol's go beside it, named after the protocol."""
 
     parser = argparse.ArgumentParser(prog="hf-distill evaluate", description=run_evaluate.__doc__, allow_abbrev=False)
     parser.add_argument("output_dir", help="A folder written by `hf-distill distill` (or DistillTrainer.save).")
     parser.add_argument("--dataset", default=None, help="Source dataset (default: the one recorded at distillation).")
     parser.add_argument("--dataset_config_name", default=None)
-    parser.add_argument("--num_models", type=int, default=None, help="Evaluation models (default: the config's).")
-    parser.add_argument("--epochs", type=int, default=None, help="Epochs per model (default: the config's).")
+    parser.add_argument(
+        "--num_models", type=_positive_int, default=None, help="Evaluation models (default: the config's)."
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=None, help="Epochs per model (default: the config's).")
     parser.add_argument("--eval_model_name_or_path", default=None, help="Evaluate with another architecture.")
     parser.add_argument("--full_data", action="store_true", help="Also train on the whole training split.")
     parser.add_argument(
@@ -139,7 +170,8 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--results_name",
         default=None,
-        help="File (in OUTPUT_DIR) to write the results to (default: eval_results.json, replacing it).",
+        help="File (in OUTPUT_DIR) to write the results to (default: eval_results.json for the recorded protocol, "
+        "eval_results_<models>models_<epochs>epochs_<architecture>.json for another).",
     )
     args = parser.parse_args(argv)
 
@@ -156,8 +188,11 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         full_data=args.full_data or None,
     )
     if trainer.accelerator.is_main_process:
-        write_json_atomic(output_dir / (args.results_name or EVAL_RESULTS_NAME), results)
-        _print_summary(results, config, trainer.iteration, trainer.distill_seconds, output_dir)
+        previous_path = output_dir / EVAL_RESULTS_NAME
+        previous = read_json(previous_path, "earlier results") if previous_path.is_file() else None
+        name = args.results_name or results_file_name(results, previous)
+        write_json_atomic(output_dir / name, results)
+        _print_summary(results, config, trainer.iteration, trainer.distill_seconds, output_dir, name)
     return results
 
 

@@ -95,7 +95,7 @@ def make_digits_dataset(test_fraction: float = 0.2, seed: int = 0) -> DatasetDic
 
 
 def _pick_splits(
-    dd: DatasetDict, train_split: str, test_split: str | None, source: str
+    dd: DatasetDict, train_split: str, test_split: str | None, source: str, require_test_split: bool = False
 ) -> tuple[Dataset, Dataset | None]:
     available = list(dd.keys())
     if train_split not in dd:
@@ -106,6 +106,11 @@ def _pick_splits(
     if test_split is None:
         return dd[train_split], None
     if test_split not in dd:
+        if require_test_split:
+            raise ValueError(
+                f"Split {test_split!r} not found in {source}; available splits: {available}. Evaluation needs a "
+                f"test split: pass test_split=<one of {available}> (--test_split)."
+            )
         logger.warning(
             "Split %r not found in %s (available splits: %s); continuing without a test split. "
             "Pass test_split=<split name> to evaluate on another split.",
@@ -117,10 +122,17 @@ def _pick_splits(
     return dd[train_split], dd[test_split]
 
 
-def _as_pair(loaded: Any, train_split: str, test_split: str | None, source: str) -> tuple[Dataset, Dataset | None]:
+def _as_pair(
+    loaded: Any, train_split: str, test_split: str | None, source: str, require_test_split: bool = False
+) -> tuple[Dataset, Dataset | None]:
     if isinstance(loaded, DatasetDict):
-        return _pick_splits(loaded, train_split, test_split, source)
+        return _pick_splits(loaded, train_split, test_split, source, require_test_split)
     if isinstance(loaded, Dataset):
+        if require_test_split and test_split is not None:
+            raise ValueError(
+                f"{source} is a single split: evaluation needs a test split. Pass a DatasetDict or the test split "
+                "(eval_dataset=...), or set test_split=None to distill without evaluating."
+            )
         return loaded, None
     raise TypeError(f"Expected a Dataset or DatasetDict from {source}, got {type(loaded).__name__}.")
 
@@ -134,6 +146,7 @@ def load_source(
     revision: str | None = None,
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
+    require_test_split: bool = False,
 ) -> tuple[Dataset, Dataset | None]:
     """Load the train (and, when present, test) split of a source dataset.
 
@@ -165,6 +178,9 @@ def load_source(
             Hugging Face token for private or gated Hub datasets.
         cache_dir (`str` or `os.PathLike`, *optional*):
             Cache directory for `load_dataset`.
+        require_test_split (`bool`, *optional*, defaults to `False`):
+            A missing `test_split` is an error (listing the available splits) instead of a warning: for a run that
+            will evaluate, so that it fails before distilling.
 
     Returns:
         `tuple[datasets.Dataset, datasets.Dataset | None]`: The train split and the test split (or `None`).
@@ -176,37 +192,39 @@ def load_source(
         RuntimeError: If the Hub cannot be reached (checked with one request, so this fails fast), offline mode
             is on and the dataset is not cached, or loading fails for another reason.
     """
-    if isinstance(dataset, DatasetDict):
-        return _pick_splits(dataset, train_split, test_split, "the given DatasetDict")
-    if isinstance(dataset, Dataset):
-        return dataset, None
+    if isinstance(dataset, DatasetDict | Dataset):
+        return _as_pair(dataset, train_split, test_split, "the given dataset", require_test_split)
     if not isinstance(dataset, (str, os.PathLike)):
         raise TypeError(
             "`dataset` must be a Hub id, a local path, a datasets.Dataset or a datasets.DatasetDict, got "
             f"{type(dataset).__name__}."
         )
     if isinstance(dataset, str) and dataset == DIGITS_SOURCE:
-        return _pick_splits(make_digits_dataset(), train_split, test_split, f"{DIGITS_SOURCE!r}")
+        return _as_pair(make_digits_dataset(), train_split, test_split, f"{DIGITS_SOURCE!r}", require_test_split)
 
     source = os.fspath(dataset)
     path = Path(source).expanduser()
     cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
     if path.exists():
-        return _load_local(path, train_split, test_split, name=name, cache_dir=cache_dir)
-    if isinstance(dataset, os.PathLike) or looks_like_local_path(source):
+        loaded, described = _load_local(path, train_split, name=name, cache_dir=cache_dir)
+    elif isinstance(dataset, os.PathLike) or looks_like_local_path(source):
         raise ValueError(
             f"Local dataset path {source!r} does not exist. Check the path, or pass a Hub dataset id "
             "(e.g. 'ylecun/mnist')."
         )
-    return _load_hub(source, train_split, test_split, name=name, revision=revision, token=token, cache_dir=cache_dir)
+    else:
+        loaded = _load_hub(source, name=name, revision=revision, token=token, cache_dir=cache_dir)
+        described = f"dataset {source!r}"
+    return _as_pair(loaded, train_split, test_split, described, require_test_split)
 
 
 def _load_local(
-    path: Path, train_split: str, test_split: str | None, *, name: str | None, cache_dir: str | None
-) -> tuple[Dataset, Dataset | None]:
+    path: Path, train_split: str, *, name: str | None, cache_dir: str | None
+) -> tuple[Dataset | DatasetDict, str]:
+    """What a local folder or file holds, and how to name it in messages."""
     source = f"local dataset {str(path)!r}"
     if path.is_dir() and any((path / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS):
-        return _as_pair(load_from_disk(str(path)), train_split, test_split, source)
+        return load_from_disk(str(path)), source
     kwargs: dict[str, Any] = {"cache_dir": cache_dir}
     if name is not None:
         kwargs["name"] = name
@@ -232,19 +250,17 @@ def _load_local(
             "save_to_disk, data files (parquet/csv/json/arrow, optionally with a README.md `configs:` block), or an "
             "imagefolder tree (<split>/<class>/<image>), and that `name` is one of its configurations."
         ) from e
-    return _as_pair(loaded, train_split, test_split, source)
+    return loaded, source
 
 
 def _load_hub(
     repo_id: str,
-    train_split: str,
-    test_split: str | None,
     *,
     name: str | None,
     revision: str | None,
     token: str | bool | None,
     cache_dir: str | None,
-) -> tuple[Dataset, Dataset | None]:
+) -> Dataset | DatasetDict:
     # One request first: a typo, a gated dataset, a bad revision or no network fails at once with one clear
     # message, instead of after `load_dataset`'s retries (half a minute per file without a connection).
     check_hub_access(repo_id, repo_type="dataset", revision=revision, token=token)
@@ -264,7 +280,7 @@ def _load_hub(
             "network connection (or set HF_HUB_OFFLINE=1 to use a cached copy), your access to the dataset "
             "(token=...), and the `name`/`revision` arguments."
         ) from e
-    return _as_pair(loaded, train_split, test_split, f"dataset {repo_id!r}")
+    return loaded
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -110,6 +110,10 @@ class DistillTrainer:
         self.eval_dsa_strategy = eval_augment.strategy
         self.train_data.images = self.train_data.images.to(self.accelerator.device)
         self.method = method_class(config, prepared)
+        # Resolved now, so an unreachable or mistyped evaluation model fails before distilling, not after.
+        self._eval_architecture = None
+        if config.eval_model_name_or_path:
+            self._eval_architecture = resolve_architecture(config.eval_model_name_or_path)
 
         self.iteration = 0
         self.log_history: list[dict] = []
@@ -436,8 +440,9 @@ class DistillTrainer:
         """The architecture evaluation models use (`eval_model_name_or_path`, else the distillation network)."""
         if not self.config.eval_model_name_or_path:
             return self.model_config
-        architecture = resolve_architecture(self.config.eval_model_name_or_path)
-        return build_model_config(architecture, self.train_data, self.config)
+        if self._eval_architecture is None:
+            self._eval_architecture = resolve_architecture(self.config.eval_model_name_or_path)
+        return build_model_config(self._eval_architecture, self.train_data, self.config)
 
     def evaluate(
         self,

@@ -210,7 +210,7 @@ def test_unknown_method_is_rejected():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_evaluate_rewrites_eval_results(distilled_run, tmp_path, capsys):
+def test_evaluate_writes_another_protocol_beside_the_recorded_results(distilled_run, tmp_path, capsys):
     _, source_dir, _ = distilled_run
     output_dir = tmp_path / "copy"
     shutil.copytree(source_dir, output_dir)
@@ -218,7 +218,8 @@ def test_evaluate_rewrites_eval_results(distilled_run, tmp_path, capsys):
     assert before["distilled"]["epochs"] == 2
 
     assert main(["evaluate", str(output_dir), "--num_models", "1", "--epochs", "1"]) == 0
-    after = json.loads((output_dir / "eval_results.json").read_text())
+    assert json.loads((output_dir / "eval_results.json").read_text()) == before  # never replaced by another protocol
+    after = json.loads((output_dir / "eval_results_1models_1epochs_hf_distill_convnet.json").read_text())
     assert after["distilled"]["epochs"] == 1 and after["protocol"]["epochs"] == 1
     assert after["distilled"]["num_models"] == 1
     assert after["distilled"]["num_images"] == 10
