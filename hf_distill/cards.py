@@ -24,7 +24,7 @@ from .constants import (
     KD_CONFIG_NAME,
     __version__,
 )
-from .hub_utils import first_line, hub_endpoint, is_hub_id, is_offline
+from .hub_utils import first_line, hub_endpoint, is_hub_id, is_offline, public_text
 from .modeling import describe_architecture
 from .registry import METHODS, get_modality_class
 from .trajectories import ExpertTrajectories
@@ -109,7 +109,8 @@ def _read_json(path: Path, *, required: bool = False, hint: str = "") -> dict:
         if required:
             raise ValueError(f"{path} not found{': ' + hint if hint else '.'}")
         return {}
-    return json.loads(path.read_text())
+    # A card is published: local paths in the run's records are shown by their folder name only.
+    return public_text(json.loads(path.read_text()))
 
 
 def _size_category(num_rows: int) -> str:

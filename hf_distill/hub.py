@@ -14,6 +14,7 @@ The cards are the Jinja templates in `hf_distill/templates/`, rendered with `Dat
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from .constants import (
     EXPERTS_INDEX_NAME,
     GRID_NAME,
 )
-from .hub_utils import CONNECTION_ERRORS, first_line
+from .hub_utils import CONNECTION_ERRORS, first_line, public_text
 from .trajectories import ExpertTrajectories
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,15 @@ logger = logging.getLogger(__name__)
 _PUSH_ERRORS: tuple[type[Exception], ...] = (HfHubHTTPError, *CONNECTION_ERRORS)
 # Student files worth publishing (checkpoints, logs and pickled training arguments are left behind).
 _STUDENT_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
+
+
+def _upload(path: Path) -> CommitOperationAdd:
+    """The commit operation of a local file; a JSON file goes without the local paths it records (see
+    [`public_text`]): a push publishes a run, not the layout of the machine it ran on."""
+    if path.suffix == ".json":
+        payload = public_text(json.loads(path.read_text()))
+        return CommitOperationAdd(path.name, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    return CommitOperationAdd(path.name, str(path))
 
 
 class HubPushError(RuntimeError):
@@ -152,7 +162,7 @@ def push_distilled_to_hub(
         # The card `datasets` just wrote holds the split sizes and data files (`dataset_info`, `configs`).
         card = merge_card(card, _existing_card(api, DatasetCard, pushed_id, data_commit.oid))
         operations = [CommitOperationAdd("README.md", str(card).encode())]
-        operations += [CommitOperationAdd(name, str(output_dir / name)) for name in extra_files]
+        operations += [_upload(output_dir / name) for name in extra_files]
         info = api.create_commit(
             pushed_id,
             operations,
@@ -254,7 +264,7 @@ def push_model_folder(
             card = render_card_for(pushed_id)
         card = merge_card(card, _existing_card(api, ModelCard, pushed_id, None))
         operations = [CommitOperationAdd("README.md", str(card).encode())]
-        operations += [CommitOperationAdd(name, str(folder / name)) for name in files]
+        operations += [_upload(folder / name) for name in files]
         info = api.create_commit(pushed_id, operations, commit_message=commit_message)
     except _PUSH_ERRORS as error:
         raise _push_failure(

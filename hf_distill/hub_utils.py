@@ -10,7 +10,9 @@ A leaf module: it imports nothing of this package.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import datasets.config
 from datasets.exceptions import DatasetNotFoundError
@@ -40,6 +42,27 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (ConnectionError, TimeoutError,
 def looks_like_local_path(name: str) -> bool:
     """Whether `name` is written as a path (`/`, `./`, `../`, `~`, a Windows drive) rather than a Hub id."""
     return name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or (os.name == "nt" and ":\\" in name)
+
+
+#: An absolute POSIX path (or `~/...`) inside a text, up to its last component.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/-])~?/(?:[^\s/'\"`]+/)*([^\s/'\"`]+)")
+
+
+def public_text(value: Any) -> Any:
+    """`value` with every absolute local path (in strings, lists and dicts, at any depth) replaced by its last
+    component: what is published (cards, configs pushed to the Hub) names a local dataset or model by its folder
+    name, never by where it lies on the user's machine. A value that is a whole path becomes `./<name>` (still read
+    as a local name, not as a Hub id). Hub ids and relative names are kept."""
+    if isinstance(value, str):
+        whole = _ABSOLUTE_PATH.fullmatch(value)
+        if whole:
+            return f"./{whole.group(1)}"
+        return _ABSOLUTE_PATH.sub(lambda match: match.group(1), value)
+    if isinstance(value, list | tuple):
+        return type(value)(public_text(item) for item in value)
+    if isinstance(value, dict):
+        return {key: public_text(item) for key, item in value.items()}
+    return value
 
 
 def first_line(error: BaseException) -> str:

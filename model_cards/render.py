@@ -33,6 +33,7 @@ from pathlib import Path
 
 from hf_distill.cards import framework_versions, render_dataset_card, render_student_card
 from hf_distill.constants import CONFIG_NAME, EVAL_RESULTS_NAME, GRID_NAME, KD_CONFIG_NAME
+from hf_distill.hub_utils import public_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CARDS_DIR = REPO_ROOT / "model_cards"
@@ -108,7 +109,10 @@ def collect(kind: str, run_dir: Path, cards_dir: Path = CARDS_DIR) -> Path:
     card_dir.mkdir(parents=True, exist_ok=True)
     for file_name in INPUTS[kind]:
         target = card_dir / file_name
-        if (run_dir / file_name).is_file():
+        if (run_dir / file_name).suffix == ".json" and (run_dir / file_name).is_file():
+            # The copies are published with the repository: without the local paths the run recorded.
+            target.write_text(json.dumps(public_text(_read(run_dir / file_name)), indent=2) + "\n")
+        elif (run_dir / file_name).is_file():
             shutil.copyfile(run_dir / file_name, target)
         else:  # a copy left from an earlier run would describe the wrong run
             target.unlink(missing_ok=True)

@@ -208,3 +208,48 @@ def test_images_per_class_must_be_a_whole_number(value):
     with pytest.raises(ValueError, match="images_per_class must be a whole number"):
         DistributionMatchingConfig(images_per_class=value)
     assert DistributionMatchingConfig(images_per_class=2.0).images_per_class == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 7. What is published names no local path
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_push_publishes_no_local_path(hub, tmp_path, tiny_image_dataset):
+    from hf_distill.hub import push_distilled_to_hub
+
+    source = tmp_path / "machine" / "layout" / "my-source"
+    tiny_image_dataset(num_classes=3, rows_per_class=4).save_to_disk(str(source))
+    output_dir = tmp_path / "machine" / "runs" / "x"
+    flags = ["--dataset", str(source), "--num_iterations", "1", "--output_dir", str(output_dir)]
+    assert main(["distill", *TINY[2:], *flags]) == 0
+    assert str(tmp_path) in (output_dir / CONFIG_NAME).read_text()  # kept locally: `evaluate` reloads the source
+
+    push_distilled_to_hub(output_dir, "org/published")
+    files = hub.files("org/published")
+    for name in (CONFIG_NAME, EVAL_RESULTS_NAME, "README.md"):
+        assert str(tmp_path) not in files[name].decode(), name
+    pushed = json.loads(files[CONFIG_NAME])
+    assert pushed["source"]["dataset"] == "./my-source" and pushed["output_dir"] == "./x"
+    assert "the local dataset `my-source`" in files["README.md"].decode()
+
+
+def test_public_text_keeps_hub_ids_and_names_local_paths_by_their_folder():
+    from hf_distill.hub_utils import public_text
+
+    record = {
+        "dataset": "/home/me/data/mnist",
+        "teacher": "ConvNet trained on the full /home/me/data/mnist train split",
+        "hub": "ylecun/mnist",
+        "relative": "outputs/run",
+        "url": "https://huggingface.co/datasets/ylecun/mnist",
+        "nested": [{"path": "~/runs/x"}],
+    }
+    assert public_text(record) == {
+        "dataset": "./mnist",
+        "teacher": "ConvNet trained on the full mnist train split",
+        "hub": "ylecun/mnist",
+        "relative": "outputs/run",
+        "url": "https://huggingface.co/datasets/ylecun/mnist",
+        "nested": [{"path": "./x"}],
+    }
