@@ -98,6 +98,12 @@ def merge_card(card: RepoCard, existing: RepoCard | None) -> RepoCard:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _published(card: RepoCard) -> RepoCard:
+    """`card` without the local paths its inputs recorded (see [`public_text`]): a card names a local dataset or
+    model by its folder, never by where it lies on the machine that rendered it."""
+    return type(card)(public_text(str(card)))
+
+
 def _as_list(value: Any) -> list:
     if value is None:
         return []
@@ -109,8 +115,7 @@ def _read_json(path: Path, *, required: bool = False, hint: str = "") -> dict:
         if required:
             raise ValueError(f"{path} not found{': ' + hint if hint else '.'}")
         return {}
-    # A card is published: local paths in the run's records are shown by their folder name only.
-    return public_text(json.loads(path.read_text()))
+    return json.loads(path.read_text())
 
 
 def _size_category(num_rows: int) -> str:
@@ -300,40 +305,42 @@ def render_dataset_card(
         hf_distill={k: v for k, v in summary.items() if v is not None},
     )
     eval_model = metadata.get("eval_model_name_or_path")
-    return DatasetCard.from_template(
-        card_data,
-        template_path=str(DATASET_CARD_TEMPLATE),
-        repo_id=repo_id or "<user>/<dataset-name>",
-        method=method,
-        method_title=paper.get("title") or method,
-        paper=paper,
-        selects_real_rows=bool(getattr(method_class, "selects_real_rows", False)),
-        source_link=_source_link(source_id),
-        source_config=source.get("config_name"),
-        source_revision=source.get("revision"),
-        source_split=summary["source_split"] or "train",
-        test_split=source.get("test_split") or "test",
-        num_images=num_images,
-        num_classes=num_classes,
-        images_per_class=images_per_class,
-        image_shape=tuple(metadata.get("image_shape") or ()),
-        image_mean=[round(float(m), 4) for m in metadata.get("image_mean") or []],
-        image_std=[round(float(s), 4) for s in metadata.get("image_std") or []],
-        class_names=metadata.get("class_names") or [],
-        init=metadata.get("init", "real"),
-        iterations=metadata.get("iterations_completed", metadata.get("num_iterations")),
-        distill_seconds=metadata.get("distill_seconds", "n/a"),
-        num_processes=metadata.get("num_processes", 1),
-        seed=metadata.get("seed"),
-        dsa_strategy=metadata.get("dsa_strategy_resolved") or "none",
-        soft_labels=bool(metadata.get("learn_soft_labels")),
-        learned_lr=None if metadata.get("learned_lr") is None else float(f"{metadata['learned_lr']:.6g}"),
-        distilled_lr=(results.get("distilled") or {}).get("lr"),
-        distill_architecture=distill_architecture,
-        eval_architecture=f"`{eval_model}`" if eval_model else distill_architecture,
-        eval_rows=_eval_rows(results, method),
-        protocol_text=_protocol_text(results.get("protocol") or {}),
-        versions=versions or framework_versions(metadata.get("hf_distill_version")),
+    return _published(
+        DatasetCard.from_template(
+            card_data,
+            template_path=str(DATASET_CARD_TEMPLATE),
+            repo_id=repo_id or "<user>/<dataset-name>",
+            method=method,
+            method_title=paper.get("title") or method,
+            paper=paper,
+            selects_real_rows=bool(getattr(method_class, "selects_real_rows", False)),
+            source_link=_source_link(source_id),
+            source_config=source.get("config_name"),
+            source_revision=source.get("revision"),
+            source_split=summary["source_split"] or "train",
+            test_split=source.get("test_split") or "test",
+            num_images=num_images,
+            num_classes=num_classes,
+            images_per_class=images_per_class,
+            image_shape=tuple(metadata.get("image_shape") or ()),
+            image_mean=[round(float(m), 4) for m in metadata.get("image_mean") or []],
+            image_std=[round(float(s), 4) for s in metadata.get("image_std") or []],
+            class_names=metadata.get("class_names") or [],
+            init=metadata.get("init", "real"),
+            iterations=metadata.get("iterations_completed", metadata.get("num_iterations")),
+            distill_seconds=metadata.get("distill_seconds", "n/a"),
+            num_processes=metadata.get("num_processes", 1),
+            seed=metadata.get("seed"),
+            dsa_strategy=metadata.get("dsa_strategy_resolved") or "none",
+            soft_labels=bool(metadata.get("learn_soft_labels")),
+            learned_lr=None if metadata.get("learned_lr") is None else float(f"{metadata['learned_lr']:.6g}"),
+            distilled_lr=(results.get("distilled") or {}).get("lr"),
+            distill_architecture=distill_architecture,
+            eval_architecture=f"`{eval_model}`" if eval_model else distill_architecture,
+            eval_rows=_eval_rows(results, method),
+            protocol_text=_protocol_text(results.get("protocol") or {}),
+            versions=versions or framework_versions(metadata.get("hf_distill_version")),
+        )
     )
 
 
@@ -477,28 +484,30 @@ def render_student_card(
         settings.insert(0, ("Distillation method of the training set", f"`{kd['distilled_method']}`"))
     if results.get("seconds") is not None:
         settings.append(("Training time", f"{results['seconds']} s"))
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(MODEL_CARD_TEMPLATE),
-        repo_id=repo_id or "<user>/<model-name>",
-        model_title=model_name,
-        architecture=architecture,
-        needs_hf_distill=model_config.get("model_type") == "hf_distill_convnet",
-        num_labels=len(model_config.get("id2label") or {}) or model_config.get("num_labels", "?"),
-        teacher=_teacher_text(kd.get("teacher")),
-        distilled_link=_dataset_link(distilled),
-        distilled_size=_distilled_size(kd, distilled),
-        source_link=_source_link(source),
-        source_id=source if is_hub_id(source) else None,
-        test_split=test_split,
-        accuracy=f"{accuracy:.2f}" if isinstance(accuracy, int | float) else None,
-        has_teacher=bool(kd.get("teacher")),
-        num_test_images=results.get("num_test_images"),
-        alpha=results.get("alpha", kd.get("alpha")),
-        temperature=results.get("temperature", kd.get("temperature")),
-        epochs=results.get("epochs", kd.get("num_train_epochs")),
-        settings=settings,
-        versions=versions or framework_versions(kd.get("hf_distill_version")),
+    return _published(
+        ModelCard.from_template(
+            card_data,
+            template_path=str(MODEL_CARD_TEMPLATE),
+            repo_id=repo_id or "<user>/<model-name>",
+            model_title=model_name,
+            architecture=architecture,
+            needs_hf_distill=model_config.get("model_type") == "hf_distill_convnet",
+            num_labels=len(model_config.get("id2label") or {}) or model_config.get("num_labels", "?"),
+            teacher=_teacher_text(kd.get("teacher")),
+            distilled_link=_dataset_link(distilled),
+            distilled_size=_distilled_size(kd, distilled),
+            source_link=_source_link(source),
+            source_id=source if is_hub_id(source) else None,
+            test_split=test_split,
+            accuracy=f"{accuracy:.2f}" if isinstance(accuracy, int | float) else None,
+            has_teacher=bool(kd.get("teacher")),
+            num_test_images=results.get("num_test_images"),
+            alpha=results.get("alpha", kd.get("alpha")),
+            temperature=results.get("temperature", kd.get("temperature")),
+            epochs=results.get("epochs", kd.get("num_train_epochs")),
+            settings=settings,
+            versions=versions or framework_versions(kd.get("hf_distill_version")),
+        )
     )
 
 
@@ -546,26 +555,28 @@ def render_experts_card(
         datasets=[source_id] if is_hub_id(source_id) else None,
         license=None,
     )
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(TEMPLATES_DIR / "experts_card.md"),
-        repo_id=repo_id or "<user>/<experts-name>",
-        architecture=describe_architecture(index["model_config"]),
-        num_experts=len(records),
-        num_epochs=index["num_epochs"],
-        num_parameters=index.get("num_parameters"),
-        num_train_images=index.get("num_train_images"),
-        source_link=_source_link(source_id),
-        image_shape=tuple(index.get("image_shape") or ()),
-        image_mean=[round(float(m), 4) for m in index.get("image_mean") or []],
-        image_std=[round(float(s), 4) for s in index.get("image_std") or []],
-        num_classes=len(index.get("class_names") or []),
-        settings=settings,
-        test_accuracy=f"{statistics.fmean(tests):.2f}" if tests else None,
-        test_range=f"{min(tests):.2f}-{max(tests):.2f}" if tests else None,
-        train_accuracy=f"{statistics.fmean(trains):.2f}" if trains else None,
-        architecture_kwargs=_architecture_kwargs(index["model_config"]),
-        versions=versions or framework_versions(index.get("hf_distill_version")),
+    return _published(
+        ModelCard.from_template(
+            card_data,
+            template_path=str(TEMPLATES_DIR / "experts_card.md"),
+            repo_id=repo_id or "<user>/<experts-name>",
+            architecture=describe_architecture(index["model_config"]),
+            num_experts=len(records),
+            num_epochs=index["num_epochs"],
+            num_parameters=index.get("num_parameters"),
+            num_train_images=index.get("num_train_images"),
+            source_link=_source_link(source_id),
+            image_shape=tuple(index.get("image_shape") or ()),
+            image_mean=[round(float(m), 4) for m in index.get("image_mean") or []],
+            image_std=[round(float(s), 4) for s in index.get("image_std") or []],
+            num_classes=len(index.get("class_names") or []),
+            settings=settings,
+            test_accuracy=f"{statistics.fmean(tests):.2f}" if tests else None,
+            test_range=f"{min(tests):.2f}-{max(tests):.2f}" if tests else None,
+            train_accuracy=f"{statistics.fmean(trains):.2f}" if trains else None,
+            architecture_kwargs=_architecture_kwargs(index["model_config"]),
+            versions=versions or framework_versions(index.get("hf_distill_version")),
+        )
     )
 
 

@@ -44,8 +44,9 @@ def looks_like_local_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or (os.name == "nt" and ":\\" in name)
 
 
-#: An absolute POSIX path (or `~/...`) inside a text, up to its last component.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/-])~?/(?:[^\s/'\"`]+/)*([^\s/'\"`]+)")
+#: An absolute POSIX path (or `~/...`) inside a text, starting a word (at the start, after a space, a quote, `(`,
+#: `[` or `=`), up to its last component.
+_ABSOLUTE_PATH = re.compile(r"(?<![^\s'\"`(=\[])~?/(?:[^\s/'\"`<>()\[\],]+/)*([^\s/'\"`<>()\[\],]+)")
 
 
 def public_text(value: Any) -> Any:
