@@ -16,6 +16,7 @@ from typing import Any
 
 from .checkpointing import write_json_atomic
 from .constants import CONFIG_NAME, __version__
+from .hub_utils import check_hub_access, hub_download
 from .registry import get_method_class
 
 logger = logging.getLogger(__name__)
@@ -223,16 +224,15 @@ class DistillConfig:
 
         Args:
             path_or_repo_id (`str` or `os.PathLike`): Folder or file path, or a Hub repo id.
-            **hub_kwargs: Passed to `huggingface_hub.hf_hub_download` (`repo_type`, `revision`, `token`).
+            **hub_kwargs: `repo_type` (default `"dataset"`), `revision`, `token`.
         """
         path = Path(path_or_repo_id)
         if path.is_dir():
             path = path / CONFIG_NAME
         if not path.is_file():
-            from huggingface_hub import hf_hub_download
-
             hub_kwargs.setdefault("repo_type", "dataset")
-            path = Path(hf_hub_download(str(path_or_repo_id), CONFIG_NAME, **hub_kwargs))
+            check_hub_access(str(path_or_repo_id), **hub_kwargs)
+            path = hub_download(str(path_or_repo_id), CONFIG_NAME, **hub_kwargs)
         return cls.from_dict(json.loads(path.read_text()))
 
     @classmethod

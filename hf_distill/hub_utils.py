@@ -16,12 +16,14 @@ from typing import Any
 
 import datasets.config
 from datasets.exceptions import DatasetNotFoundError
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import (
+    EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
+    LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
@@ -144,6 +146,13 @@ def hub_error(
             f"Offline mode is on (HF_HUB_OFFLINE=1) and the {repo_type} {repo_id!r} is not in the local cache. Unset "
             "HF_HUB_OFFLINE to download it, or pass a local path."
         )
+    if isinstance(error, LocalEntryNotFoundError):
+        # What `hf_hub_download` raises when the Hub cannot be reached and the file is not cached.
+        return RuntimeError(
+            f"Could not reach the Hugging Face Hub at {endpoint} to download from the {repo_type} {repo_id!r}, and "
+            f"the file is not in the local cache ({detail}). Check your network connection (and HF_ENDPOINT or "
+            "proxy settings), or pass a local folder."
+        )
     if isinstance(error, CONNECTION_ERRORS):
         return RuntimeError(
             f"Could not reach the Hugging Face Hub at {endpoint} to load the {repo_type} {repo_id!r} "
@@ -210,3 +219,26 @@ def is_hub_id(name: str | os.PathLike | None) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def hub_download(
+    repo_id: str,
+    filename: str,
+    *,
+    repo_type: str = "model",
+    revision: str | None = None,
+    token: str | bool | None = None,
+    missing_hint: str = "",
+) -> Path:
+    """`hf_hub_download` with one clear error per cause: the Hub unreachable (fast, never taken for a missing file),
+    an unknown or gated repository or revision, or a repository without `filename` (`missing_hint` says what the
+    repository should have been). Call [`check_hub_access`] once before a series of downloads."""
+    try:
+        return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, revision=revision, token=token))
+    except Exception as error:
+        clear = hub_error(error, repo_id, repo_type=repo_type, revision=revision)
+        if clear is None and isinstance(error, EntryNotFoundError):
+            clear = ValueError(f"The {repo_type} repository {repo_id!r} has no {filename}{missing_hint}.")
+        if clear is None:
+            raise
+        raise clear from None

@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
 from safetensors import safe_open
 
 from .constants import EXPERTS_INDEX_NAME
 from .functional import ParameterSpec
-from .hub_utils import hub_error, is_hub_id, looks_like_local_path
+from .hub_utils import check_hub_access, hub_download, is_hub_id, looks_like_local_path
 from .modalities import ImageData
 from .modeling import describe_architecture
 
@@ -154,20 +152,12 @@ class ExpertTrajectories:
                 "push_experts_to_hub."
             )
 
+        # One request first: no network or a wrong id fails at once, not after the downloads' retries.
+        check_hub_access(repo_id, repo_type="model", revision=revision, token=token)
+        hint = ": it does not hold expert trajectories pushed with hf_distill.hub.push_experts_to_hub"
+
         def download(filename: str) -> Path:
-            try:
-                return Path(hf_hub_download(repo_id, filename, repo_type="model", revision=revision, token=token))
-            except Exception as error:
-                clear = hub_error(error, repo_id, repo_type="model", revision=revision)
-                if clear is None:
-                    if isinstance(error, EntryNotFoundError):
-                        clear = ValueError(
-                            f"The model repository {repo_id!r} has no {filename}: it does not hold expert "
-                            "trajectories pushed with hf_distill.experts.push_experts_to_hub."
-                        )
-                if clear is None:
-                    raise
-                raise clear from None
+            return hub_download(repo_id, filename, revision=revision, token=token, missing_hint=hint)
 
         index_path = download(EXPERTS_INDEX_NAME)
         index = cls.check_index(json.loads(index_path.read_text()), repo_id, max_epoch, num_experts)

@@ -253,3 +253,43 @@ def test_public_text_keeps_hub_ids_and_names_local_paths_by_their_folder():
         "url": "https://huggingface.co/datasets/ylecun/mnist",
         "nested": [{"path": "./x"}],
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 5. One fast, correct "cannot reach the Hub" for every lookup
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _unreachable_hub(monkeypatch):
+    import socket
+
+    import datasets
+    from huggingface_hub import constants as hub_constants
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket is closed
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", endpoint)
+
+
+@pytest.mark.parametrize("what", ["experts", "teacher", "distilled set", "config"])
+def test_no_network_is_said_at_once_and_never_taken_for_a_missing_file(monkeypatch, what):
+    import time
+
+    from hf_distill.config import DistillConfig
+    from hf_distill.kd import load_distilled_set, load_teacher
+    from hf_distill.trajectories import ExpertTrajectories
+
+    _unreachable_hub(monkeypatch)
+    load = {
+        "experts": ExpertTrajectories.from_pretrained,
+        "teacher": load_teacher,
+        "distilled set": load_distilled_set,
+        "config": DistillConfig.from_pretrained,
+    }[what]
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="Could not reach the Hugging Face Hub") as error:
+        load("someorg/something")
+    assert "has no" not in str(error.value)
+    assert time.perf_counter() - started < 5  # one request, no retry loop

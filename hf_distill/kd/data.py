@@ -12,6 +12,7 @@ from datasets import ClassLabel, Dataset, load_dataset, load_from_disk
 
 from ..constants import CONFIG_NAME, DATASET_DIR, SOFT_LABEL_COLUMN
 from ..data import load_source
+from ..hub_utils import check_hub_access, hub_download, is_hub_id, looks_like_local_path
 from ..modalities import ImageData, ImageModality, Modality
 from ..preparation import prepare_split
 from ..registry import get_modality_class
@@ -149,18 +150,19 @@ def load_distilled_set(name_or_path: str | os.PathLike, revision: str | None = N
         metadata = json.loads((path / CONFIG_NAME).read_text())
         return DistilledSet(load_from_disk(str(path / DATASET_DIR)), metadata, str(name_or_path))
 
-    from huggingface_hub import hf_hub_download
-
     repo_id = os.fspath(name_or_path)
-    try:
-        config_file = hf_hub_download(repo_id, CONFIG_NAME, repo_type="dataset", revision=revision, token=token)
-        dataset = load_dataset(repo_id, split="train", revision=revision, token=token)
-    except Exception as error:
+    if looks_like_local_path(repo_id) or not is_hub_id(repo_id):
         raise ValueError(
-            f"{repo_id!r} is neither a local folder nor a readable Hub dataset with {CONFIG_NAME}: "
-            f"{type(error).__name__}: {error}. Check the path, or the id, revision and token (offline: pass the "
-            "folder written by `hf-distill distill`)."
-        ) from error
+            f"Distilled set {repo_id!r}: no such folder, and not a Hub dataset id ('owner/name'). Pass the folder "
+            "written by `hf-distill distill`, or the Hub dataset it was pushed to."
+        )
+    # One request first: no network or a wrong id fails at once with a clear message, not after retries.
+    check_hub_access(repo_id, repo_type="dataset", revision=revision, token=token)
+    hint = ": it is not a set pushed by hf-distill (`hf-distill push`)"
+    config_file = hub_download(
+        repo_id, CONFIG_NAME, repo_type="dataset", revision=revision, token=token, missing_hint=hint
+    )
+    dataset = load_dataset(repo_id, split="train", revision=revision, token=token)
     return DistilledSet(dataset, json.loads(Path(config_file).read_text()), repo_id)
 
 

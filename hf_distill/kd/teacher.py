@@ -11,6 +11,7 @@ from torch import nn
 from transformers import AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 
 from ..evaluation import EvaluationProtocol, model_accuracy, train_with_protocol
+from ..hub_utils import check_hub_access, is_hub_id, looks_like_local_path
 from ..modalities import ImageData, ImageModality
 from ..modeling import fresh_model
 from ..preparation import build_model_config, convnet_config, prepare_split
@@ -38,6 +39,11 @@ def load_teacher(
     """
     if isinstance(teacher, (str, os.PathLike)):
         name = os.fspath(teacher)
+        if not os.path.isdir(name):
+            if isinstance(teacher, os.PathLike) or looks_like_local_path(name) or not is_hub_id(name):
+                raise ValueError(f"Teacher {name!r}: no such folder, and not a Hub model id ('owner/name').")
+            # One request first: no network fails at once, not after from_pretrained's retries.
+            check_hub_access(name, repo_type="model", revision=from_pretrained_kwargs.get("revision"))
         try:
             model = AutoModelForImageClassification.from_pretrained(name, **from_pretrained_kwargs)
         except Exception as error:
