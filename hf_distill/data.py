@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 LABEL_COLUMN_CANDIDATES = ("label", "labels")
 """Preferred label column names."""
 
-COLUMN_MAPPING_HINT = "pass column_mapping={'image': <image column>, 'label': <label column>}"
+#: How a user names the columns: config fields, and the flags of the same names.
+COLUMN_MAPPING_HINT = "set image_column=<column> and/or label_column=<column> (--image_column / --label_column)"
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -224,7 +225,13 @@ def _load_local(
     """What a local folder or file holds, and how to name it in messages."""
     source = f"local dataset {str(path)!r}"
     if path.is_dir() and any((path / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS):
-        return load_from_disk(str(path)), source
+        try:
+            return load_from_disk(str(path)), source
+        except IndexError:  # what `datasets` raises for a split saved with no rows
+            raise ValueError(
+                f"Could not load {source}: a split in it has no rows (or its data files are missing). Save the "
+                "dataset again with its rows."
+            ) from None
     kwargs: dict[str, Any] = {"cache_dir": cache_dir}
     if name is not None:
         kwargs["name"] = name
@@ -414,7 +421,7 @@ def validate_labels(
     if label_column not in ds.features:
         raise ValueError(
             f"Label column {label_column!r} not found in the {split!r} split; the columns are {list(ds.features)}. "
-            "Pass column_mapping={'image': <image column>, 'label': <label column>}."
+            f"To fix it, {COLUMN_MAPPING_HINT}."
         )
     if len(ds) == 0:
         raise ValueError(
@@ -427,9 +434,27 @@ def validate_labels(
     class_names = class_names_of(ds, label_column, labels)
     num_classes = len(class_names)
     check_label_range(labels, num_classes, label_column, split)
-    if images_per_class is None or init != "real":
+    if images_per_class is None:  # a test split: any classes it has are fine
         return
+    if num_classes < 2:
+        raise ValueError(
+            f"The label column {label_column!r} of the {split!r} split has {num_classes} class(es) "
+            f"({class_names}): distillation and its accuracy need at least 2. Use a dataset (or a ClassLabel) with "
+            "two classes or more."
+        )
     counts = np.bincount(labels, minlength=num_classes)
+    empty = [(class_names[c], c) for c in range(num_classes) if counts[c] == 0]
+    if empty:
+        listed = ", ".join(f"{name!r} (class {c})" for name, c in empty[:10])
+        raise ValueError(
+            f"{len(empty)} of the {num_classes} classes named by the label column {label_column!r} have no rows in "
+            f"the {split!r} split: {listed}. Every class needs examples (labels numbered from 1, or a subset of a "
+            "dataset, leave ids unused): shift the ids to 0..K-1 over the classes present and cast the column to a "
+            f"ClassLabel of those K names, e.g. ds.map(...) then ds.cast_column({label_column!r}, "
+            "ClassLabel(names=[...]))."
+        )
+    if init != "real":
+        return
     short = [(class_names[c], c, int(counts[c])) for c in range(num_classes) if counts[c] < images_per_class]
     if short:
         listed = ", ".join(f"{name!r} (class {c}): {n} rows" for name, c, n in short[:10])

@@ -228,8 +228,11 @@ def test_image_is_a_registered_modality_and_auto_finds_it(tiny_image_dataset):
 def test_a_dataset_no_modality_recognises_is_a_clear_error():
     features = Features({"sentence": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
     dataset = Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]}, features=features)
-    with pytest.raises(ValueError, match="No modality recognises the columns.*'sentence'"):
+    with pytest.raises(ValueError, match="holds text .'sentence'. and no image column. Text needs a text modality"):
         resolve_modality("auto", dataset)
+    numbers = Dataset.from_dict({"x": [0.5, 1.5], "label": [0, 1]})
+    with pytest.raises(ValueError, match="No modality recognises the columns.*'x'"):
+        resolve_modality("auto", numbers)
 
 
 def test_the_modality_is_recorded_and_drives_the_export(tiny_image_dataset, tmp_path):

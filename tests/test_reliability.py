@@ -293,3 +293,65 @@ def test_no_network_is_said_at_once_and_never_taken_for_a_missing_file(monkeypat
         load("someorg/something")
     assert "has no" not in str(error.value)
     assert time.perf_counter() - started < 5  # one request, no retry loop
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 6. The errors a user meets first: the data
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _image_dataset(labels, names, rows=None):
+    import io
+
+    import numpy as np
+    import PIL.Image
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(np.full((8, 8), 100, np.uint8)).save(buffer, format="PNG")
+    rows = rows or [{"bytes": buffer.getvalue(), "path": f"img_{i}.png"} for i in range(len(labels))]
+    features = Features({"image": Image(), "label": ClassLabel(names=names)})
+    return Dataset.from_dict({"image": rows, "label": labels}, features=features), buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("labels", "names", "message"),
+    [
+        ([1, 2, 1, 2, 1, 2], [str(i) for i in range(10)], r"8 of the 10 classes .* have no rows.*shift the ids"),
+        ([0, 0, 0, 0], ["only"], r"has 1 class\(es\).*at least 2"),
+    ],
+    ids=["labels-skip-ids", "one-class"],
+)
+def test_labels_that_skip_ids_or_hold_one_class_get_a_message_that_works(labels, names, message):
+    dataset, _ = _image_dataset(labels, names)
+    config = DistributionMatchingConfig(images_per_class=1, init="noise", net_width=8, net_depth=2, batch_real=2)
+    with pytest.raises(ValueError, match=message):
+        DistillTrainer(config, dataset)
+
+
+def test_a_corrupt_image_names_its_row_and_file():
+    dataset, good = _image_dataset([0, 1, 0, 1], ["a", "b"])
+    rows = [{"bytes": good, "path": "ok.png"}] * 2 + [{"bytes": good[:30], "path": "broken.png"}, {"bytes": good}]
+    dataset, _ = _image_dataset([0, 1, 0, 1], ["a", "b"], rows)
+    config = DistributionMatchingConfig(images_per_class=1, net_width=8, net_depth=2, batch_real=2)
+    with pytest.raises(ValueError, match=r"Row 2 of column 'image' \(broken.png\) is not a readable image"):
+        DistillTrainer(config, dataset)
+
+
+def test_an_empty_saved_dataset_is_a_clear_error(tmp_path, capsys):
+    from datasets import DatasetDict
+
+    empty = _image_dataset([], ["a", "b"])[0]
+    DatasetDict({"train": empty, "test": empty}).save_to_disk(str(tmp_path / "empty"))
+    assert distill(tmp_path / "x", "--dataset", str(tmp_path / "empty"), "--num_iterations", "1") == 2
+    assert "a split in it has no rows" in capsys.readouterr().err
+
+
+def test_a_text_dataset_is_told_that_text_is_not_built_yet(tmp_path, capsys):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"sentence": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    split = Dataset.from_dict({"sentence": ["good", "bad"] * 3, "label": [1, 0] * 3}, features=features)
+    DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "text"))
+    assert distill(tmp_path / "x", "--dataset", str(tmp_path / "text"), "--num_iterations", "1") == 2
+    assert "holds text ('sentence') and no image column" in capsys.readouterr().err

@@ -21,6 +21,12 @@ def resolve_modality(name: str, dataset: Dataset | None = None) -> Modality:
     for modality_class in MODALITIES.values():
         if modality_class.detect(dataset.features):
             return modality_class()
+    text = [name for name, feature in dataset.features.items() if getattr(feature, "dtype", None) == "string"]
+    if text:
+        raise ValueError(
+            f"The dataset holds text ({', '.join(map(repr, text))}) and no image column. Text needs a text modality "
+            f"and a text model, which hf_distill does not have yet (registered modalities: {sorted(MODALITIES)})."
+        )
     raise ValueError(
         f"No modality recognises the columns {dict(dataset.features)}: images need a datasets.Image() column (or a "
         f"numeric array column named pixel_values / image / img). Set modality to one of {sorted(MODALITIES)} and "

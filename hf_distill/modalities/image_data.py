@@ -217,7 +217,7 @@ def find_columns(ds: Dataset, column_mapping: dict[str, str] | None = None) -> t
     for role, column in column_mapping.items():
         if column not in features:
             raise ValueError(
-                f"column_mapping[{role!r}] = {column!r} is not a column of the dataset; the columns are "
+                f"{role}_column={column!r} (--{role}_column) is not a column of the dataset; the columns are "
                 f"{list(features)}."
             )
 
@@ -258,6 +258,6 @@ def validate_image_dataset(ds: Dataset, image_column: str, label_column: str, sp
     if image_column not in ds.features:
         raise ValueError(
             f"Image column {image_column!r} not found in the {split!r} split; the columns are {list(ds.features)}. "
-            "Pass column_mapping={'image': <image column>, 'label': <label column>}."
+            f"To fix it, {COLUMN_MAPPING_HINT}."
         )
     validate_labels(ds, label_column, split=split, **checks)

@@ -137,7 +137,8 @@ class _Collector:
                     (size_a, row_a), (size_b, row_b) = list(self.sizes.items())[:2]
                     raise ValueError(
                         f"Images in column {self.column!r} have different sizes: {size_a} (row {row_a}) and {size_b} "
-                        f"(row {row_b}), as (H, W). Pass image_size=(H, W) to resize every image to one size."
+                        f"(row {row_b}), as (H, W). Set image_size=<side> (--image_size) to resize every image to one "
+                        "square size."
                     )
         elif size != self.image_size:
             tensor = _to_float(tensor)
@@ -193,6 +194,20 @@ def _normalize_image_size(image_size: int | Sequence[int] | None) -> tuple[int, 
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"`image_size` must be an int or a pair (H, W) of positive ints, got {image_size!r}.")
     return size
+
+
+def _decode(decoder: Image, value: dict, row: int, column: str) -> Any:
+    """One decoded image; a file PIL cannot read is an error naming the row and the file."""
+    try:
+        image = decoder.decode_example(value)
+        image.load()  # PIL decodes lazily: a truncated file fails here, not later inside a conversion
+        return image
+    except (OSError, SyntaxError, ValueError) as error:
+        where = f" ({value['path']})" if value.get("path") else ""
+        raise ValueError(
+            f"Row {row} of column {column!r}{where} is not a readable image: {error}. Fix or drop that row (e.g. "
+            "ds.select(...) without it) and run again."
+        ) from None
 
 
 def prepare_images(
@@ -285,7 +300,7 @@ def prepare_images(
                             f"Row {start + offset} of column {image_column!r} has no image (null). Drop such rows "
                             "first with ds.filter(...)."
                         )
-                    arrays.append(_pil_to_array(decoder.decode_example(value)))
+                    arrays.append(_pil_to_array(_decode(decoder, value, start + offset, image_column)))
                     positions.append(start + offset)
                 for group_positions, chw in _group_rows(positions, arrays):
                     collector.add(group_positions, chw)
@@ -325,8 +340,8 @@ def prepare_images(
         target_channels = 3 if counts.get(3, 0) >= counts.get(1, 0) else 1
         if len(counts) > 1:
             logger.warning(
-                "Column %r mixes images with %s channels; converting all to %d channel(s). Pass num_channels to "
-                "choose.",
+                "Column %r mixes images with %s channels; converting all to %d channel(s) (a model given with "
+                "model_name_or_path decides by its num_channels).",
                 image_column,
                 dict(counts),
                 target_channels,
