@@ -348,8 +348,8 @@ def baseline_accuracy(records: list[dict], dataset: str, ipc: int) -> float | No
 def plot_accuracy_vs_time(records: list[dict], path: str | os.PathLike) -> Path | None:
     """Accuracy against distillation seconds, one panel per dataset, one line per run with a curve.
 
-    Random real baselines are dashed horizontal lines in the colour of their IPC. Returns `None` (and writes
-    nothing) when no record has a curve.
+    Every method has its own colour and every IPC its own line style; random real baselines are grey horizontal
+    lines in the style of their IPC. Returns `None` (and writes nothing) when no record has a curve.
     """
     with_curve = [r for r in records if (r.get("curve") or {}).get("points")]
     if not with_curve:
@@ -362,12 +362,15 @@ def plot_accuracy_vs_time(records: list[dict], path: str | os.PathLike) -> Path 
     datasets = sorted({r["dataset"] for r in with_curve}, key=lambda d: (DATASET_ORDER.get(d, 9), d))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = sorted({r["method"] for r in with_curve})
+    styles = ["-", "--", ":", "-."]
     for ax, dataset in zip(axes[0], datasets):
         runs = [r for r in with_curve if r["dataset"] == dataset]
         ipcs = sorted({int(r["ipc"]) for r in runs})
         for record in runs:
             ipc = int(record["ipc"])
-            color = colors[ipcs.index(ipc) % len(colors)]
+            color = colors[methods.index(record["method"]) % len(colors)]
+            style = styles[ipcs.index(ipc) % len(styles)]
             points = sorted(record["curve"]["points"], key=lambda p: p["distill_seconds"])
             xs = [p["distill_seconds"] for p in points]
             ys = [p["mean"] for p in points]
@@ -376,7 +379,7 @@ def plot_accuracy_vs_time(records: list[dict], path: str | os.PathLike) -> Path 
             label = (
                 f"{record['method']} IPC {ipc} ({protocol.get('num_models', '?')}x{protocol.get('epochs', '?')} ep)"
             )
-            ax.plot(xs, ys, marker="o", markersize=3, color=color, label=label)
+            ax.plot(xs, ys, marker="o", markersize=3, color=color, linestyle=style, label=label)
             ax.fill_between(
                 xs, [y - s for y, s in zip(ys, stds)], [y + s for y, s in zip(ys, stds)], color=color, alpha=0.15
             )
@@ -395,8 +398,8 @@ def plot_accuracy_vs_time(records: list[dict], path: str | os.PathLike) -> Path 
         for ipc in ipcs:
             baseline = baseline_accuracy(records, dataset, ipc)
             if baseline is not None:
-                color = colors[ipcs.index(ipc) % len(colors)]
-                ax.axhline(baseline, linestyle="--", linewidth=1, color=color, label=f"random real IPC {ipc}")
+                style = styles[ipcs.index(ipc) % len(styles)]
+                ax.axhline(baseline, linestyle=style, linewidth=1, color="0.45", label=f"random real IPC {ipc}")
         ax.set_title(DATASET_NAMES.get(dataset, dataset))
         ax.set_xlabel("distillation seconds")
         ax.set_ylabel("test accuracy (%)")

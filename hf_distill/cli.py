@@ -124,6 +124,8 @@ def _print_summary(
         lines.append(f"  test accuracy, distilled set     : {format_result(results['distilled'])}")
         if "random_real" in results:
             lines.append(f"  test accuracy, random real subset: {format_result(results['random_real'])}")
+            gain = results["distilled"]["mean"] - results["random_real"]["mean"]
+            lines.append(f"  gain over the random real subset : {gain:+.2f} points (same size, same protocol)")
         if "full_data" in results:
             lines.append(f"  test accuracy, whole train split : {format_result(results['full_data'])}")
     lines.append(f"Wrote {output_dir}/ (dataset/, {CONFIG_NAME}, {results_name}, synthetic_grid.png)")
