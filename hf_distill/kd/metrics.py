@@ -2,19 +2,20 @@
 
 from pathlib import Path
 
-import evaluate
-
 from ..training import predictions_accuracy
 
 METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
 
 
-def load_accuracy_metric() -> evaluate.EvaluationModule:
+def load_accuracy_metric():
     """The top-1 accuracy metric shipped with the package, loaded with `evaluate.load` from its local folder.
 
     Loading a local module script needs no network (`evaluate` copies it into its module cache and imports it); it
     computes [`hf_distill.training.predictions_accuracy`], as the [`KDTrainer`]'s `compute_metrics` does.
+    Returns an `evaluate.EvaluationModule`.
     """
+    import evaluate  # a second of imports (scipy, sympy) that only this helper needs
+
     return evaluate.load(str(METRICS_DIR / "accuracy"), keep_in_memory=True)
 
 
