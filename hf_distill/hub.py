@@ -1,15 +1,11 @@
-"""The Hugging Face Hub side: every card and every push.
+"""Every push to the Hugging Face Hub: a distilled set, a KD student, expert trajectories, each with its card.
 
-- [`render_dataset_card`] / [`push_distilled_to_hub`]: the dataset card of a folder written by
-  [`DistillTrainer.save`], and its upload (the data with `Dataset.push_to_hub`, then one commit with
-  `distill_config.json`, `eval_results.json`, the grid image and the card).
-- [`render_student_card`] / [`push_student_to_hub`]: the model card of a student trained with knowledge
-  distillation (`hf_distill.kd`), and its upload.
+- [`push_distilled_to_hub`]: a folder written by [`DistillTrainer.save`] (the data with `Dataset.push_to_hub`,
+  then one commit with `distill_config.json`, `eval_results.json`, the grid image and the card).
+- [`push_student_to_hub`] / [`push_experts_to_hub`]: a model folder and its card ([`push_model_folder`]).
 
-Reaching the Hub (ids, quick access checks, clear errors) is `hf_distill.hub_utils`.
-
-The cards are the Jinja templates in `hf_distill/templates/`, rendered with `DatasetCard.from_template` /
-`ModelCard.from_template`.
+JSON files go without the local paths they record. The cards are rendered by `hf_distill.cards`; reaching the Hub
+(ids, quick access checks, clear errors) is `hf_distill.hub_utils`.
 """
 
 from __future__ import annotations
