@@ -33,6 +33,8 @@ LABEL_COLUMN_CANDIDATES = ("label", "labels")
 """Preferred label column names."""
 
 #: How a user names the columns: config fields, and the flags of the same names.
+#: The bundled 8x8 digits (see `hf_distill/demo/README.md`).
+DIGITS_FILE = Path(__file__).parent / "demo" / "digits.npz"
 COLUMN_MAPPING_HINT = "set image_column=<column> and/or label_column=<column> (--image_column / --label_column)"
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 
@@ -42,9 +44,10 @@ _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 
 
 def make_digits_dataset(test_fraction: float = 0.2, seed: int = 0) -> DatasetDict:
-    """Build scikit-learn's bundled 8x8 handwritten digits as an image `DatasetDict` (no download).
+    """Build the bundled 8x8 handwritten digits (scikit-learn's `load_digits`, shipped in `hf_distill/demo/`) as an
+    image `DatasetDict` (no download).
 
-    Pixels (0..16 in scikit-learn) are scaled to 0..255 `uint8` and stored as 8x8 `PIL` images of mode `L`.
+    Pixels (0..16) are scaled to 0..255 `uint8` and stored as 8x8 `PIL` images of mode `L`.
     The train/test split is stratified: in every class, `round(count * test_fraction)` rows, drawn with a
     `numpy.random.Generator` seeded with `seed`, go to the test split. Rows keep the original order.
 
@@ -62,13 +65,12 @@ def make_digits_dataset(test_fraction: float = 0.2, seed: int = 0) -> DatasetDic
         ValueError: If `test_fraction` is not in `(0, 1)`.
     """
     import PIL.Image
-    from sklearn.datasets import load_digits
 
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
-    digits = load_digits()
-    pixels = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    targets = digits.target.astype(np.int64)
+    with np.load(DIGITS_FILE) as digits:
+        images, targets = digits["images"].astype(np.float64), digits["target"].astype(np.int64)
+    pixels = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     rng = np.random.default_rng(seed)
     is_test = np.zeros(len(targets), dtype=bool)
     for c in range(10):

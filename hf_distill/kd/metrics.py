@@ -14,7 +14,12 @@ def load_accuracy_metric():
     computes [`hf_distill.training.predictions_accuracy`], as the [`KDTrainer`]'s `compute_metrics` does.
     Returns an `evaluate.EvaluationModule`.
     """
-    import evaluate  # a second of imports (scipy, sympy) that only this helper needs
+    try:
+        import evaluate  # an optional dependency, and a second of imports that only this helper needs
+    except ImportError:
+        raise ImportError(
+            "load_accuracy_metric needs the `evaluate` library: pip install evaluate (or hf_distill[evaluate])."
+        ) from None
 
     return evaluate.load(str(METRICS_DIR / "accuracy"), keep_in_memory=True)
 
