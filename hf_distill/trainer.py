@@ -253,9 +253,9 @@ class DistillTrainer:
     def train(self) -> SyntheticSet:
         """Runs (or resumes) the distillation and returns the synthetic set."""
         config, accelerator = self.config, self.accelerator
+        self._prepare_output_dir()
         if self.method.selects_real_rows:
             return self.synthetic
-        self._prepare_output_dir()
         if config.resume_from_checkpoint:
             self._resume(config.resume_from_checkpoint)
         accelerator.init_trackers("hf_distill", config={k: v for k, v in config.to_dict().items() if v is not None})

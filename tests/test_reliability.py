@@ -355,3 +355,14 @@ def test_a_text_dataset_is_told_that_text_is_not_built_yet(tmp_path, capsys):
     DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "text"))
     assert distill(tmp_path / "x", "--dataset", str(tmp_path / "text"), "--num_iterations", "1") == 2
     assert "holds text ('sentence') and no image column" in capsys.readouterr().err
+
+
+def test_a_coreset_run_is_refused_a_folder_holding_another_run_too(tmp_path, capsys):
+    output_dir = tmp_path / "x"
+    assert distill(output_dir, "--num_iterations", "2") == 0
+    assert (
+        main(["distill", *TINY[:2], "--method", "random", "--images_per_class", "1", "--output_dir", str(output_dir)])
+        == 2
+    )
+    assert "already holds a run" in capsys.readouterr().err
+    assert json.loads((output_dir / CONFIG_NAME).read_text())["method"] == "dm"
