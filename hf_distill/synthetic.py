@@ -13,6 +13,7 @@ from torch import nn
 from .checkpointing import save_tensors
 from .constants import REGRESSION_TARGET_COLUMN, SOFT_LABEL_COLUMN
 from .modalities import ImageModality, Modality
+from .modalities.image_data import denormalize
 
 #: What a set trains models towards: its class labels, learned soft labels (probabilities), or learned real-valued
 #: regression targets (kernel ridge regression's, trained with a squared loss).
@@ -152,9 +153,7 @@ class SyntheticSet(nn.Module):
 
     def denormalized(self) -> torch.Tensor:
         """The images in [0, 1] pixel units (clamped), detached, on CPU."""
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return (self.images.detach().cpu() * std + mean).clamp(0, 1)
+        return denormalize(self.images.detach().cpu(), self.mean, self.std)
 
     # ------------------------------------------------------------------ export
 

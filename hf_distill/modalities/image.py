@@ -11,6 +11,7 @@ from .base import Modality
 from .image_data import (
     IMAGE_COLUMN_CANDIDATES,
     ImageData,
+    denormalize,
     find_columns,
     is_array_image_feature,
     validate_image_dataset,
@@ -90,9 +91,7 @@ class ImageModality(Modality):
 
     def preview(self, inputs: torch.Tensor, mean: list[float], std: list[float]) -> list[PILImage.Image]:
         """De-normalised previews (mode `L` for one channel, `RGB` for three)."""
-        mean_ = torch.tensor(mean).view(1, -1, 1, 1)
-        std_ = torch.tensor(std).view(1, -1, 1, 1)
-        pixels = (inputs.detach().cpu().float() * std_ + mean_).clamp(0, 1)
+        pixels = denormalize(inputs.detach().cpu().float(), mean, std)
         arrays = (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         if arrays.shape[-1] == 1:
             return [PILImage.fromarray(a[..., 0], mode="L") for a in arrays]

@@ -22,6 +22,16 @@ from ..data import (
     validate_labels,
 )
 
+
+def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalised images `(C, H, W)` or `(N, C, H, W)` back in `[0, 1]` pixel units: `x * std + mean`, clamped."""
+    if not torch.is_floating_point(x):
+        x = x.float()
+    mean_ = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std_ = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return (x * std_ + mean_).clamp(0.0, 1.0)
+
+
 IMAGE_COLUMN_CANDIDATES = ("pixel_values", "image", "img")
 """Names under which an already-tensor (numeric array) image column is recognised."""
 
@@ -130,10 +140,7 @@ class ImageData:
         Returns:
             `torch.Tensor`: `x * std + mean`, clamped to `[0, 1]`.
         """
-        if not torch.is_floating_point(x):
-            x = x.float()
-        mean, std = self._stats(x)
-        return (x * std + mean).clamp(0.0, 1.0)
+        return denormalize(x, self.mean, self.std)
 
     def subset(self, indices: torch.Tensor | Sequence[int] | np.ndarray) -> ImageData:
         """Select rows.
