@@ -254,15 +254,17 @@ def test_resume_equals_uninterrupted(tiny_image_dataset, tmp_path):
     assert torch.equal(uninterrupted.synthetic.images.detach(), resumed.synthetic.images.detach())
 
 
-@pytest.mark.parametrize("per_class", [True, False])
-def test_siamese_augmentation_per_class_shares_one_transform(tiny_image_dataset, per_class):
+@pytest.mark.parametrize("pairing", ["class", "image"])
+def test_siamese_augmentation_per_class_shares_one_transform(tiny_image_dataset, pairing):
     """DSA's batch mode: every real and synthetic image of a class gets the same transform."""
     splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
-    trainer = _trainer(splits, DifferentiableSiameseAugmentationConfig, dsa_strategy="scale_rotate")
+    trainer = _trainer(
+        splits, DifferentiableSiameseAugmentationConfig, dsa_strategy="scale_rotate", siamese_pairing=pairing
+    )
     image = trainer.train_data.images[:1]
     real, syn = image.repeat(2 * 5, 1, 1, 1), image.repeat(2 * 2, 1, 1, 1)  # classes [0, 2], 5 real / 2 syn each
-    real_out, syn_out = trainer.method.siamese_augment(real, syn, [0, 2], 5, 2, 7, 0, per_class=per_class)
+    real_out, syn_out = trainer.method.siamese_augment(real, syn, [0, 2], 5, 2, 7, 0)
     torch.testing.assert_close(real_out[:2], syn_out[:2])  # image j of a class: the same transform either way
     same_within_class = torch.allclose(real_out[0], real_out[4])
-    assert same_within_class == per_class
+    assert same_within_class == (pairing == "class")
     assert not torch.allclose(real_out[0], real_out[5])  # another class, another transform

@@ -76,6 +76,17 @@ def test_dm_loss_matches_hand_computation(tiny_image_dataset):
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_dm_batch_norm_statistics_span_the_whole_real_batch(tiny_image_dataset):
+    """With batch norm the real pass is one forward (as the authors' ConvNetBN branch), whatever the chunk size."""
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    losses = []
+    for chunk in (4, 256):
+        settings = {**TINY, "batch_real": 4, "dsa_strategy": "none", "net_norm": "batchnorm"}
+        trainer = DistillTrainer(DistributionMatchingConfig(**settings, real_forward_chunk=chunk), splits["train"])
+        losses.append(trainer.method.loss(trainer.synthetic, [0, 1, 2], 3))
+    torch.testing.assert_close(losses[0], losses[1])
+
+
 def test_multi_layer_dm_loss_matches_hand_computation(tiny_image_dataset):
     splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
     settings = {**TINY, "batch_real": 4, "dsa_strategy": "none"}

@@ -2,7 +2,9 @@
 
 The values in `tests/data/pinned_sets.safetensors` were recorded by `python tests/pinned_runs.py` from the code as
 it stood before the modality/preparation/training-loop redesign (issue 16); every method, the expert trainer and
-the evaluation loop must reproduce them within float32 round-off.
+the evaluation loop must reproduce them within float32 round-off. `dm` and `dsa` were recorded again at issue 18,
+when siamese augmentation started to follow the authors' code (one transform per class); `dm_image_pairing` holds
+`dm`'s values from before and pins the option that keeps that behaviour (see `pinned_runs.py`).
 """
 
 import tempfile

@@ -157,39 +157,46 @@ class DistillationMethod:
         return self.sampler.sample_keyed(classes, n, self.config.seed, *keys, "real")
 
     def siamese_augment(
-        self,
-        real: torch.Tensor,
-        synthetic: torch.Tensor,
-        classes: list[int],
-        n_real: int,
-        n_syn: int,
-        *keys,
-        per_class: bool = False,
+        self, real: torch.Tensor, synthetic: torch.Tensor, classes: list[int], n_real: int, n_syn: int, *keys
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augments class-major real and synthetic batches with the same transforms (DSA).
 
-        Parameters are drawn once for all classes of the dataset from a generator keyed by `(seed, *keys)`, so the
-        draw does not depend on how classes are split across processes. By default class `c` uses rows
-        `c * stride + j`: image `j` of a class gets the same transform in both batches. With `per_class=True` every
-        real and synthetic image of class `c` gets the one transform of row `c` (the DSA code's siamese "batch
-        mode", which gradient matching uses: both gradients are then taken under the same transform).
+        With `siamese_pairing="class"` (the default, as the authors' `DiffAugment(..., seed=s)` called once per
+        class in `main.py` and `main_DM.py`), class `c` draws one family and one transform from a generator keyed
+        by `(seed, *keys, c)`, and every real and synthetic image of `c` gets that transform: the class means (DM)
+        and gradients (DSA) are compared under one transform. With `"image"`, one family is drawn for all classes
+        and image `j` of a class's real batch shares its transform with image `j` of its synthetic batch. Either
+        way the draws do not depend on how classes are split across processes.
         """
         if not self.augment.enabled:
             return real, synthetic
-        stride = 1 if per_class else max(n_real, n_syn)
+        if self.config.siamese_pairing == "image":
+            return self._augment_per_image(real, synthetic, classes, n_real, n_syn, *keys)
+        real_parts, syn_parts = [], []
+        for index, c in enumerate(classes):
+            params = self.augment.sample(
+                1, self.train_data.image_size, derive_generator(self.config.seed, *keys, "augment", c)
+            )
+            # One transform for the class: both batches go through it in one call.
+            both = torch.cat(
+                [real[index * n_real : (index + 1) * n_real], synthetic[index * n_syn : (index + 1) * n_syn]]
+            )
+            both = self.augment.apply(both, params.select(torch.zeros(len(both), dtype=torch.long)))
+            real_parts.append(both[:n_real])
+            syn_parts.append(both[n_real:])
+        return torch.cat(real_parts), torch.cat(syn_parts)
+
+    def _augment_per_image(
+        self, real: torch.Tensor, synthetic: torch.Tensor, classes: list[int], n_real: int, n_syn: int, *keys
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Parameters for every class of the dataset (rows c * stride + j), so the draw is split-independent.
+        stride = max(n_real, n_syn)
         params = self.augment.sample(
             self.train_data.num_classes * stride,
             self.train_data.image_size,
             derive_generator(self.config.seed, *keys, "augment"),
         )
-        class_index = torch.tensor(classes, dtype=torch.long)
-        if per_class:
-            real_rows, syn_rows = class_index.repeat_interleave(n_real), class_index.repeat_interleave(n_syn)
-            return (
-                self.augment.apply(real, params.select(real_rows)),
-                self.augment.apply(synthetic, params.select(syn_rows)),
-            )
-        starts = class_index.unsqueeze(1) * stride
+        starts = torch.tensor(classes, dtype=torch.long).unsqueeze(1) * stride
         real_rows = (starts + torch.arange(n_real)).flatten()
         syn_rows = (starts + torch.arange(n_syn)).flatten()
         return (

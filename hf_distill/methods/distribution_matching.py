@@ -62,7 +62,9 @@ class DistributionMatchingConfig(SyntheticOptimizationConfig):
     real_forward_chunk: int = field(
         default=256,
         metadata={
-            "help": "Real images per forward pass. Results do not depend on it; 256 is fastest on CPU (cache reuse)."
+            "help": "Real images per forward pass. Results do not depend on it; 256 is fastest on CPU (cache reuse). "
+            "Networks with batch norm take the real batch in one pass, as the authors' code does (the statistics "
+            "then span every class, like the synthetic pass)."
         },
     )
 
@@ -103,6 +105,8 @@ class DistributionMatching(DistillationMethod):
         # than re-drawing its weights. Only the synthetic pixels need gradients.
         self.network = self.prepare_network(build_model(self.model_config).requires_grad_(False))
         self.features = self.feature_function(self.network, self.config.feature_layers)
+        # Batch statistics must not depend on how the real batch is split into forward passes.
+        self.real_chunk = None if _has_batch_norm(self.network) else self.config.real_forward_chunk
         self.network_pool = None
         if self.config.network_pool_path:
             self.network_pool = ExpertTrajectories.for_network(
@@ -142,7 +146,8 @@ class DistributionMatching(DistillationMethod):
 
         with self.autocast(device):
             with torch.no_grad():
-                real_layers = _by_layer([self.features(chunk) for chunk in real.split(config.real_forward_chunk)])
+                chunks = real.split(self.real_chunk) if self.real_chunk else [real]
+                real_layers = _by_layer([self.features(chunk) for chunk in chunks])
             syn_layers = _by_layer([self.features(syn)])
         last_size = real_layers[-1].shape[1]
         loss = 0.0
@@ -153,6 +158,10 @@ class DistributionMatching(DistillationMethod):
             # Sum over classes as the paper does: each class's pixels get the gradient of their own term.
             loss = loss + ((real_means - syn_means) ** 2).sum() * (last_size / real_features.shape[1])
         return loss
+
+
+def _has_batch_norm(network: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules())
 
 
 def _by_layer(chunks: list[torch.Tensor | list[torch.Tensor]]) -> list[torch.Tensor]:

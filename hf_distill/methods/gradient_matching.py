@@ -118,6 +118,13 @@ class GradientMatchingConfig(SyntheticOptimizationConfig):
     authors' `main.py`."""
 
     method: str = field(default="dc", init=False, metadata={"help": "Gradient matching (DC)."})
+    init: str = field(
+        default="noise",
+        metadata={
+            "help": "How synthetic images start: 'noise' (N(0, 1) pixels, the default of the authors' main.py, "
+            "with which DC's tables were made) or 'real' (random real images of the class, as DSA does)."
+        },
+    )
     num_iterations: int = field(
         default=1000, metadata={"help": "Outer iterations, each with a fresh network (papers: K = 1000)."}
     )
@@ -152,13 +159,6 @@ class GradientMatchingConfig(SyntheticOptimizationConfig):
             "help": "Gradient distance: 'per_channel' (the papers': 1 - cosine per output channel of every layer, "
             "biases and normalisation weights ignored as in their code), 'mse' (summed squared difference over "
             "all parameters) or 'cosine' (1 - cosine between all gradients flattened together)."
-        },
-    )
-    augment_per_class: bool = field(
-        default=True,
-        metadata={
-            "help": "Siamese augmentation with one transform per class and update, shared by all its real and "
-            "synthetic images (the DSA code's batch mode); False: a transform per image index (as `dm` here)."
         },
     )
     bn_images_per_class: int = field(
@@ -210,6 +210,10 @@ class DifferentiableSiameseAugmentationConfig(GradientMatchingConfig):
     with augmentation on."""
 
     method: str = field(default="dsa", init=False, metadata={"help": "Gradient matching with DSA."})
+    init: str = field(
+        default="real",
+        metadata={"help": "'real' (random real images of the class, as the DSA paper's commands) or 'noise'."},
+    )
     dsa_strategy: str = field(
         default="auto",
         metadata={
@@ -373,9 +377,7 @@ class GradientMatching(DistillationMethod):
         n_real, n_syn = config.batch_real, synthetic.images_per_class
         real = self.train_data.images[self.sample_real(classes, n_real, iteration, update)].to(device)
         syn = synthetic.images_of(classes)
-        real, syn = self.siamese_augment(
-            real, syn, classes, n_real, n_syn, iteration, update, per_class=config.augment_per_class
-        )
+        real, syn = self.siamese_augment(real, syn, classes, n_real, n_syn, iteration, update)
         real, syn = self.prepare_inputs(real), self.prepare_inputs(syn)
         syn_targets = synthetic.targets_of(classes)
 
