@@ -60,11 +60,11 @@ class DistributionMatchingConfig(SyntheticOptimizationConfig):
         },
     )
     real_forward_chunk: int = field(
-        default=256,
+        default=64,
         metadata={
-            "help": "Real images per forward pass. Results do not depend on it; 256 is fastest on CPU (cache reuse). "
-            "Networks with batch norm take the real batch in one pass, as the authors' code does (the statistics "
-            "then span every class, like the synthetic pass)."
+            "help": "Real images per forward pass. Results do not depend on it (networks with batch norm take the "
+            "real batch in one pass, as the authors' code does, so the statistics span every class like the "
+            "synthetic pass). 64 is fastest in float32 on a 2-core CPU: activations stay in cache."
         },
     )
 

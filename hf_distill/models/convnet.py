@@ -160,9 +160,10 @@ def _make_norm(net_norm: str, width: int) -> nn.Module | None:
 
 def _make_act(net_act: str) -> nn.Module:
     if net_act == "relu":
-        # Not in-place (unlike the reference): identical results, and safe under torch.func / forward-mode AD and
-        # when callers keep intermediate activations.
-        return nn.ReLU()
+        # In place, as the reference: nothing needs the normalised pre-activation (group/batch norm and
+        # convolution backward read their inputs), and on a CPU without a large cache a fresh activation tensor
+        # per layer costs more than the ReLU itself (DM float32: -0.2 s per iteration on MNIST IPC 10).
+        return nn.ReLU(inplace=True)
     if net_act == "leakyrelu":
         return nn.LeakyReLU(negative_slope=0.01)
     return nn.Sigmoid()
