@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpointing import write_json_atomic
-from .constants import CONFIG_NAME, __version__
+from .constants import CONFIG_NAME, MIXED_PRECISIONS, __version__
 from .hub_utils import check_hub_access, hub_download
 from .registry import get_method_class
 
@@ -75,7 +75,9 @@ class DistillConfig:
         default="no",
         metadata={
             "help": "'bf16' runs the networks' forward/backward in bfloat16 autocast with channels-last tensors "
-            "(several times faster on CPUs with AMX and on GPUs); the synthetic pixels stay float32. 'no': float32."
+            "(several times faster on CPUs with AMX and on GPUs, several times slower where bfloat16 is emulated, "
+            "e.g. AVX2-only CPUs); the synthetic pixels stay float32. 'no': float32. 'auto': bf16 where the device "
+            "computes it natively, else float32 (the run records which it used)."
         },
     )
     torch_compile: bool = field(
@@ -173,8 +175,8 @@ class DistillConfig:
             raise ValueError(f"images_per_class must be >= 1, got {self.images_per_class}.")
         if self.num_iterations < 0:
             raise ValueError(f"num_iterations must be >= 0, got {self.num_iterations}.")
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}.")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {list(MIXED_PRECISIONS)}, got {self.mixed_precision!r}.")
         if self.init not in ("real", "noise"):
             raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}.")
         if self.image_size is not None and self.image_size < 1:

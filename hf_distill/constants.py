@@ -32,3 +32,6 @@ TEACHER_DIR = "teacher"
 SOFT_LABEL_COLUMN = "soft_label"
 #: The column of learned real-valued regression targets in an exported distilled set.
 REGRESSION_TARGET_COLUMN = "regression_target"
+
+#: Values of `mixed_precision`: float32, bfloat16 autocast, or bfloat16 only where the device computes it natively.
+MIXED_PRECISIONS = ("no", "bf16", "auto")

@@ -33,7 +33,7 @@ from .modalities import ImageData, ImageModality, Modality
 from .modeling import build_model, fresh_model
 from .preparation import prepare
 from .seeding import derive_generator
-from .training import TrainingCallback, model_forward, train_classifier
+from .training import TrainingCallback, model_forward, resolve_mixed_precision, train_classifier
 from .trajectories import (
     EXPERTS_FORMAT,
     EXPERTS_FORMAT_VERSION,
@@ -150,11 +150,10 @@ def train_experts(
             f"Need lr > 0, momentum >= 0, weight_decay >= 0 and batch_size >= 1; got {lr}, {momentum}, "
             f"{weight_decay}, {batch_size}."
         )
-    if mixed_precision not in ("no", "bf16"):
-        raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}.")
+    device = torch.device(device) if device is not None else _default_device(train_data.images)
+    mixed_precision = resolve_mixed_precision(mixed_precision, device)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device) if device is not None else _default_device(train_data.images)
     modality = modality or ImageModality()
     augment = modality.augmentation(dsa_strategy, train_data.class_names)
     strategy = augment.strategy

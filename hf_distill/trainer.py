@@ -52,6 +52,7 @@ from .run_folder import (
 )
 from .seeding import derive_generator
 from .synthetic import SyntheticSet
+from .training import resolve_mixed_precision
 
 logger = get_logger(__name__)
 
@@ -97,6 +98,9 @@ class DistillTrainer:
             on_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
             accelerator = Accelerator(log_with=trackers, project_dir=config.output_dir, cpu=on_cpu)
         self.accelerator = accelerator
+        mixed_precision = resolve_mixed_precision(config.mixed_precision, accelerator.device)
+        if mixed_precision != config.mixed_precision:  # "auto": the run records what it used
+            config = self.config = dataclasses.replace(config, mixed_precision=mixed_precision)
         self.source = dict(source or {})
         method_class = get_method_class(config.method)  # unknown names fail here, before data preparation
 

@@ -102,3 +102,28 @@ def test_predictions_accuracy_checks_lengths():
     assert predictions_accuracy([0, 1, 2, 1], [0, 1, 1, 1]) == 0.75
     with pytest.raises(ValueError, match="3 predictions for 2 references"):
         predictions_accuracy([0, 1, 2], [0, 1])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_native(monkeypatch, caplog, native):
+    from hf_distill import training
+
+    monkeypatch.setattr(training, "has_native_bf16", lambda device: native)
+    cpu = torch.device("cpu")
+    assert training.resolve_mixed_precision("auto", cpu) == ("bf16" if native else "no")
+    assert training.resolve_mixed_precision("no", cpu) == "no"
+    with caplog.at_level("WARNING", logger="hf_distill.training"):
+        assert training.resolve_mixed_precision("bf16", cpu) == "bf16"  # asked for explicitly: kept
+    assert ("emulated" in caplog.text) == (not native)
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        training.resolve_mixed_precision("fp8", cpu)
+
+
+def test_trainer_records_the_precision_auto_resolved_to(monkeypatch, tiny_image_dataset, tiny_config):
+    from hf_distill import DistillTrainer, training
+
+    monkeypatch.setattr(training, "has_native_bf16", lambda device: False)
+    splits = tiny_image_dataset()
+    trainer = DistillTrainer(tiny_config(mixed_precision="auto"), splits["train"], splits["test"])
+    assert trainer.config.mixed_precision == "no"
+    assert trainer.method.config.mixed_precision == "no"
