@@ -1,0 +1,298 @@
+"""Parity with the authors' code, side by side: the same settings, several seeds, two judges.
+
+```bash
+# a checkout of the authors' code (here from the git mirror; any clone works)
+git clone https://github.com/VICO-UoE/DatasetCondensation /tmp/DatasetCondensation
+python benchmarks/parity.py --reference-repo /tmp/DatasetCondensation --dataset mnist --method dm --ipc 10 \
+    --iterations 600 --seeds 0 1 2
+python benchmarks/parity.py --report   # the markdown table of every result file
+```
+
+For each seed this runs
+
+* **authors**: the authors' script (`main_DM.py`; `main.py --method DSA` for `dsa`), unchanged, through
+  `benchmarks/parity_reference.py` (import shims only: a torchvision stand-in reading `../shared/data`), with the
+  recipe's settings (`recipes/<dataset>/<method>_ipc<N>.yaml`: batch_real, learning rate, augmentation strategy,
+  real-image initialisation) and `--iterations`; its seconds per iteration are timed from the `iter = ` lines it
+  prints every 10 iterations, so its start-up and its own evaluation are not counted;
+* **ours**: `hf_distill` on the same recipe and iterations, in float32 (`--variants`: `float32` eager,
+  `float32-compiled`, or `auto`, the recipe's precision as the machine resolves it); seconds per iteration are the
+  run's `distill_seconds` (compilation included) over its iterations;
+
+and judges every final set twice, with the same evaluation seeds for every set (paired comparison):
+
+* **project**: this project's protocol, the ConvNet the set was distilled for (instance norm), DSA augmentation
+  (`auto`), `--judge-epochs` epochs, `--judge-models` models;
+* **second**: what a user could plausibly do instead: a ConvNet with batch norm, plain random shifts
+  (DSA's `crop` op alone, up to 1/8 of the side, zero padding; `crop_flip` for colour data), same epochs and models.
+
+Results accumulate in `benchmarks/results/parity/<dataset>_<method>_ipc<N>.json` (one entry per variant and seed,
+each with the command that made it); the final sets are kept under `benchmarks/runs/parity/` (git-ignored).
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import mean, stdev
+
+import torch
+from machine import cpu_model  # benchmarks/machine.py: scripts here run with this folder on sys.path
+
+from hf_distill.augment import resolve_strategy
+from hf_distill.cli import parse_distill_args
+from hf_distill.data import load_source
+from hf_distill.evaluation import EvaluationProtocol, evaluate_images
+from hf_distill.preparation import convnet_config, prepare
+from hf_distill.trainer import DistillTrainer
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results" / "parity"
+RUNS_DIR = ROOT / "benchmarks" / "runs" / "parity"
+REFERENCE_RUNNER = ROOT / "benchmarks" / "parity_reference.py"
+
+#: The authors' dataset names, and the normalisation constants their `get_dataset` uses.
+AUTHORS_DATASETS = {
+    "mnist": ("MNIST", [0.1307], [0.3081]),
+    "fashion_mnist": ("FashionMNIST", [0.2861], [0.3530]),
+    "cifar10": ("CIFAR10", [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
+}
+#: Our method -> (the authors' script, its extra arguments, the name in its result file).
+AUTHORS_SCRIPTS = {"dm": ("main_DM.py", [], "DM"), "dsa": ("main.py", ["--method", "DSA"], "DSA")}
+VARIANTS = {
+    "float32": {"mixed_precision": "no", "torch_compile": False},
+    "float32-compiled": {"mixed_precision": "no", "torch_compile": True},
+    "auto": {},
+}
+ITERATION_LINE = re.compile(r"iter = (\d+)")
+
+
+def recipe_config(dataset: str, method: str, ipc: int, iterations: int, seed: int, overrides: dict):
+    """The recipe's config with the parity run's iterations and seed, no checkpoints and no evaluation."""
+    recipe = ROOT / "recipes" / dataset / f"{method}_ipc{ipc}.yaml"
+    argv = ["--config", str(recipe), "--num_iterations", str(iterations), "--seed", str(seed), "--save_steps", "0"]
+    for key, value in overrides.items():
+        argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    script_args, config = parse_distill_args(argv)
+    config.output_dir = None
+    return script_args, config
+
+
+def run_authors(args, config, seed: int, train_data) -> dict:
+    """The authors' script with `config`'s settings; its final set in our normalisation, and its timing."""
+    script, extra, result_name = AUTHORS_SCRIPTS[args.method]
+    authors_name, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
+    strategy = resolve_strategy(config.dsa_strategy, train_data.class_names) or "none"
+    workdir = Path(tempfile.mkdtemp(prefix=f"parity_{args.method}_{seed}_"))
+    command = [
+        sys.executable, "-u", str(REFERENCE_RUNNER), "--repo", args.reference_repo, "--data-dir", args.data_dir,
+        "--workdir", str(workdir), "--seed", str(seed), "--", script, *extra,
+        "--dataset", authors_name, "--model", "ConvNet", "--ipc", str(config.images_per_class),
+        "--Iteration", str(config.num_iterations), "--num_exp", "1", "--num_eval", "1", "--epoch_eval_train", "1",
+        "--batch_real", str(config.batch_real), "--lr_img", str(config.lr_images), "--init", config.init,
+        "--dsa_strategy", strategy, "--save_path", "result", "--data_path", "data",
+    ]  # fmt: skip
+    print("authors:", " ".join(command), flush=True)
+    arrivals = {}
+    log_path = workdir / "log.txt"
+    with (
+        open(log_path, "w") as log,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process,
+    ):
+        for line in process.stdout:
+            log.write(line)
+            match = ITERATION_LINE.search(line)
+            if match:
+                arrivals[int(match.group(1))] = time.monotonic()
+    if process.returncode != 0:
+        raise RuntimeError(f"the authors' {script} failed (exit {process.returncode}); see {log_path}")
+    first, last = min(arrivals), max(arrivals)
+    result_file = workdir / "result" / f"res_{result_name}_{authors_name}_ConvNet_{config.images_per_class}ipc.pt"
+    saved = torch.load(result_file, weights_only=False)  # written by the run above
+    images, labels = saved["data"][-1]
+    # Their normalisation -> pixels in [0, 1] -> ours (the training split's own statistics).
+    mean_a, std_a = torch.tensor(mean_a).view(1, -1, 1, 1), torch.tensor(std_a).view(1, -1, 1, 1)
+    mean_o, std_o = torch.tensor(train_data.mean).view(1, -1, 1, 1), torch.tensor(train_data.std).view(1, -1, 1, 1)
+    images = (images.float() * std_a + mean_a - mean_o) / std_o
+    return {
+        "images": images,
+        "labels": labels.long(),
+        "seconds_per_iteration": (arrivals[last] - arrivals[first]) / (last - first),
+        "timed_iterations": [first, last],
+        "command": command,
+        "log": str(log_path),
+    }
+
+
+def run_ours(config, splits) -> dict:
+    """`hf_distill` on `config`; the final set and the loop's seconds per iteration."""
+    trainer = DistillTrainer(config, splits[0], splits[1])
+    trainer.train()
+    return {
+        "images": trainer.synthetic.images.detach().cpu(),
+        "labels": trainer.synthetic.labels.cpu(),
+        "seconds_per_iteration": trainer.distill_seconds / config.num_iterations,
+        "mixed_precision": trainer.config.mixed_precision,
+        "torch_compile": trainer.config.torch_compile,
+    }
+
+
+def judges(prepared, epochs: int, models: int) -> dict:
+    """The two judges: (model config, evaluation protocol) each."""
+    train_data = prepared.train_data
+    grey = train_data.images.shape[1] == 1
+    second_net = convnet_config(
+        train_data.images.shape[1], tuple(train_data.images.shape[-2:]), train_data.class_names, net_norm="batchnorm"
+    )
+    project = EvaluationProtocol(
+        num_models=models, epochs=epochs, dsa_strategy=resolve_strategy("auto", train_data.class_names)
+    )
+    second = EvaluationProtocol(num_models=models, epochs=epochs, dsa_strategy="crop" if grey else "crop_flip")
+    return {"project": (prepared.model_config, project), "second": (second_net, second)}
+
+
+def judge(images, labels, prepared, judge_set: dict) -> dict:
+    results = {}
+    for name, (model_config, protocol) in judge_set.items():
+        result = evaluate_images(images, labels, prepared.test_data, model_config, protocol, show_progress=False)
+        results[name] = {
+            "accuracies": result["accuracies"],
+            "mean": result["mean"],
+            "architecture": f"{result['architecture']} ({model_config.net_norm})",
+            "augmentation": protocol.dsa_strategy,
+            "epochs": protocol.epochs,
+        }
+        print(f"  judge {name}: {result['accuracies']}", flush=True)
+    return results
+
+
+def results_path(results_dir: Path, dataset: str, method: str, ipc: int) -> Path:
+    return Path(results_dir) / f"{dataset}_{method}_ipc{ipc}.json"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def record(path: Path, key: str, entry: dict, header: dict) -> None:
+    """Adds one (variant, seed) entry to the results file, keeping the others (atomic replace)."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(header)
+    data.setdefault("runs", {})[key] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def distill_and_judge(args) -> None:
+    splits = load_source(f"{args.data_dir}/{args.dataset}", require_test_split=True)
+    path = results_path(args.results_dir, args.dataset, args.method, args.ipc)
+    for seed in args.seeds:
+        for variant in args.variants:
+            overrides = {"batch_real": args.batch_real} if args.batch_real else {}
+            if variant != "authors":
+                overrides.update(VARIANTS[variant])
+            _, config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
+            prepared = prepare(config, *splits)
+            print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
+            if variant == "authors":
+                run = run_authors(args, config, seed, prepared.train_data)
+            else:
+                run = run_ours(config, splits)
+            RUNS_DIR.mkdir(parents=True, exist_ok=True)
+            final_set = {"images": run.pop("images"), "labels": run.pop("labels")}
+            torch.save(final_set, RUNS_DIR / f"{path.stem}_{variant}_{seed}.pt")
+            print(f"  {run['seconds_per_iteration']:.3f} s per iteration", flush=True)
+            judge_set = judges(prepared, args.judge_epochs, args.judge_models)
+            entry = {
+                "variant": variant,
+                "seed": seed,
+                "iterations": args.iterations,
+                **run,
+                "judges": judge(final_set["images"], final_set["labels"], prepared, judge_set),
+                "command": " ".join(["python", *sys.argv]),
+                "commit": git_commit(),
+            }
+            strategy = resolve_strategy(config.dsa_strategy, prepared.train_data.class_names)
+            header = {
+                "dataset": args.dataset,
+                "method": args.method,
+                "ipc": args.ipc,
+                "settings": {
+                    "batch_real": config.batch_real,
+                    "lr_images": config.lr_images,
+                    "init": config.init,
+                    "dsa_strategy": strategy,
+                    "siamese_pairing": config.siamese_pairing,
+                },
+                "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+            }
+            record(path, f"{variant}/{seed}", entry, header)
+
+
+def _summary(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{mean(values):.2f} ± {stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def report(results_dir: Path) -> str:
+    """One markdown table per results file: per variant, seconds per iteration and each judge's mean over seeds."""
+    lines = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        data = json.loads(path.read_text())
+        runs = data["runs"].values()
+        variants = sorted({run["variant"] for run in runs}, key=lambda v: (v != "authors", v))
+        lines += [
+            f"**{data['dataset']} {data['method']} IPC {data['ipc']}** ({json.dumps(data['settings'])}; "
+            f"{data['machine']['cpu']}, {data['machine']['threads']} threads)",
+            "",
+            "| set | seeds | iterations | s / iteration | project judge | second judge |",
+            "|---|---|---|---|---|---|",
+        ]
+        for variant in variants:
+            mine = [run for run in runs if run["variant"] == variant]
+            seeds = ", ".join(str(run["seed"]) for run in sorted(mine, key=lambda r: r["seed"]))
+            speed = mean(run["seconds_per_iteration"] for run in mine)
+            judged = [_summary([mean(run["judges"][j]["accuracies"]) for run in mine]) for j in ("project", "second")]
+            iterations = sorted({run["iterations"] for run in mine})
+            lines.append(f"| {variant} | {seeds} | {iterations} | {speed:.3f} | {judged[0]} | {judged[1]} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference-repo", help="A checkout of VICO-UoE/DatasetCondensation (dm, dsa).")
+    parser.add_argument("--dataset", default="mnist", choices=sorted(AUTHORS_DATASETS))
+    parser.add_argument("--method", default="dm", choices=sorted(AUTHORS_SCRIPTS))
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=600)
+    parser.add_argument("--batch-real", type=int, default=None, help="Default: the recipe's.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["authors", "float32"], choices=["authors", *VARIANTS])
+    parser.add_argument("--judge-models", type=int, default=2)
+    parser.add_argument("--judge-epochs", type=int, default=300)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR))
+    parser.add_argument("--report", action="store_true", help="Print the tables of every results file and stop.")
+    args = parser.parse_args(argv)
+    if args.report:
+        print(report(args.results_dir))
+        return
+    if "authors" in args.variants and not args.reference_repo:
+        parser.error("--reference-repo is needed to run the authors' code (or leave 'authors' out of --variants).")
+    distill_and_judge(args)
+    print(report(args.results_dir))
+
+
+if __name__ == "__main__":
+    main()
