@@ -101,6 +101,15 @@ def checkpoint_fingerprint(checkpoint: Path) -> dict[str, Any]:
     return {key: config[key] for key in ("method", "seed", "images_per_class") if key in config}
 
 
+def settings_not_recorded(checkpoint: Path, config: DistillConfig) -> list[str]:
+    """`"name=value"` for each setting of `config` that the checkpoint's config does not record: it was written by
+    an earlier version, and the resumed run continues with these (possibly new) values, e.g. `siamese_pairing`."""
+    if not (checkpoint / CONFIG_NAME).is_file():
+        return []
+    recorded = read_json(checkpoint / CONFIG_NAME, "checkpoint config")
+    return [f"{key}={value!r}" for key, value in config.to_dict().items() if key not in recorded]
+
+
 def read_json(path: Path, what: str) -> dict:
     """A JSON object from `path`, or a `ValueError` that names the file and says it is corrupt."""
     try:

@@ -47,6 +47,7 @@ from .run_folder import (
     read_run_metadata,
     remove_checkpoints,
     run_fingerprint,
+    settings_not_recorded,
     write_checkpoint,
     write_run,
 )
@@ -411,6 +412,13 @@ class DistillTrainer:
             raise ValueError(
                 f"{path} belongs to another run and cannot be resumed by this one: {'; '.join(differences)}. Resume "
                 "with the checkpoint's settings, or start this run in another --output_dir."
+            )
+        unrecorded = settings_not_recorded(path, self.config)
+        if unrecorded:
+            logger.warning(
+                f"{path} was written by an earlier version that did not record {', '.join(unrecorded)}: the run "
+                "goes on with these values; check they are what you want (siamese_pairing='image' continues a dm run "
+                "that an earlier version started as it began)."
             )
         method_state, state = read_checkpoint(path, self.synthetic, self.optimizer)
         self.synthetic.to(self.accelerator.device)

@@ -70,6 +70,19 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, capsys, flags, dif
     assert "belongs to another run" in error and difference in error
 
 
+def test_resuming_a_checkpoint_of_an_earlier_version_names_the_settings_it_did_not_record(tmp_path, caplog):
+    output_dir = tmp_path / "x"
+    assert distill(output_dir, "--num_iterations", "2", "--save_steps", "1") == 0
+    (output_dir / CONFIG_NAME).unlink()  # as if interrupted after its checkpoints
+    checkpoint_config = output_dir / "checkpoint-2" / CONFIG_NAME
+    recorded = json.loads(checkpoint_config.read_text())
+    del recorded["siamese_pairing"]  # as an earlier version wrote it
+    checkpoint_config.write_text(json.dumps(recorded))
+    with caplog.at_level("WARNING"):
+        assert distill(output_dir, "--num_iterations", "3", "--resume_from_checkpoint", "latest") == 0
+    assert "did not record siamese_pairing='class'" in caplog.text
+
+
 def test_resuming_a_finished_run_without_checkpoints_is_refused(tmp_path, capsys):
     output_dir = tmp_path / "x"
     assert distill(output_dir, "--num_iterations", "2", "--save_steps", "0") == 0
