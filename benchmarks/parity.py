@@ -174,11 +174,13 @@ def results_path(results_dir: Path, dataset: str, method: str, ipc: int) -> Path
     return Path(results_dir) / f"{dataset}_{method}_ipc{ipc}.json"
 
 
-def git_commit() -> str:
+def git_commit(folder: Path = ROOT) -> str:
+    """The commit checked out in `folder`, or "unknown" (e.g. an exported tree without `.git`)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True)
     except OSError:
         return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
 def record(path: Path, key: str, entry: dict, header: dict) -> None:
@@ -221,6 +223,8 @@ def distill_and_judge(args) -> None:
                 "command": " ".join(["python", *sys.argv]),
                 "commit": git_commit(),
             }
+            if variant == "authors":
+                entry["reference_commit"] = git_commit(Path(args.reference_repo))
             strategy = resolve_strategy(config.dsa_strategy, prepared.train_data.class_names)
             header = {
                 "dataset": args.dataset,

@@ -1,0 +1,137 @@
+"""The pieces `benchmarks/parity.py` runs the authors' code with: the torchvision stand-in, the runner
+(`benchmarks/parity_reference.py`) on a stand-in "reference repository" written here, and the report."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO_ROOT / "benchmarks"
+
+
+@pytest.fixture
+def shim_transforms(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS / "reference_shims"))
+    from torchvision import transforms
+
+    return transforms
+
+
+def test_to_tensor_and_normalize_follow_torchvision(shim_transforms):
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    tensor = shim_transforms.Compose([shim_transforms.ToTensor(), shim_transforms.Normalize([0.5], [0.25])])(image)
+    assert tensor.shape == (1, 3, 4) and tensor.dtype == torch.float32
+    torch.testing.assert_close(tensor[0], (torch.from_numpy(image).float() / 255 - 0.5) / 0.25)
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    rgb[..., 2] = 255
+    assert shim_transforms.ToTensor()(rgb)[:, 0, 0].tolist() == [0.0, 0.0, 1.0]
+
+
+def _write_tiny_mnist(folder: Path) -> None:
+    features = Features({"image": Image(), "label": ClassLabel(names=[str(i) for i in range(3)])})
+    for split, rows in (("train", 6), ("test", 3)):
+        images = [PIL.Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)) for i in range(rows)]
+        Dataset.from_dict({"image": images, "label": [i % 3 for i in range(rows)]}, features=features).to_parquet(
+            str(folder / "mnist" / f"{split}.parquet")
+        )
+
+
+#: A stand-in for the authors' repository: a network that flattens with `.view`, and a script that reads MNIST
+#: through torchvision, feeds the network an input with `rand_crop`'s strides, and prints `iter = ` lines.
+NETWORKS = """
+    import torch
+    from torch import nn
+
+
+    class ConvNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x):
+            out = self.conv(x)
+            return out.view(out.size(0), -1)
+"""
+SCRIPT = """
+    import sys
+
+    import numpy as np
+    import torch
+    from torchvision import datasets, transforms
+
+    from networks import ConvNet
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+    train = datasets.MNIST("data", train=True, download=True, transform=transform)
+    image, label = train[1]
+    odd_strides = torch.randn(2, 8, 8, 1).permute(0, 3, 1, 2)  # what rand_crop's permute leaves
+    features = ConvNet()(odd_strides)
+    for it in range(0, 21, 10):
+        print(f"iter = {it:05d}, loss = 0.0")
+    with open("out.txt", "w") as out:
+        out.write(f"{len(train)} {train.classes} {label} {float(image.mean()):.4f} {tuple(features.shape)} "
+                  f"{np.random.randint(1000)} {sys.argv[1:]}")
+"""
+
+
+def test_runner_runs_a_script_with_the_shims_and_seeds(tmp_path):
+    repo, data, work = tmp_path / "repo", tmp_path / "data", tmp_path / "work"
+    repo.mkdir()
+    (data / "mnist").mkdir(parents=True)
+    (repo / "networks.py").write_text(textwrap.dedent(NETWORKS))
+    (repo / "script.py").write_text(textwrap.dedent(SCRIPT))
+    _write_tiny_mnist(data)
+    command = [sys.executable, str(BENCHMARKS / "parity_reference.py"), "--repo", str(repo), "--data-dir", str(data)]
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run(
+            [*command, "--workdir", str(work), "--seed", "3", "--", "script.py", "--flag", "x"],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "iter = 00020" in result.stdout
+        outputs.append((work / "out.txt").read_text())
+    # 6 rows, class names from the ClassLabel, row 1's label and normalised pixels ((40/255 - 0.5) / 0.5),
+    # the network's flattened output, a seeded NumPy draw (the same both times) and the script's arguments.
+    assert outputs[0] == outputs[1]
+    assert outputs[0].startswith("6 ['0', '1', '2'] 1 -0.6863 (2, 256) ")
+    assert outputs[0].endswith("['--flag', 'x']")
+
+
+def test_runner_says_when_the_script_is_missing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "parity_reference.py"), "--repo", str(tmp_path), "--data-dir", str(tmp_path),
+         "--workdir", str(tmp_path / "w"), "--", "main_DM.py"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "main_DM.py does not exist: is --repo a checkout of the right code?" in result.stderr
+
+
+def test_report_summarises_every_variant(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import parity
+
+    def run(variant, seed, speed, project, second):
+        judges = {"project": {"accuracies": project}, "second": {"accuracies": second}}
+        return {"variant": variant, "seed": seed, "iterations": 600, "seconds_per_iteration": speed, "judges": judges}
+
+    runs = {
+        "authors/0": run("authors", 0, 1.0, [90.0, 92.0], [80.0, 80.0]),
+        "authors/1": run("authors", 1, 2.0, [94.0, 94.0], [82.0, 82.0]),
+        "float32/0": run("float32", 0, 0.5, [95.0, 95.0], [85.0, 85.0]),
+    }
+    data = {"dataset": "mnist", "method": "dm", "ipc": 10, "settings": {}, "machine": {"cpu": "x", "threads": 2}}
+    (tmp_path / "mnist_dm_ipc10.json").write_text(json.dumps({**data, "runs": runs}))
+    table = parity.report(tmp_path)
+    assert "| authors | 0, 1 | [600] | 1.500 | 92.50 ± 2.12 | 81.00 ± 1.41 |" in table
+    assert "| float32 | 0 | [600] | 0.500 | 95.00 | 85.00 |" in table
