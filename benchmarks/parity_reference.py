@@ -36,10 +36,17 @@ def _stub_missing_modules() -> None:
     try:
         import scipy.ndimage.interpolation  # noqa: F401
     except ImportError:
-        import scipy.ndimage
-
         # DC's non-differentiable `augment` (DC evaluation on MNIST) rotates with it; DM, DSA and MTT never do.
-        sys.modules["scipy.ndimage.interpolation"] = types.SimpleNamespace(rotate=scipy.ndimage.rotate)
+        try:
+            from scipy.ndimage import rotate
+        except ImportError:  # no SciPy at all: a stub that says so if it is ever called
+
+            def rotate(*args, **kwargs):
+                raise ImportError("scipy is needed for this path of the reference code: pip install scipy")
+
+        sys.modules["scipy.ndimage.interpolation"] = types.SimpleNamespace(rotate=rotate)
+        sys.modules.setdefault("scipy", types.ModuleType("scipy"))
+        sys.modules.setdefault("scipy.ndimage", types.SimpleNamespace(rotate=rotate))
     if "wandb" not in sys.modules:
         try:
             import wandb  # noqa: F401
