@@ -77,16 +77,16 @@ def recipe_config(dataset: str, method: str, ipc: int, iterations: int, seed: in
     argv = ["--config", str(recipe), "--num_iterations", str(iterations), "--seed", str(seed), "--save_steps", "0"]
     for key, value in overrides.items():
         argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
-    script_args, config = parse_distill_args(argv)
+    _, config = parse_distill_args(argv)
     config.output_dir = None
-    return script_args, config
+    return config
 
 
-def run_authors(args, config, seed: int, train_data) -> dict:
+def run_authors(args, config, seed: int, prepared) -> dict:
     """The authors' script with `config`'s settings; its final set in our normalisation, and its timing."""
     script, extra, result_name = AUTHORS_SCRIPTS[args.method]
     authors_name, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
-    strategy = resolve_strategy(config.dsa_strategy, train_data.class_names) or "none"
+    train_data = prepared.train_data
     workdir = Path(tempfile.mkdtemp(prefix=f"parity_{args.method}_{seed}_"))
     command = [
         sys.executable, "-u", str(REFERENCE_RUNNER), "--repo", args.reference_repo, "--data-dir", args.data_dir,
@@ -94,7 +94,7 @@ def run_authors(args, config, seed: int, train_data) -> dict:
         "--dataset", authors_name, "--model", "ConvNet", "--ipc", str(config.images_per_class),
         "--Iteration", str(config.num_iterations), "--num_exp", "1", "--num_eval", "1", "--epoch_eval_train", "1",
         "--batch_real", str(config.batch_real), "--lr_img", str(config.lr_images), "--init", config.init,
-        "--dsa_strategy", strategy, "--save_path", "result", "--data_path", "data",
+        "--dsa_strategy", prepared.dsa_strategy or "none", "--save_path", "result", "--data_path", "data",
     ]  # fmt: skip
     print("authors:", " ".join(command), flush=True)
     arrivals = {}
@@ -128,9 +128,9 @@ def run_authors(args, config, seed: int, train_data) -> dict:
     }
 
 
-def run_ours(config, splits) -> dict:
-    """`hf_distill` on `config`; the final set and the loop's seconds per iteration."""
-    trainer = DistillTrainer(config, splits[0], splits[1])
+def run_ours(config, prepared) -> dict:
+    """`hf_distill` on `config` and the prepared splits; the final set and the loop's seconds per iteration."""
+    trainer = DistillTrainer(config, prepared.train_data, prepared.test_data)
     trainer.train()
     return {
         "images": trainer.synthetic.images.detach().cpu(),
@@ -197,23 +197,34 @@ def record(path: Path, key: str, entry: dict, header: dict) -> None:
 def distill_and_judge(args) -> None:
     splits = load_source(f"{args.data_dir}/{args.dataset}", require_test_split=True)
     path = results_path(args.results_dir, args.dataset, args.method, args.ipc)
+    batch_real = {"batch_real": args.batch_real} if args.batch_real else {}
+    # Data, network and augmentation depend on the recipe only: prepared once, for every variant and seed.
+    config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, args.seeds[0], batch_real)
+    prepared = prepare(config, *splits)
+    judge_set = judges(prepared, args.judge_epochs, args.judge_models)
+    header = {
+        "dataset": args.dataset,
+        "method": args.method,
+        "ipc": args.ipc,
+        "settings": {
+            "batch_real": config.batch_real,
+            "lr_images": config.lr_images,
+            "init": config.init,
+            "dsa_strategy": prepared.dsa_strategy,
+            "siamese_pairing": config.siamese_pairing,
+        },
+        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+    }
     for seed in args.seeds:
         for variant in args.variants:
-            overrides = {"batch_real": args.batch_real} if args.batch_real else {}
-            if variant != "authors":
-                overrides.update(VARIANTS[variant])
-            _, config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
-            prepared = prepare(config, *splits)
+            overrides = {**batch_real, **VARIANTS.get(variant, {})}
+            config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
-            if variant == "authors":
-                run = run_authors(args, config, seed, prepared.train_data)
-            else:
-                run = run_ours(config, splits)
+            run = run_authors(args, config, seed, prepared) if variant == "authors" else run_ours(config, prepared)
             RUNS_DIR.mkdir(parents=True, exist_ok=True)
             final_set = {"images": run.pop("images"), "labels": run.pop("labels")}
             torch.save(final_set, RUNS_DIR / f"{path.stem}_{variant}_{seed}.pt")
             print(f"  {run['seconds_per_iteration']:.3f} s per iteration", flush=True)
-            judge_set = judges(prepared, args.judge_epochs, args.judge_models)
             entry = {
                 "variant": variant,
                 "seed": seed,
@@ -225,20 +236,6 @@ def distill_and_judge(args) -> None:
             }
             if variant == "authors":
                 entry["reference_commit"] = git_commit(Path(args.reference_repo))
-            strategy = resolve_strategy(config.dsa_strategy, prepared.train_data.class_names)
-            header = {
-                "dataset": args.dataset,
-                "method": args.method,
-                "ipc": args.ipc,
-                "settings": {
-                    "batch_real": config.batch_real,
-                    "lr_images": config.lr_images,
-                    "init": config.init,
-                    "dsa_strategy": strategy,
-                    "siamese_pairing": config.siamese_pairing,
-                },
-                "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
-            }
             record(path, f"{variant}/{seed}", entry, header)
 
 

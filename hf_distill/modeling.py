@@ -64,6 +64,12 @@ def build_model(config: PretrainedConfig) -> PreTrainedModel:
     return AutoModelForImageClassification.from_config(config)
 
 
+def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
+    """Every batch-norm layer of `model` (any dimension, synchronised or not): the layers whose output depends on
+    which examples share a forward pass."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def _draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
 

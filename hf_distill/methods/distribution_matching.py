@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import SyntheticOptimizationConfig
-from ..modeling import build_model, reinitialize_
+from ..modeling import batch_norm_layers, build_model, reinitialize_
 from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
@@ -106,7 +106,7 @@ class DistributionMatching(DistillationMethod):
         self.network = self.prepare_network(build_model(self.model_config).requires_grad_(False))
         self.features = self.feature_function(self.network, self.config.feature_layers)
         # Batch statistics must not depend on how the real batch is split into forward passes.
-        self.real_chunk = None if _has_batch_norm(self.network) else self.config.real_forward_chunk
+        self.real_chunk = None if batch_norm_layers(self.network) else self.config.real_forward_chunk
         self.network_pool = None
         if self.config.network_pool_path:
             self.network_pool = ExpertTrajectories.for_network(
@@ -158,10 +158,6 @@ class DistributionMatching(DistillationMethod):
             # Sum over classes as the paper does: each class's pixels get the gradient of their own term.
             loss = loss + ((real_means - syn_means) ** 2).sum() * (last_size / real_features.shape[1])
         return loss
-
-
-def _has_batch_norm(network: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules())
 
 
 def _by_layer(chunks: list[torch.Tensor | list[torch.Tensor]]) -> list[torch.Tensor]:

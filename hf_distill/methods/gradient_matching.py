@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call
 
 from ..augment import strategy_or_none
 from ..config import SyntheticOptimizationConfig
-from ..modeling import build_model, reinitialize_
+from ..modeling import batch_norm_layers, build_model, reinitialize_
 from ..registry import register_method
 from ..seeding import derive_generator, derive_seed, seeded_rng
 from ..synthetic import SyntheticSet
@@ -269,7 +268,7 @@ class GradientMatching(DistillationMethod):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.network = self.prepare_network(build_model(self.model_config))
-        self.batch_norms = [m for m in self.network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.batch_norms = batch_norm_layers(self.network)
         # The real pass and the inner-loop training may run compiled; the synthetic pass stays eager (see
         # `_synthetic_gradients`): compiled graphs do not support double backward. The batch-norm pass is a single
         # forward, not worth a graph of its own.
