@@ -122,22 +122,36 @@ def run_authors(args, config, seed: int, prepared) -> dict:
         "images": images,
         "labels": labels.long(),
         "seconds_per_iteration": (arrivals[last] - arrivals[first]) / (last - first),
+        "seconds": (arrivals[last] - arrivals[first]) / (last - first) * config.num_iterations,
         "timed_iterations": [first, last],
         "command": command,
         "log": str(log_path),
     }
 
 
-def run_ours(config, prepared) -> dict:
-    """`hf_distill` on `config` and the prepared splits; the final set and the loop's seconds per iteration."""
+def run_ours(config, prepared, snapshots: list[int] = ()) -> dict:
+    """`hf_distill` on `config` and the prepared splits; the final set and the loop's seconds per iteration.
+
+    With `snapshots`, the run stops at each of those iterations on its way (the loop resumes where it stopped, so
+    the set is the same) and keeps the set and the distillation seconds spent so far: accuracy against wall time.
+    """
     trainer = DistillTrainer(config, prepared.train_data, prepared.test_data)
+    total, kept = config.num_iterations, []
+    for stop in sorted(i for i in set(snapshots) if 0 < i < total):
+        trainer.config.num_iterations = stop
+        trainer.train()
+        images = trainer.synthetic.images.detach().cpu().clone()  # the optimiser updates the live tensor in place
+        kept.append({"iteration": stop, "seconds": trainer.distill_seconds, "images": images})
+    trainer.config.num_iterations = total
     trainer.train()
     return {
         "images": trainer.synthetic.images.detach().cpu(),
         "labels": trainer.synthetic.labels.cpu(),
         "seconds_per_iteration": trainer.distill_seconds / config.num_iterations,
+        "seconds": trainer.distill_seconds,
         "mixed_precision": trainer.config.mixed_precision,
         "torch_compile": trainer.config.torch_compile,
+        "snapshots": kept,
     }
 
 
@@ -220,23 +234,87 @@ def distill_and_judge(args) -> None:
             overrides = {**batch_real, **VARIANTS.get(variant, {})}
             config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
-            run = run_authors(args, config, seed, prepared) if variant == "authors" else run_ours(config, prepared)
+            if variant == "authors":
+                run = run_authors(args, config, seed, prepared)
+            else:
+                run = run_ours(config, prepared, args.curve)
             RUNS_DIR.mkdir(parents=True, exist_ok=True)
             final_set = {"images": run.pop("images"), "labels": run.pop("labels")}
             torch.save(final_set, RUNS_DIR / f"{path.stem}_{variant}_{seed}.pt")
             print(f"  {run['seconds_per_iteration']:.3f} s per iteration", flush=True)
+            curve = []
+            for snapshot in run.pop("snapshots", []):
+                print(f"  snapshot at iteration {snapshot['iteration']} ({snapshot['seconds']:.0f} s)", flush=True)
+                judged = judge(snapshot.pop("images"), final_set["labels"], prepared, judge_set)
+                curve.append({**snapshot, "judges": judged})
             entry = {
                 "variant": variant,
                 "seed": seed,
                 "iterations": args.iterations,
                 **run,
                 "judges": judge(final_set["images"], final_set["labels"], prepared, judge_set),
+                **({"curve": curve} if curve else {}),
                 "command": " ".join(["python", *sys.argv]),
                 "commit": git_commit(),
             }
             if variant == "authors":
                 entry["reference_commit"] = git_commit(Path(args.reference_repo))
             record(path, f"{variant}/{seed}", entry, header)
+
+
+def interleaved_speed(args) -> None:
+    """Seconds per iteration of the authors' script and ours, run in turn (`--speed-rounds` rounds of
+    `--iterations` each), so that the machine's drift over time (~20% here) falls on both alike."""
+    splits = load_source(f"{args.data_dir}/{args.dataset}", require_test_split=True)
+    batch_real = {"batch_real": args.batch_real} if args.batch_real else {}
+    seed = args.seeds[0]
+    config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, batch_real)
+    prepared = prepare(config, *splits)
+    rounds = []
+    for round_index in range(args.speed_rounds):
+        timings = {}
+        for variant in args.variants:
+            overrides = {**batch_real, **VARIANTS.get(variant, {})}
+            config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
+            run = run_authors(args, config, seed, prepared) if variant == "authors" else run_ours(config, prepared)
+            timings[variant] = run["seconds_per_iteration"]
+        print(f"round {round_index}: " + ", ".join(f"{k} {v:.3f} s/it" for k, v in timings.items()), flush=True)
+        rounds.append(timings)
+    path = results_path(args.results_dir, args.dataset, args.method, args.ipc)
+    data = json.loads(path.read_text()) if path.is_file() else {"dataset": args.dataset, "method": args.method}
+    data.setdefault("ipc", args.ipc)
+    data.setdefault("speed", []).append(
+        {
+            "iterations_per_turn": args.iterations,
+            "batch_real": config.batch_real,
+            "rounds": rounds,
+            "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+            "command": " ".join(["python", *sys.argv]),
+            "commit": git_commit(),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def _speed_lines(speed: dict) -> list[str]:
+    variants = list(speed["rounds"][0])
+    per_variant = {v: [timings[v] for timings in speed["rounds"]] for v in variants}
+    authors = mean(per_variant["authors"]) if "authors" in per_variant else None
+    lines = [
+        f"Interleaved speed ({len(speed['rounds'])} rounds of {speed['iterations_per_turn']} iterations each, "
+        f"batch_real {speed['batch_real']}; commit {speed['commit'][:7]})",
+        "",
+        "| set | s / iteration (mean ± std over rounds) | authors' time / ours |",
+        "|---|---|---|",
+    ]
+    for variant, values in per_variant.items():
+        ratio = f"{authors / mean(values):.2f}" if authors and variant != "authors" else ""
+        spread = f"{mean(values):.3f} ± {stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+        lines.append(f"| {variant} | {spread} | {ratio} |")
+    return [*lines, ""]
 
 
 def _summary(values: list[float]) -> str:
@@ -250,6 +328,10 @@ def report(results_dir: Path) -> str:
     lines = []
     for path in sorted(Path(results_dir).glob("*.json")):
         data = json.loads(path.read_text())
+        if "runs" not in data:  # speed only
+            lines += [f"**{data['dataset']} {data['method']} IPC {data['ipc']}**", ""]
+            lines += [line for speed in data["speed"] for line in _speed_lines(speed)]
+            continue
         runs = data["runs"].values()
         variants = sorted({run["variant"] for run in runs}, key=lambda v: (v != "authors", v))
         lines += [
@@ -267,7 +349,60 @@ def report(results_dir: Path) -> str:
             iterations = sorted({run["iterations"] for run in mine})
             lines.append(f"| {variant} | {seeds} | {iterations} | {speed:.3f} | {judged[0]} | {judged[1]} |")
         lines.append("")
+        lines += _wall_time_table(list(runs))
+        lines += [line for speed in data.get("speed", []) for line in _speed_lines(speed)]
     return "\n".join(lines)
+
+
+def _seconds(run: dict) -> float:
+    return run.get("seconds", run["seconds_per_iteration"] * run["iterations"])
+
+
+def _wall_time_table(runs: list[dict]) -> list[str]:
+    """Accuracy against distillation seconds for the runs judged on their way (`--curve`), beside the authors'.
+
+    "Time to the authors' accuracy" is the first point of the curve whose judged mean reaches the authors' final
+    mean over seeds less one standard deviation (the targets' "within one standard deviation"); the ratio is the
+    authors' mean seconds over that point's seconds (above 1: less wall time than the authors' code).
+    """
+    authors = [run for run in runs if run["variant"] == "authors"]
+    curved = [run for run in runs if run.get("curve")]
+    if not authors or not curved:
+        return []
+    authors_seconds = mean(_seconds(run) for run in authors)
+    bar = {}
+    for name in ("project", "second"):
+        finals = [mean(run["judges"][name]["accuracies"]) for run in authors]
+        bar[name] = mean(finals) - (stdev(finals) if len(finals) > 1 else 0.0)
+    lines = [
+        f"Accuracy against wall time (authors: {authors_seconds:.0f} s for {authors[0]['iterations']} iterations; "
+        f"their accuracy less one std: project {bar['project']:.2f}, second {bar['second']:.2f})",
+        "",
+        "| set | seed | iteration | seconds | project judge | second judge |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in sorted(curved, key=lambda r: (r["variant"], r["seed"])):
+        points = [*run["curve"], {"iteration": run["iterations"], "seconds": _seconds(run), "judges": run["judges"]}]
+        reached = {}
+        for point in points:
+            judged = {name: mean(point["judges"][name]["accuracies"]) for name in bar}
+            for name, value in judged.items():
+                if value >= bar[name] and name not in reached:
+                    reached[name] = point["seconds"]
+            cells = " | ".join(f"{judged[name]:.2f}" for name in bar)
+            where = f"{run['variant']} | {run['seed']} | {point['iteration']}"
+            lines.append(f"| {where} | {point['seconds']:.0f} | {cells} |")
+        for name in bar:
+            if name in reached:
+                ratio = authors_seconds / reached[name]
+                lines.append(
+                    f"| time to the authors' accuracy, {name} judge | {run['seed']} | | {reached[name]:.0f} "
+                    f"| ratio {ratio:.2f} | |"
+                )
+            else:
+                lines.append(f"| time to the authors' accuracy, {name} judge | {run['seed']} | | not reached | | |")
+    lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -280,6 +415,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-real", type=int, default=None, help="Default: the recipe's.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["authors", "float32"], choices=["authors", *VARIANTS])
+    parser.add_argument(
+        "--curve",
+        type=int,
+        nargs="*",
+        default=[],
+        help="Iterations at which our sets are also judged on their way (accuracy against wall time).",
+    )
+    parser.add_argument(
+        "--speed-rounds",
+        type=int,
+        default=0,
+        help="Only time: this many rounds of the variants in turn, --iterations each, the first seed (no judges).",
+    )
     parser.add_argument("--judge-models", type=int, default=2)
     parser.add_argument("--judge-epochs", type=int, default=300)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
@@ -291,7 +439,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if "authors" in args.variants and not args.reference_repo:
         parser.error("--reference-repo is needed to run the authors' code (or leave 'authors' out of --variants).")
-    distill_and_judge(args)
+    if args.speed_rounds:
+        interleaved_speed(args)
+    else:
+        distill_and_judge(args)
     print(report(args.results_dir))
 
 
