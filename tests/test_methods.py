@@ -77,14 +77,35 @@ def test_dm_loss_matches_hand_computation(tiny_image_dataset):
 
 
 def test_dm_batch_norm_statistics_span_the_whole_real_batch(tiny_image_dataset):
-    """With batch norm the real pass is one forward (as the authors' ConvNetBN branch), whatever the chunk size."""
+    """With batch norm each pass is one forward (as the authors' ConvNetBN branch), whatever the chunk size."""
     splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
     losses = []
     for chunk in (4, 256):
         settings = {**TINY, "batch_real": 4, "dsa_strategy": "none", "net_norm": "batchnorm"}
-        trainer = DistillTrainer(DistributionMatchingConfig(**settings, real_forward_chunk=chunk), splits["train"])
+        trainer = DistillTrainer(DistributionMatchingConfig(**settings, forward_chunk=chunk), splits["train"])
         losses.append(trainer.method.loss(trainer.synthetic, [0, 1, 2], 3))
     torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_dm_forward_chunks_leave_loss_and_gradient_unchanged(tiny_image_dataset):
+    """Without batch norm both passes may be split (a speed setting): the loss and the pixel gradients stay."""
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    results = []
+    for chunk in (2, 256):
+        settings = {**TINY, "batch_real": 4, "images_per_class": 3}
+        trainer = DistillTrainer(DistributionMatchingConfig(**settings, forward_chunk=chunk), splits["train"])
+        loss = trainer.method.loss(trainer.synthetic, [0, 1, 2], 3)
+        loss.backward()
+        results.append((loss.detach(), trainer.synthetic.images.grad.clone()))
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_dm_real_forward_chunk_is_a_deprecated_alias():
+    with pytest.warns(FutureWarning, match="use forward_chunk"):
+        config = DistributionMatchingConfig(real_forward_chunk=16)
+    assert (config.forward_chunk, config.real_forward_chunk) == (16, None)
+    with pytest.raises(ValueError, match="forward_chunk=0"):
+        DistributionMatchingConfig(forward_chunk=0)
 
 
 def test_multi_layer_dm_loss_matches_hand_computation(tiny_image_dataset):

@@ -10,6 +10,7 @@ IDM (Zhao et al., "Improved Distribution Matching for Dataset Condensation", CVP
 a few hundred steps on the real data, without IDM's training of a network queue during distillation.
 """
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -59,17 +60,32 @@ class DistributionMatchingConfig(SyntheticOptimizationConfig):
             "epochs' worth of steps)."
         },
     )
-    real_forward_chunk: int = field(
-        default=64,
+    forward_chunk: int = field(
+        default=32,
         metadata={
-            "help": "Real images per forward pass. Results do not depend on it (networks with batch norm take the "
-            "real batch in one pass, as the authors' code does, so the statistics span every class like the "
-            "synthetic pass). 64 is fastest in float32 on a 2-core CPU: activations stay in cache."
+            "help": "Images per forward pass, real and synthetic. Results do not depend on it (networks with batch "
+            "norm take each batch in one pass, as the authors' code does, so the statistics span every class). "
+            "Small passes are faster in float32 on a CPU: activations under glibc's 32 MB mmap ceiling reuse heap "
+            "memory instead of being mapped, zeroed and unmapped again each iteration (measured in "
+            "benchmarks/README.md, 'Parity with the authors' code')."
         },
+    )
+    real_forward_chunk: int | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of forward_chunk (it used to apply to the real pass only)."},
     )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.real_forward_chunk is not None:
+            warnings.warn(
+                "real_forward_chunk is deprecated: use forward_chunk (it chunks the synthetic pass too).",
+                FutureWarning,
+                stacklevel=3,
+            )
+            self.forward_chunk, self.real_forward_chunk = self.real_forward_chunk, None
+        if self.forward_chunk < 1:
+            raise ValueError(f"forward_chunk={self.forward_chunk}: it must be at least 1 image per forward pass.")
         if self.feature_layers is not None and len(self.feature_layers) == 0:
             raise ValueError("feature_layers must list at least one hidden state index, or be None (the embedding).")
         if self.network_pool_max_epoch < 1:
@@ -105,8 +121,8 @@ class DistributionMatching(DistillationMethod):
         # than re-drawing its weights. Only the synthetic pixels need gradients.
         self.network = self.prepare_network(build_model(self.model_config).requires_grad_(False))
         self.features = self.feature_function(self.network, self.config.feature_layers)
-        # Batch statistics must not depend on how the real batch is split into forward passes.
-        self.real_chunk = None if batch_norm_layers(self.network) else self.config.real_forward_chunk
+        # Batch statistics must not depend on how a batch is split into forward passes.
+        self.chunk = None if batch_norm_layers(self.network) else self.config.forward_chunk
         self.network_pool = None
         if self.config.network_pool_path:
             self.network_pool = ExpertTrajectories.for_network(
@@ -132,6 +148,11 @@ class DistributionMatching(DistillationMethod):
                 return self.network_pool.load_into(network, expert, epoch)
         return reinitialize_(network, derive_generator(config.seed, iteration, "network"))
 
+    def chunked_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """`self.features` of `images` in passes of `forward_chunk` images, one `(N, D_l)` tensor per layer."""
+        chunks = images.split(self.chunk) if self.chunk else [images]
+        return _by_layer([self.features(chunk) for chunk in chunks])
+
     def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int, update: int = 0) -> torch.Tensor:
         config = self.config
         device = synthetic.images.device
@@ -146,9 +167,8 @@ class DistributionMatching(DistillationMethod):
 
         with self.autocast(device):
             with torch.no_grad():
-                chunks = real.split(self.real_chunk) if self.real_chunk else [real]
-                real_layers = _by_layer([self.features(chunk) for chunk in chunks])
-            syn_layers = _by_layer([self.features(syn)])
+                real_layers = self.chunked_features(real)
+            syn_layers = self.chunked_features(syn)
         last_size = real_layers[-1].shape[1]
         loss = 0.0
         for real_features, syn_features in zip(real_layers, syn_layers):
