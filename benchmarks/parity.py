@@ -111,6 +111,7 @@ def run_authors(args, config, seed: int, prepared) -> dict:
     if process.returncode != 0:
         raise RuntimeError(f"the authors' {script} failed (exit {process.returncode}); see {log_path}")
     first, last = min(arrivals), max(arrivals)
+    per_iteration = (arrivals[last] - arrivals[first]) / (last - first)
     result_file = workdir / "result" / f"res_{result_name}_{authors_name}_ConvNet_{config.images_per_class}ipc.pt"
     saved = torch.load(result_file, weights_only=False)  # written by the run above
     images, labels = saved["data"][-1]
@@ -121,8 +122,8 @@ def run_authors(args, config, seed: int, prepared) -> dict:
     return {
         "images": images,
         "labels": labels.long(),
-        "seconds_per_iteration": (arrivals[last] - arrivals[first]) / (last - first),
-        "seconds": (arrivals[last] - arrivals[first]) / (last - first) * config.num_iterations,
+        "seconds_per_iteration": per_iteration,
+        "seconds": per_iteration * config.num_iterations,
         "timed_iterations": [first, last],
         "command": command,
         "log": str(log_path),
@@ -202,19 +203,28 @@ def record(path: Path, key: str, entry: dict, header: dict) -> None:
     data = json.loads(path.read_text()) if path.is_file() else {}
     data.update(header)
     data.setdefault("runs", {})[key] = entry
+    write_results(path, data)
+
+
+def write_results(path: Path, data: dict) -> None:
+    """Writes a results file atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(data, indent=2) + "\n")
     temporary.replace(path)
 
 
-def distill_and_judge(args) -> None:
+def prepare_recipe(args, seed: int, overrides: dict):
+    """The recipe's splits, prepared once: data, network and augmentation depend on the recipe only."""
     splits = load_source(f"{args.data_dir}/{args.dataset}", require_test_split=True)
+    config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
+    return config, prepare(config, *splits)
+
+
+def distill_and_judge(args) -> None:
     path = results_path(args.results_dir, args.dataset, args.method, args.ipc)
     batch_real = {"batch_real": args.batch_real} if args.batch_real else {}
-    # Data, network and augmentation depend on the recipe only: prepared once, for every variant and seed.
-    config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, args.seeds[0], batch_real)
-    prepared = prepare(config, *splits)
+    config, prepared = prepare_recipe(args, args.seeds[0], batch_real)  # for every variant and seed
     judge_set = judges(prepared, args.judge_epochs, args.judge_models)
     header = {
         "dataset": args.dataset,
@@ -265,11 +275,9 @@ def distill_and_judge(args) -> None:
 def interleaved_speed(args) -> None:
     """Seconds per iteration of the authors' script and ours, run in turn (`--speed-rounds` rounds of
     `--iterations` each), so that the machine's drift over time (~20% here) falls on both alike."""
-    splits = load_source(f"{args.data_dir}/{args.dataset}", require_test_split=True)
     batch_real = {"batch_real": args.batch_real} if args.batch_real else {}
     seed = args.seeds[0]
-    config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, batch_real)
-    prepared = prepare(config, *splits)
+    config, prepared = prepare_recipe(args, seed, batch_real)
     rounds = []
     for round_index in range(args.speed_rounds):
         timings = {}
@@ -293,10 +301,7 @@ def interleaved_speed(args) -> None:
             "commit": git_commit(),
         }
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    temporary.replace(path)
+    write_results(path, data)
 
 
 def _speed_lines(speed: dict) -> list[str]:
