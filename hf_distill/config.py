@@ -282,6 +282,16 @@ class SyntheticOptimizationConfig(DistillConfig):
             "parity review of issue 18)."
         },
     )
+    forward_chunk: int = field(
+        default=32,
+        metadata={
+            "help": "Images per forward pass of the methods that embed large batches (dm, rfad, frepo). Results do "
+            "not depend on it (networks with batch norm take each batch in one pass, so the statistics span the "
+            "batch). Small passes are faster in float32 on a CPU: activations under glibc's 32 MB mmap ceiling reuse "
+            "heap memory instead of being mapped, zeroed and unmapped again each iteration (measured in "
+            "benchmarks/README.md, 'Parity with the authors' code')."
+        },
+    )
     lr_labels: float = field(
         default=1.0,
         metadata={"help": "Learning rate of learned targets (soft-label logits or regression targets)."},
@@ -311,3 +321,5 @@ class SyntheticOptimizationConfig(DistillConfig):
             raise ValueError(f"lr_images must be > 0, got {self.lr_images}.")
         if self.batch_real < 1:
             raise ValueError(f"batch_real must be >= 1, got {self.batch_real}.")
+        if self.forward_chunk < 1:
+            raise ValueError(f"forward_chunk={self.forward_chunk}: it must be at least 1 image per forward pass.")

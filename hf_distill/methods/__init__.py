@@ -10,6 +10,14 @@ from .gradient_matching import (
     GradientMatching,
     GradientMatchingConfig,
 )
+from .kernel_ridge import (
+    FeatureRegression,
+    FeatureRegressionConfig,
+    KernelRidgeConfig,
+    KernelRidgeMethod,
+    RandomFeatureConfig,
+    RandomFeatureDistillation,
+)
 from .trajectory_matching import TrajectoryMatching, TrajectoryMatchingConfig
 
 __all__ = [
@@ -19,9 +27,15 @@ __all__ = [
     "DistillationMethod",
     "DistributionMatching",
     "DistributionMatchingConfig",
+    "FeatureRegression",
+    "FeatureRegressionConfig",
     "GradientMatching",
     "GradientMatchingConfig",
+    "KernelRidgeConfig",
+    "KernelRidgeMethod",
     "RandomSelection",
+    "RandomFeatureConfig",
+    "RandomFeatureDistillation",
     "RandomSelectionConfig",
     "SelectionContext",
     "TrajectoryMatching",

@@ -83,6 +83,22 @@ class SelectionContext:
         return torch.cat([extract_features(network, b.to(self.device), input_name=input_name).cpu() for b in batches])
 
 
+def features_in_chunks(
+    features: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]], inputs: torch.Tensor, chunk: int | None
+) -> list[torch.Tensor]:
+    """`features(inputs)` computed in passes of `chunk` rows (one pass when `chunk` is `None`), as one `(N, D_l)`
+    tensor per layer (`features` returns one tensor, or one per layer).
+
+    Small passes are faster in float32 on a CPU: activations under glibc's 32 MB mmap ceiling reuse heap memory
+    instead of being mapped, zeroed and unmapped again each time (benchmarks/README.md, "Parity with the authors'
+    code"). Networks with batch norm must take a batch in one pass, so that its statistics do not depend on the split.
+    """
+    outputs = [features(part) for part in (inputs.split(chunk) if chunk else [inputs])]
+    if isinstance(outputs[0], torch.Tensor):
+        return [torch.cat(outputs)]
+    return [torch.cat(layer) for layer in zip(*outputs)]
+
+
 class DistillationMethod:
     """Base class of every method.
 

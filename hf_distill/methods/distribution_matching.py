@@ -21,7 +21,7 @@ from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
 from ..trajectories import ExpertTrajectories
-from .base import DistillationMethod
+from .base import DistillationMethod, features_in_chunks
 
 
 @dataclass
@@ -60,23 +60,12 @@ class DistributionMatchingConfig(SyntheticOptimizationConfig):
             "epochs' worth of steps)."
         },
     )
-    forward_chunk: int = field(
-        default=32,
-        metadata={
-            "help": "Images per forward pass, real and synthetic. Results do not depend on it (networks with batch "
-            "norm take each batch in one pass, as the authors' code does, so the statistics span every class). "
-            "Small passes are faster in float32 on a CPU: activations under glibc's 32 MB mmap ceiling reuse heap "
-            "memory instead of being mapped, zeroed and unmapped again each iteration (measured in "
-            "benchmarks/README.md, 'Parity with the authors' code')."
-        },
-    )
     real_forward_chunk: int | None = field(
         default=None,
         metadata={"help": "Deprecated alias of forward_chunk (it used to apply to the real pass only)."},
     )
 
     def __post_init__(self):
-        super().__post_init__()
         if self.real_forward_chunk is not None:
             warnings.warn(
                 "real_forward_chunk is deprecated: use forward_chunk (it chunks the synthetic pass too).",
@@ -84,8 +73,7 @@ class DistributionMatchingConfig(SyntheticOptimizationConfig):
                 stacklevel=3,
             )
             self.forward_chunk, self.real_forward_chunk = self.real_forward_chunk, None
-        if self.forward_chunk < 1:
-            raise ValueError(f"forward_chunk={self.forward_chunk}: it must be at least 1 image per forward pass.")
+        super().__post_init__()  # validates forward_chunk, the alias's value included
         if self.feature_layers is not None and len(self.feature_layers) == 0:
             raise ValueError("feature_layers must list at least one hidden state index, or be None (the embedding).")
         if self.network_pool_max_epoch < 1:
@@ -150,8 +138,7 @@ class DistributionMatching(DistillationMethod):
 
     def chunked_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """`self.features` of `images` in passes of `forward_chunk` images, one `(N, D_l)` tensor per layer."""
-        chunks = images.split(self.chunk) if self.chunk else [images]
-        return _by_layer([self.features(chunk) for chunk in chunks])
+        return features_in_chunks(self.features, images, self.chunk)
 
     def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int, update: int = 0) -> torch.Tensor:
         config = self.config
@@ -178,10 +165,3 @@ class DistributionMatching(DistillationMethod):
             # Sum over classes as the paper does: each class's pixels get the gradient of their own term.
             loss = loss + ((real_means - syn_means) ** 2).sum() * (last_size / real_features.shape[1])
         return loss
-
-
-def _by_layer(chunks: list[torch.Tensor | list[torch.Tensor]]) -> list[torch.Tensor]:
-    """Concatenates per-chunk features (one tensor, or one per layer) into one `(N, D_l)` tensor per layer."""
-    if isinstance(chunks[0], torch.Tensor):
-        return [torch.cat(chunks)]
-    return [torch.cat(layer) for layer in zip(*chunks)]
