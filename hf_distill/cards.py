@@ -198,6 +198,7 @@ def _eval_rows(results: dict, method: str) -> list[dict]:
         "distilled": f"Distilled set (`{method}`)",
         "random_real": "Random real subset, same size",
         "full_data": "Whole training split",
+        "kernel_regression": f"Distilled set (`{method}`), kernel ridge regression with the method's kernel",
     }
     return [
         {
@@ -228,7 +229,7 @@ def _eval_summary(results: dict) -> dict:
     """The evaluation figures for the card's YAML (the full record stays in eval_results.json)."""
     keys = ("mean", "std", "num_models", "epochs", "num_images", "architecture")
     summary = {}
-    for name in ("distilled", "random_real", "full_data"):
+    for name in ("distilled", "random_real", "full_data", "kernel_regression"):
         if isinstance(results.get(name), dict) and "mean" in results[name]:
             entry = {k: results[name][k] for k in keys if k in results[name]}
             entry["mean"], entry["std"] = round(float(entry["mean"]), 4), round(float(entry["std"]), 4)

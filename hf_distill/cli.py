@@ -128,6 +128,11 @@ def _print_summary(
             lines.append(f"  gain over the random real subset : {gain:+.2f} points (same size, same protocol)")
         if "full_data" in results:
             lines.append(f"  test accuracy, whole train split : {format_result(results['full_data'])}")
+        if "kernel_regression" in results:
+            kernel = results["kernel_regression"]
+            lines.append(
+                f"  kernel ridge regression (method's kernel, {kernel['num_models']} networks): {kernel['mean']:.2f}"
+            )
     lines.append(f"Wrote {output_dir}/ (dataset/, {CONFIG_NAME}, {results_name}, synthetic_grid.png)")
     print("\n".join(lines))
 

@@ -483,6 +483,7 @@ class DistillTrainer:
         distilled_protocol = self._distilled_protocol(protocol)
         model_config = self.eval_model_config()
         results = {"distilled": self._evaluate_synthetic(model_config, distilled_protocol, "distilled")}
+        results.update(self.method.evaluate_set(self.synthetic, self.test_data.images, self.test_data.labels))
         if config.eval_random_baseline if random_baseline is None else random_baseline:
             results["random_real"] = evaluate_random_baseline(
                 self.train_data,

@@ -197,3 +197,15 @@ def test_paper_defaults():
         True,
         True,
     )
+
+
+@pytest.mark.parametrize("config_class", [RandomFeatureConfig, FeatureRegressionConfig])
+def test_kernel_regression_accuracy_is_reported_and_fits_its_own_support(config_class, tiny_image_dataset):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    trainer = DistillTrainer(config_class(**TINY, ridge=1e-9), splits["train"], splits["test"])
+    synthetic = trainer.synthetic
+    # Ridge regression with a vanishing ridge reproduces its own targets: every synthetic example is classified right.
+    assert trainer.method.kernel_regression_accuracy(synthetic, synthetic.images.detach(), synthetic.labels) == 100.0
+    results = trainer.evaluate()
+    kernel = results["kernel_regression"]
+    assert 0.0 <= kernel["mean"] <= 100.0 and kernel["num_images"] == 6 and kernel["num_models"] == 2

@@ -261,6 +261,11 @@ class DistillationMethod:
     def after_update(self, synthetic: SyntheticSet, iteration: int, update: int) -> None:
         """Called after each optimiser step (DC/DSA train their network on the updated set here)."""
 
+    def evaluate_set(self, synthetic: SyntheticSet, test_images: torch.Tensor, test_labels: torch.Tensor) -> dict:
+        """Figures the method itself can give about a set, beside the protocol's trained networks (e.g. the test
+        accuracy of kernel ridge regression for KRR methods), keyed by result name; `{}` for most methods."""
+        return {}
+
     def initial_step_size(self) -> float | None:
         """A learnable step size to give the synthetic set (MTT's syn_lr), or `None` for methods that learn none."""
         return None
