@@ -107,6 +107,9 @@ TWO_PROCESS_SETTINGS = {
     "dsa": dict(batch_real=4, outer_loop=2, inner_loop=1, learn_soft_labels=True),
     # Not separable: every process computes the whole loss and the gradients are averaged.
     "mtt": dict(syn_steps=2, max_start_epoch=2, expert_epochs=1),
+    # Kernel ridge regression couples all classes; rfad learns a Platt temperature, frepo trains its pool online.
+    "rfad": dict(batch_real=4, num_models=2, kernel_net_width=8),
+    "frepo": dict(batch_real=4, num_models=2, max_online_updates=1),
 }
 
 
