@@ -58,7 +58,7 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 SCHEMA_VERSION = 1
 
 DATASET_ORDER = {"mnist": 0, "fashion_mnist": 1, "cifar10": 2}
-METHOD_ORDER = {"random": 0, "dm": 1, "dc": 2, "dsa": 3, "mtt": 4}
+METHOD_ORDER = {"random": 0, "dm": 1, "dc": 2, "dsa": 3, "mtt": 4, "rfad": 5, "frepo": 6}
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits"}
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -72,6 +72,10 @@ SOURCES = {
     "DM23": 'Zhao & Bilen, "Dataset Condensation with Distribution Matching", WACV 2023, Table 1',
     "MTT22": 'Cazenavette et al., "Dataset Distillation by Matching Training Trajectories", CVPR 2022, Table 1',
     "later": "as reproduced in later papers' tables (collected in shared/reference/published.md)",
+    "RFAD22": 'Loo et al., "Efficient Dataset Distillation using Random Feature Approximation", NeurIPS 2022 (learned '
+    "labels; CIFAR-10 with ZCA)",
+    "FRePo22": 'Zhou et al., "Dataset Distillation using Neural Feature Regression", NeurIPS 2022 (learned labels; '
+    "CIFAR-10 with ZCA and a batch-norm ConvNet)",
 }
 
 
@@ -93,6 +97,8 @@ PUBLISHED = {
         "dc": _row("DC21", True, (91.7, 0.5), (97.4, 0.2), (98.8, 0.2)),
         "dsa": _row("DSA21", True, (88.7, 0.6), (97.8, 0.1), (99.2, 0.1)),
         "dm": _row("DM23", False, (89.7, 0.6), (97.5, 0.1), (98.6, 0.1)),
+        "rfad": _row("RFAD22", False, (94.4, 1.5), (98.5, 0.1), (98.8, 0.1)),
+        "frepo": _row("FRePo22", False, (93.0, 0.4), (98.6, 0.1), (99.2, 0.0)),
     },
     "fashion_mnist": {
         "random": _row("DC21", False, (51.4, 3.8), (73.8, 0.7), (82.5, 0.7)),
@@ -103,6 +109,7 @@ PUBLISHED = {
         "dsa": _row("DSA21", True, (70.6, 0.6), (84.6, 0.3), (88.7, 0.2)),
         "dm": _row("later", False, (70.7, 0.6), (83.5, 0.3), (88.1, 0.6)),
         "mtt": _row("later", False, (75.1, 0.9), (87.2, 0.3), (88.3, 0.1)),
+        "frepo": _row("FRePo22", False, (75.6, 0.3), (86.2, 0.2), (89.6, 0.1)),
     },
     "cifar10": {
         "random": _row("DC21", True, (14.4, 2.0), (26.0, 1.2), (43.4, 1.0)),
@@ -114,6 +121,8 @@ PUBLISHED = {
         "dsa": _row("DSA21", True, (28.8, 0.7), (52.1, 0.5), (60.6, 0.5)),
         "dm": _row("DM23", True, (26.0, 0.8), (48.9, 0.6), (63.0, 0.4)),
         "mtt": _row("MTT22", True, (46.3, 0.8), (65.3, 0.7), (71.6, 0.2)),
+        "rfad": _row("RFAD22", False, (53.6, 1.2), (66.3, 0.5), (71.1, 0.4)),
+        "frepo": _row("FRePo22", True, (46.8, 0.7), (65.5, 0.4), (71.7, 0.2)),
     },
 }
 
