@@ -199,9 +199,10 @@ class KernelRidgeMethod(DistillationMethod):
         return features.float()
 
     def kernel_features(
-        self, synthetic: torch.Tensor, real: torch.Tensor, iteration: int
+        self, synthetic: torch.Tensor, real: torch.Tensor, iteration: int | str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features `(synthetic, real)` of iteration `iteration`: differentiable in `synthetic`; `real`'s detached."""
+        """Features `(synthetic, real)` of iteration `iteration` (or of a named draw, e.g. `"evaluation"`):
+        differentiable in `synthetic`; `real`'s detached."""
         raise NotImplementedError
 
     def support_targets(self, synthetic: SyntheticSet) -> torch.Tensor:
@@ -335,7 +336,7 @@ class RandomFeatureDistillation(KernelRidgeMethod):
         self.build_kernel_networks(self.config.num_models)
 
     def kernel_features(
-        self, synthetic: torch.Tensor, real: torch.Tensor, iteration: int
+        self, synthetic: torch.Tensor, real: torch.Tensor, iteration: int | str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.config
         initialize = nngp_initialize_ if config.kernel_init == "nngp" else reinitialize_
@@ -417,13 +418,13 @@ class FeatureRegression(KernelRidgeMethod):
         reinitialize_(self.networks[index], generator)
         self.pool_optimizers[index] = torch.optim.Adam(self.networks[index].parameters(), lr=self.config.online_lr)
 
-    def draw(self, iteration: int) -> int:
+    def draw(self, iteration: int | str) -> int:
         """The pool index of iteration `iteration` (uniform, from the seed)."""
         generator = derive_generator(self.config.seed, iteration, "pool")
         return int(torch.randint(self.config.num_models, (1,), generator=generator))
 
     def kernel_features(
-        self, synthetic: torch.Tensor, real: torch.Tensor, iteration: int
+        self, synthetic: torch.Tensor, real: torch.Tensor, iteration: int | str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         index = self.draw(iteration)
         self.networks[index].to(synthetic.device).eval()
