@@ -209,3 +209,17 @@ def test_kernel_regression_accuracy_is_reported_and_fits_its_own_support(config_
     results = trainer.evaluate()
     kernel = results["kernel_regression"]
     assert 0.0 <= kernel["mean"] <= 100.0 and kernel["num_images"] == 6 and kernel["num_models"] == 2
+
+
+def test_kernel_methods_distil_without_augmentation_unless_asked(tiny_image_dataset):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    plain = DistillTrainer(RandomFeatureConfig(**TINY, kernel_loss="mse"), splits["train"])
+    assert not plain.method.augment.enabled  # the papers' default: dsa_strategy="none"
+    augmented = DistillTrainer(
+        RandomFeatureConfig(**TINY, kernel_loss="mse", dsa_strategy="crop_flip"), splits["train"]
+    )
+    classes = [0, 1, 2]
+    # Same draws of networks and real rows; only the siamese transforms differ.
+    assert not torch.equal(
+        plain.method.loss(plain.synthetic, classes, 0), augmented.method.loss(augmented.synthetic, classes, 0)
+    )

@@ -126,6 +126,14 @@ class KernelRidgeConfig(SyntheticOptimizationConfig):
         default=100, metadata={"help": "Real images per class whose predictions are scored each iteration."}
     )
     num_models: int = field(default=8, metadata={"help": "Networks whose features define the kernel."})
+    dsa_strategy: str = field(
+        default="none",
+        metadata={
+            "help": "Siamese augmentation of the real batch and the synthetic set before the kernel (one transform "
+            "per class, as dm/dsa): 'none' (RFAD, FRePo, KIP distil without augmentation), 'auto' or a strategy. "
+            "The evaluation's augmentation is `eval_dsa_strategy`."
+        },
+    )
     ridge: float = field(default=1e-6, metadata={"help": "Ridge, relative to the mean diagonal of K_SS."})
     kernel_loss: str = field(
         default="mse",
@@ -220,7 +228,10 @@ class KernelRidgeMethod(DistillationMethod):
         rows = self.sample_real(classes, config.batch_real, iteration)
         real = self.train_data.images[rows].to(device)
         labels = self.train_data.labels[rows].to(device)
-        syn_features, real_features = self.kernel_features(synthetic.images, real, iteration)
+        real, syn = self.siamese_augment(
+            real, synthetic.images, classes, config.batch_real, synthetic.images_per_class, iteration
+        )
+        syn_features, real_features = self.kernel_features(syn, real, iteration)
         a, b = self.readout_variances
         predictions = kernel_ridge_predict(
             syn_features, self.support_targets(synthetic), real_features, config.ridge, a, b
