@@ -193,13 +193,17 @@ def _format_accuracy(result: dict) -> str:
     return f"{result['mean']:.2f} ± {result['std']:.2f}"
 
 
+#: The evaluation results a card shows, in its row order, and each row's name (`{method}` is the run's method).
+EVAL_RESULT_NAMES = {
+    "distilled": "Distilled set (`{method}`)",
+    "random_real": "Random real subset, same size",
+    "full_data": "Whole training split",
+    "kernel_regression": "Distilled set (`{method}`), kernel ridge regression with the method's kernel",
+}
+
+
 def _eval_rows(results: dict, method: str) -> list[dict]:
-    names = {
-        "distilled": f"Distilled set (`{method}`)",
-        "random_real": "Random real subset, same size",
-        "full_data": "Whole training split",
-        "kernel_regression": f"Distilled set (`{method}`), kernel ridge regression with the method's kernel",
-    }
+    names = {key: name.format(method=method) for key, name in EVAL_RESULT_NAMES.items()}
     return [
         {
             "name": name,
@@ -229,7 +233,7 @@ def _eval_summary(results: dict) -> dict:
     """The evaluation figures for the card's YAML (the full record stays in eval_results.json)."""
     keys = ("mean", "std", "num_models", "epochs", "num_images", "architecture")
     summary = {}
-    for name in ("distilled", "random_real", "full_data", "kernel_regression"):
+    for name in EVAL_RESULT_NAMES:
         if isinstance(results.get(name), dict) and "mean" in results[name]:
             entry = {k: results[name][k] for k in keys if k in results[name]}
             entry["mean"], entry["std"] = round(float(entry["mean"]), 4), round(float(entry["std"]), 4)

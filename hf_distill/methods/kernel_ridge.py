@@ -427,7 +427,12 @@ class FeatureRegression(KernelRidgeMethod):
 
     def _redraw(self, index: int, generator: torch.Generator) -> None:
         reinitialize_(self.networks[index], generator)
+        self._new_optimizer(index)
+
+    def _new_optimizer(self, index: int) -> torch.optim.Optimizer:
+        """A fresh Adam for pool network `index` (after a re-draw, or to be filled from a checkpoint)."""
         self.pool_optimizers[index] = torch.optim.Adam(self.networks[index].parameters(), lr=self.config.online_lr)
+        return self.pool_optimizers[index]
 
     def draw(self, iteration: int | str) -> int:
         """The pool index of iteration `iteration` (uniform, from the seed)."""
@@ -485,13 +490,11 @@ class FeatureRegression(KernelRidgeMethod):
             raise ValueError(f"The checkpoint holds no pool of {self.config.num_models} networks: was it frepo's?")
         self.pool_steps = [int(step) for step in state.pop("pool.steps")]
         for index, network in enumerate(self.networks):
-            self.pool_optimizers[index] = optimizer = torch.optim.Adam(network.parameters(), lr=self.config.online_lr)
+            optimizer = self._new_optimizer(index)
             for name, parameter in network.named_parameters():
                 with torch.no_grad():
                     parameter.copy_(state.pop(f"pool.{index}.param.{name}"))
-                moments = {
-                    key: state.pop(f"pool.{index}.{key}.{name}", None) for key in ("exp_avg", "exp_avg_sq", "step")
-                }
+                moments = {key: state.pop(f"pool.{index}.{key}.{name}", None) for key in ADAM_STATE}
                 if moments["step"] is not None:
                     moments["step"] = moments["step"].float()
                     # Adam keeps its step count on the CPU (non-capturable), the moments beside the parameter.
