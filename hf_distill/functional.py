@@ -26,8 +26,9 @@ every architecture `build_model` makes works.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,17 +36,57 @@ from torch import nn
 from torch.func import functional_call
 
 from .augment import AugmentParams, SiameseAugment
+from .config import SyntheticOptimizationConfig
 
 __all__ = [
     "MEMORY_MODES",
     "ParameterSpec",
+    "UnrolledSGDConfig",
     "UnrollPlan",
+    "functional_logits",
     "plan_unroll",
     "unrolled_sgd",
     "unrolled_sgd_flat",
 ]
 
 MEMORY_MODES = ("full", "checkpoint", "tesla")
+
+
+@dataclass
+class UnrolledSGDConfig(SyntheticOptimizationConfig):
+    """Settings of the methods that train a student by unrolled SGD on the synthetic set (MTT, DD).
+
+    The student's step size is learned beside the pixels (optimiser group at `lr_lr`) and, with
+    `eval_use_learned_lr`, used by the evaluation protocol.
+    """
+
+    syn_lr_init: float = field(
+        default=0.01,
+        metadata={
+            "help": "Initial student step size, learned during distillation (MTT: lr_teacher = 0.01; DD: 0.02)."
+        },
+    )
+    batch_syn: int | None = field(
+        default=None,
+        metadata={"help": "Synthetic images per student step (None: all of them, MTT's and RaT-BPTT's default)."},
+    )
+    unroll_memory: str = field(
+        default="full",
+        metadata={
+            "help": "How the unroll is differentiated: 'full' (autograd through every step; memory grows with the "
+            "steps), 'checkpoint' (the same gradient with constant activation memory; about 1.5x the compute), "
+            "or 'tesla' (TESLA's first-order approximation, ICML 2023: constant memory, no Hessian-vector products)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.syn_lr_init <= 0 or not math.isfinite(self.syn_lr_init):
+            raise ValueError(f"syn_lr_init must be a positive number, got {self.syn_lr_init}.")
+        if self.batch_syn is not None and self.batch_syn < 1:
+            raise ValueError(f"batch_syn must be >= 1 or None (all synthetic images), got {self.batch_syn}.")
+        if self.unroll_memory not in MEMORY_MODES:
+            raise ValueError(f"unroll_memory must be one of {', '.join(MEMORY_MODES)}; got {self.unroll_memory!r}.")
 
 
 @dataclass(frozen=True)
@@ -186,6 +227,23 @@ def _logits(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple | list) else output
 
 
+def functional_logits(
+    model: nn.Module,
+    spec: ParameterSpec,
+    theta: torch.Tensor,
+    inputs: torch.Tensor,
+    buffers: dict[str, torch.Tensor] | None = None,
+    input_name: str = "pixel_values",
+) -> torch.Tensor:
+    """The logits of `model` run with the flat parameter vector `theta` (laid out by `spec`) on `inputs`.
+
+    Differentiable w.r.t. `theta` and `inputs`; `buffers` default to the model's own (not modified).
+    """
+    buffers = dict(model.named_buffers()) if buffers is None else buffers
+    output = functional_call(model, (spec.unflatten(theta), buffers), (), {input_name: inputs})
+    return _logits(output)
+
+
 class _Unroll:
     """What every step of one unroll shares: the network, the buffers, the plan and the precision."""
 
@@ -223,10 +281,7 @@ class _Unroll:
         if params is not None:
             inputs = self.augment.apply(inputs, params)
         with self._autocast(inputs.device):
-            output = functional_call(
-                self.model, (self.spec.unflatten(theta), self.buffers), (), {self.input_name: inputs}
-            )
-        logits = _logits(output)
+            logits = functional_logits(self.model, self.spec, theta, inputs, self.buffers, self.input_name)
         # The loss in (at least) float32 whatever the forward's precision; cross_entropy takes class indices or
         # probabilities.
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))

@@ -110,6 +110,8 @@ TWO_PROCESS_SETTINGS = {
     # Kernel ridge regression couples all classes; rfad learns a Platt temperature, frepo trains its pool online.
     "rfad": dict(batch_real=4, num_models=2, kernel_net_width=8),
     "frepo": dict(batch_real=4, num_models=2, max_online_updates=1),
+    # Not separable, a random truncation and a learned step size.
+    "dd": dict(batch_real=4, unroll_steps=3, window=2, learn_soft_labels=True),
 }
 
 

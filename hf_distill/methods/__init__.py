@@ -18,6 +18,7 @@ from .kernel_ridge import (
     RandomFeatureConfig,
     RandomFeatureDistillation,
 )
+from .meta_learning import MetaLearning, MetaLearningConfig
 from .trajectory_matching import TrajectoryMatching, TrajectoryMatchingConfig
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "GradientMatchingConfig",
     "KernelRidgeConfig",
     "KernelRidgeMethod",
+    "MetaLearning",
+    "MetaLearningConfig",
     "RandomSelection",
     "RandomFeatureConfig",
     "RandomFeatureDistillation",

@@ -21,7 +21,8 @@ from torch import nn
 from ..config import DistillConfig
 from ..data import ClassBalancedSampler
 from ..evaluation import EvaluationProtocol, train_with_protocol
-from ..modeling import extract_features, fresh_model
+from ..functional import ParameterSpec
+from ..modeling import build_model, extract_features, fresh_model
 from ..preparation import Prepared
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
@@ -279,3 +280,44 @@ class DistillationMethod:
         if synthetic.step_size is not None:
             groups.append({"params": [synthetic.step_size], "lr": self.config.lr_lr})
         return groups
+
+
+#: A learned student step size is kept at or above `syn_lr_init * MIN_STEP_SIZE_FRACTION` (see
+#: [`UnrolledSGDMethod.after_update`]).
+MIN_STEP_SIZE_FRACTION = 1e-3
+
+
+class UnrolledSGDMethod(DistillationMethod):
+    """What the methods that train a student by unrolled SGD on the synthetic set share (MTT, DD).
+
+    `self.network` supplies the student's architecture only: its parameters are replaced by the unroll's at every
+    step (`self.spec` lays them out as one flat vector). It is in train mode (batch-norm networks use batch
+    statistics, as the papers' students do). The set learns the student's step size, from `config.syn_lr_init`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.network = build_model(self.model_config).requires_grad_(False)
+        self.network.train()
+        self.spec = ParameterSpec.from_module(self.network)
+
+    def initial_step_size(self) -> float:
+        return self.config.syn_lr_init
+
+    def student_step_size(self, synthetic: SyntheticSet) -> torch.Tensor:
+        """The set's learned step size, or the initial one, fixed, for a set built without it."""
+        if synthetic.step_size is not None:
+            return synthetic.step_size
+        return torch.tensor(self.config.syn_lr_init, device=synthetic.images.device)
+
+    def after_update(self, synthetic: SyntheticSet, iteration: int, update: int) -> None:
+        # A step size that crosses zero makes the student climb the loss and the learned lr unusable for evaluation
+        # (SGD refuses a negative lr). MTT does not guard it; with a large lr_lr (or a tiny problem) it happens, so
+        # it is kept at or above a small positive floor.
+        if synthetic.step_size is not None:
+            with torch.no_grad():
+                synthetic.step_size.clamp_(min=self.config.syn_lr_init * MIN_STEP_SIZE_FRACTION)
+
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The unroll's forward precision: bfloat16 with `mixed_precision="bf16"`, else float32."""
+        return torch.bfloat16 if self.config.mixed_precision == "bf16" else None

@@ -12,29 +12,22 @@ The gradient flows back through the whole unroll into the pixels, the step size 
 activation memory, or TESLA's first-order approximation).
 """
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
-from ..config import SyntheticOptimizationConfig
-from ..functional import MEMORY_MODES, ParameterSpec, unrolled_sgd_flat
-from ..modeling import build_model
+from ..functional import UnrolledSGDConfig, unrolled_sgd_flat
 from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
 from ..trajectories import ExpertTrajectories
-from .base import DistillationMethod
+from .base import UnrolledSGDMethod
 
 #: MTT's CIFAR-10 settings by images per class (the paper's hyper-parameter appendix); an IPC between the
 #: tabulated ones takes the next larger one's setting.
 _SYN_STEPS_BY_IPC = ((1, 50), (10, 30), (50, 30))
 _MAX_START_EPOCH_BY_IPC = ((1, 2), (10, 20), (50, 40))
 _LR_LR_BY_IPC = ((1, 1e-7), (10, 1e-5), (50, 1e-5))
-
-
-#: The learned step size is kept at or above `syn_lr_init * MIN_STEP_SIZE_FRACTION` (see `after_update`).
-MIN_STEP_SIZE_FRACTION = 1e-3
 
 
 def _by_ipc(table: tuple[tuple[int, float], ...], images_per_class: int):
@@ -45,7 +38,7 @@ def _by_ipc(table: tuple[tuple[int, float], ...], images_per_class: int):
 
 
 @dataclass
-class TrajectoryMatchingConfig(SyntheticOptimizationConfig):
+class TrajectoryMatchingConfig(UnrolledSGDConfig):
     """Matching training trajectories (MTT). Defaults are the paper's CIFAR-10 settings (Appendix; authors' README).
 
     `syn_steps`, `max_start_epoch` and `lr_lr` default to `None` and are set from `images_per_class` when the config
@@ -110,22 +103,6 @@ class TrajectoryMatchingConfig(SyntheticOptimizationConfig):
         default=None,
         metadata={"help": "Learning rate of the learnable student step size (MTT CIFAR-10, IPC 1: 1e-7, else 1e-5)."},
     )
-    syn_lr_init: float = field(
-        default=0.01,
-        metadata={"help": "Initial student step size, learned during distillation (MTT: lr_teacher = 0.01)."},
-    )
-    batch_syn: int | None = field(
-        default=None,
-        metadata={"help": "Synthetic images per student step (None: all of them, MTT's default)."},
-    )
-    unroll_memory: str = field(
-        default="full",
-        metadata={
-            "help": "How the unroll is differentiated: 'full' (autograd through every step, MTT; memory grows with "
-            "syn_steps), 'checkpoint' (the same gradient with constant activation memory; about 1.5x the compute), "
-            "or 'tesla' (TESLA's first-order approximation, ICML 2023: constant memory, no Hessian-vector products)."
-        },
-    )
 
     def __post_init__(self):
         # Resolved before the base checks, which validate lr_lr.
@@ -146,14 +123,8 @@ class TrajectoryMatchingConfig(SyntheticOptimizationConfig):
                 f"max_start_epoch must be >= 1 (start epochs are drawn from [0, max_start_epoch)), got "
                 f"{self.max_start_epoch}."
             )
-        if self.syn_lr_init <= 0 or not math.isfinite(self.syn_lr_init):
-            raise ValueError(f"syn_lr_init must be a positive number, got {self.syn_lr_init}.")
-        if self.batch_syn is not None and self.batch_syn < 1:
-            raise ValueError(f"batch_syn must be >= 1 or None (all synthetic images), got {self.batch_syn}.")
         if self.num_experts is not None and self.num_experts < 1:
             raise ValueError(f"num_experts must be >= 1 or None (all stored experts), got {self.num_experts}.")
-        if self.unroll_memory not in MEMORY_MODES:
-            raise ValueError(f"unroll_memory must be one of {', '.join(MEMORY_MODES)}; got {self.unroll_memory!r}.")
 
     @property
     def last_expert_epoch(self) -> int:
@@ -162,7 +133,7 @@ class TrajectoryMatchingConfig(SyntheticOptimizationConfig):
 
 
 @register_method("mtt")
-class TrajectoryMatching(DistillationMethod):
+class TrajectoryMatching(UnrolledSGDMethod):
     """Matching training trajectories: long-range parameter matching against expert trajectories."""
 
     config_class = TrajectoryMatchingConfig
@@ -194,10 +165,6 @@ class TrajectoryMatching(DistillationMethod):
                 "num_experts=..., num_epochs=...) (same data and architecture settings as this config) and pass "
                 "that folder (or a Hub repository pushed with push_experts_to_hub) as expert_path."
             )
-        # The network only supplies the architecture: its parameters are replaced by the student's at every step.
-        self.network = build_model(self.model_config).requires_grad_(False)
-        self.network.train()  # as MTT's student (batch-norm networks use batch statistics)
-        self.spec = ParameterSpec.from_module(self.network)
         # The index is read (and checked against the network) now, so a wrong path or architecture fails before
         # any work; epoch vectors are read from the files when an iteration needs them.
         self.experts = ExpertTrajectories.for_network(
@@ -208,20 +175,6 @@ class TrajectoryMatching(DistillationMethod):
             max_epoch=config.last_expert_epoch,
             num_experts=config.num_experts,
         )
-
-    def initial_step_size(self) -> float:
-        return self.config.syn_lr_init
-
-    def after_update(self, synthetic: SyntheticSet, iteration: int, update: int) -> None:
-        # A step size that crosses zero makes the student climb the loss and the learned lr unusable for evaluation
-        # (SGD refuses a negative lr). MTT does not guard it; with a large lr_lr (or a tiny problem) it happens, so
-        # it is kept at or above a small positive floor.
-        if synthetic.step_size is not None:
-            with torch.no_grad():
-                synthetic.step_size.clamp_(min=self.config.syn_lr_init * MIN_STEP_SIZE_FRACTION)
-
-    def autocast_dtype(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.config.mixed_precision == "bf16" else None
 
     def draw_segment(self, iteration: int) -> tuple[int, int]:
         """The expert and start epoch of `iteration` (uniform, as MTT's `--load_all`)."""
@@ -237,20 +190,17 @@ class TrajectoryMatching(DistillationMethod):
         """
         config = self.config
         device = synthetic.images.device
-        network = self.network.to(device)
+        network = self.network.to(device)  # in train mode, as MTT's student (batch norm uses batch statistics)
         expert, start_epoch = self.draw_segment(iteration)
         start = self.experts.epoch(expert, start_epoch).to(device)
         target = self.experts.epoch(expert, start_epoch + config.expert_epochs).to(device)
-        step_size = synthetic.step_size
-        if step_size is None:  # a set built without the learnable step size: use the initial one, fixed
-            step_size = torch.tensor(config.syn_lr_init, device=device)
         final = unrolled_sgd_flat(
             network,
             self.spec,
             start,
             synthetic.images,
             synthetic.targets(),
-            step_size,
+            self.student_step_size(synthetic),
             num_steps=config.syn_steps,
             batch_size=config.batch_syn,
             generator=derive_generator(config.seed, iteration, "unroll"),

@@ -1,0 +1,206 @@
+"""Meta-learning by back-propagation through time (DD): Wang, Zhu, Torralba & Efros, "Dataset Distillation", 2018,
+with the random truncation of RaT-BPTT (Feng, Vedantam & Kempe, "Embarrassingly Simple Dataset Distillation", ICLR
+2024).
+
+Each iteration draws a fresh network, trains it by plain SGD on the (augmented) synthetic set with the set's
+learned step size, and measures the cross-entropy of the trained network on a batch of real images; the gradient
+flows back through the training steps into the pixels, the step size and (optionally) soft labels:
+
+    loss = CE(f(theta_N, X_real), y_real),    theta_{i+1} = theta_i - lr * grad CE(f(theta_i, aug_i(X_syn)), Y_syn)
+
+Back-propagating through all `N` steps is DD; RaT-BPTT unrolls a random number of steps `N` in
+`[window, unroll_steps]` and back-propagates through the last `window` only (the first `N - window` run without a
+graph), which keeps the meta-gradient's variance and memory bounded while every stage of training is seen. The unroll
+is `hf_distill.functional`'s (shared with MTT), with its memory modes.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..functional import UnrolledSGDConfig, functional_logits, unrolled_sgd_flat
+from ..modeling import batch_norm_layers, reinitialize_
+from ..registry import register_method
+from ..seeding import derive_generator
+from ..synthetic import SyntheticSet
+from .base import UnrolledSGDMethod
+
+
+@dataclass
+class MetaLearningConfig(UnrolledSGDConfig):
+    """Meta-learning with (randomly truncated) back-propagation through time.
+
+    Defaults follow RaT-BPTT's CIFAR-10 command (the authors' README): an unroll of up to 200 steps, a window of 60,
+    Adam lr 1e-3 on the pixels, 5,000 real images per outer step. Two differences, both because this library's unroll
+    is plain SGD: the student trains by SGD with a learned step size (DD's inner optimiser) where RaT-BPTT's uses
+    Adam, and the step size is one scalar shared by every step (DD learns one per step): evaluation trains with it.
+    """
+
+    method: str = field(default="dd", init=False, metadata={"help": "Meta-learning (DD, RaT-BPTT)."})
+    num_iterations: int = field(
+        default=2000, metadata={"help": "Outer iterations (RaT-BPTT CIFAR-10: up to 60,000 on a GPU)."}
+    )
+    unroll_steps: int = field(
+        default=200,
+        metadata={"help": "Most student SGD steps per iteration (RaT-BPTT: 200, its `totwindow`)."},
+    )
+    window: int | None = field(
+        default=60,
+        metadata={
+            "help": "Steps back-propagated through: the last `window` of the unroll (RaT-BPTT: 60). None: all of "
+            "them (DD's full BPTT; memory and time grow with unroll_steps)."
+        },
+    )
+    random_truncation: bool = field(
+        default=True,
+        metadata={
+            "help": "Draw the unroll's length uniformly in [window, unroll_steps] each iteration (RaT-BPTT). False: "
+            "always unroll_steps steps, back-propagating through the last window (truncated BPTT)."
+        },
+    )
+    optimizer: str = field(default="adam", metadata={"help": "Pixel optimiser (RaT-BPTT: Adam)."})
+    lr_images: float = field(default=1e-3, metadata={"help": "Learning rate on the pixels (RaT-BPTT: 1e-3)."})
+    lr_lr: float = field(
+        default=1e-4,
+        metadata={"help": "Learning rate of the student's learned step size (with Adam: about its change per step)."},
+    )
+    batch_real: int = field(
+        default=500,
+        metadata={"help": "Real images per class in the outer loss (RaT-BPTT CIFAR-10: 5,000 in all)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.unroll_steps < 1:
+            raise ValueError(f"unroll_steps must be >= 1, got {self.unroll_steps}.")
+        if self.window is not None and not 1 <= self.window <= self.unroll_steps:
+            raise ValueError(
+                f"window={self.window}: it must be between 1 and unroll_steps ({self.unroll_steps}), or None to "
+                "back-propagate through every step."
+            )
+        if self.learn_regression_targets:
+            raise ValueError(
+                "dd trains its students with cross-entropy, so it cannot learn regression targets: use "
+                "learn_soft_labels=True to learn the labels."
+            )
+
+    @property
+    def backprop_window(self) -> int:
+        """The number of steps back-propagated through (`window`, or every step)."""
+        return self.unroll_steps if self.window is None else self.window
+
+
+@register_method("dd")
+class MetaLearning(UnrolledSGDMethod):
+    """Dataset distillation by meta-learning: a student trained on the set must do well on real data."""
+
+    config_class = MetaLearningConfig
+    # One unroll over every class at once: each process computes all of it (the trainer averages).
+    class_separable = False
+    paper = {
+        "title": "Dataset Distillation",
+        "authors": "Tongzhou Wang, Jun-Yan Zhu, Antonio Torralba, Alexei A. Efros",
+        "year": "2018",
+        "url": "https://arxiv.org/abs/1811.10959",
+        "bibtex": (
+            "@article{wang2018dataset,\n"
+            "  title={Dataset Distillation},\n"
+            "  author={Wang, Tongzhou and Zhu, Jun-Yan and Torralba, Antonio and Efros, Alexei A.},\n"
+            "  journal={arXiv preprint arXiv:1811.10959},\n"
+            "  year={2018}\n}"
+        ),
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Batch statistics must not depend on how the real batch is split into forward passes.
+        self.chunk = None if batch_norm_layers(self.network) else self.config.forward_chunk
+
+    def draw_unroll(self, iteration: int) -> tuple[int, int]:
+        """`(steps without a graph, steps back-propagated through)` of `iteration`."""
+        config = self.config
+        window = config.backprop_window
+        if not config.random_truncation:
+            return config.unroll_steps - window, window
+        generator = derive_generator(config.seed, iteration, "truncation")
+        return int(torch.randint(config.unroll_steps - window + 1, (1,), generator=generator)), window
+
+    def real_batch(self, iteration: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`batch_real` augmented real images of every class (class-major) and their labels."""
+        classes = list(range(self.train_data.num_classes))
+        rows = self.sample_real(classes, self.config.batch_real, iteration)
+        images = self.train_data.images[rows].to(device)
+        labels = self.train_data.labels[rows].to(device)
+        if self.augment.enabled:
+            generator = derive_generator(self.config.seed, iteration, "real_augment")
+            params = self.augment.sample(len(images), self.train_data.image_size, generator)
+            images = self.augment.apply(images, params)
+        return images, labels
+
+    def real_loss(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The student's mean cross-entropy on the real batch, differentiable w.r.t. `theta`.
+
+        The batch is large (RaT-BPTT: 5,000 images), so it runs in passes of `forward_chunk` images: each pass's
+        gradient w.r.t. the final parameters is taken at once and its graph freed, and the loss returned is the
+        linear surrogate `<theta, g>` (plus a constant that gives it the cross-entropy's value), whose gradient into
+        the unroll is exactly the cross-entropy's.
+        """
+        network = self.network
+        buffers = {name: buffer.detach().clone() for name, buffer in network.named_buffers()}
+        leaf = theta.detach().requires_grad_(True)
+        gradient = torch.zeros_like(leaf)
+        total = 0.0
+        for image_part, label_part in zip(*(t.split(self.chunk or len(t)) for t in (images, labels))):
+            with torch.enable_grad(), self.autocast(images.device):
+                logits = functional_logits(network, self.spec, leaf, image_part, buffers, self.modality.input_name)
+                part_loss = F.cross_entropy(logits.float(), label_part, reduction="sum") / len(labels)
+            gradient += torch.autograd.grad(part_loss, leaf)[0]
+            total += float(part_loss.detach())
+        surrogate = (theta * gradient).sum()
+        return surrogate - surrogate.detach() + total
+
+    def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int, update: int = 0) -> torch.Tensor:
+        """The real-data cross-entropy of a fresh student trained on the synthetic set.
+
+        `classes` is ignored: the student trains on the whole set (`class_separable = False`).
+        """
+        config = self.config
+        device = synthetic.images.device
+        network = reinitialize_(self.network.to(device), derive_generator(config.seed, iteration, "network"))
+        theta = self.spec.flatten(dict(network.named_parameters())).detach()
+        burn_in, window = self.draw_unroll(iteration)
+        unroll = {
+            "batch_size": config.batch_syn,
+            "augment": self.augment,
+            "autocast_dtype": self.autocast_dtype(),
+            "input_name": self.modality.input_name,
+        }
+        images, targets, step_size = synthetic.images, synthetic.targets(), self.student_step_size(synthetic)
+        if burn_in:
+            # Steps outside the window: the student moves, nothing is recorded for the backward.
+            with torch.no_grad():
+                theta = unrolled_sgd_flat(
+                    network,
+                    self.spec,
+                    theta,
+                    images.detach(),
+                    targets.detach(),
+                    step_size.detach(),
+                    num_steps=burn_in,
+                    generator=derive_generator(config.seed, iteration, "burn_in"),
+                    **unroll,
+                )
+        theta = unrolled_sgd_flat(
+            network,
+            self.spec,
+            theta,
+            images,
+            targets,
+            step_size,
+            num_steps=window,
+            generator=derive_generator(config.seed, iteration, "window"),
+            memory=config.unroll_memory,
+            **unroll,
+        )
+        return self.real_loss(theta, *self.real_batch(iteration, device))
