@@ -338,6 +338,8 @@ def render_dataset_card(
             seed=metadata.get("seed"),
             dsa_strategy=metadata.get("dsa_strategy_resolved") or "none",
             soft_labels=bool(metadata.get("learn_soft_labels")),
+            regression_targets=bool(metadata.get("learn_regression_targets")),
+            zca=metadata.get("zca"),
             learned_lr=None if metadata.get("learned_lr") is None else float(f"{metadata['learned_lr']:.6g}"),
             distilled_lr=(results.get("distilled") or {}).get("lr"),
             distill_architecture=distill_architecture,

@@ -85,6 +85,19 @@ class DistillConfig:
         metadata={"help": "Compile the feature extractor with torch.compile (one-off cost of 10-30 s)."},
     )
 
+    zca: bool = field(
+        default=False,
+        metadata={
+            "help": "ZCA-whiten the images after the normalisation (KIP, FRePo, RFAD and MTT do on CIFAR): fitted on "
+            "the training split, saved with the run (zca.safetensors) and applied to every real split that "
+            "evaluates, trains or is compared beside the set; previews are un-whitened."
+        },
+    )
+    zca_regularization: float = field(
+        default=0.1,
+        metadata={"help": "ZCA regulariser, relative to the covariance's mean eigenvalue (KIP and FRePo: 0.1)."},
+    )
+
     # Augmentation
     dsa_strategy: str = field(
         default="auto",
@@ -181,6 +194,8 @@ class DistillConfig:
             raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}.")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {self.image_size}.")
+        if not self.zca_regularization > 0:
+            raise ValueError(f"zca_regularization must be > 0 (KIP and FRePo: 0.1), got {self.zca_regularization}.")
         for name in ("eval_num_models", "eval_epochs", "eval_batch_size", "eval_steps_num_models"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")

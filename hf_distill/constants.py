@@ -13,6 +13,8 @@ CONFIG_NAME = "distill_config.json"
 DATASET_DIR = "dataset"
 EVAL_RESULTS_NAME = "eval_results.json"
 GRID_NAME = "synthetic_grid.png"
+#: The ZCA whitening a set's inputs live in (written only by runs with `zca: true`).
+ZCA_NAME = "zca.safetensors"
 
 # What a checkpoint folder holds.
 SYNTHETIC_NAME = "synthetic.safetensors"

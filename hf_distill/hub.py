@@ -37,6 +37,7 @@ from .constants import (
     EVAL_RESULTS_NAME,
     EXPERTS_INDEX_NAME,
     GRID_NAME,
+    ZCA_NAME,
 )
 from .hub_utils import CONNECTION_ERRORS, first_line, public_text
 from .trajectories import ExpertTrajectories
@@ -131,7 +132,9 @@ def push_distilled_to_hub(
     # Rendered before anything is uploaded, so an incomplete folder fails with nothing pushed.
     card = render_dataset_card(output_dir, repo_id, token=token)
     dataset = load_from_disk(str(output_dir / DATASET_DIR))
-    extra_files = [name for name in (CONFIG_NAME, EVAL_RESULTS_NAME, GRID_NAME) if (output_dir / name).is_file()]
+    extra_files = [
+        name for name in (CONFIG_NAME, EVAL_RESULTS_NAME, GRID_NAME, ZCA_NAME) if (output_dir / name).is_file()
+    ]
     what = f"{output_dir} to the dataset repository {repo_id!r}"
     try:
         data_commit = dataset.push_to_hub(

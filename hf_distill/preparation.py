@@ -4,6 +4,7 @@
 columns, normalisation, image size and network for the same settings.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -68,9 +69,9 @@ def prepare_splits(
     The training split is prepared with the settings the modality derives from `config`, `architecture` and
     `model_settings` (what a pretrained model's processor imposes); the test split like the training split.
     """
-    if isinstance(train_dataset, ImageData):
-        return train_dataset, eval_dataset
     modality = modality or resolve_modality(config.modality, train_dataset)
+    if isinstance(train_dataset, ImageData):
+        return _prepared_splits(train_dataset, eval_dataset, config, modality)
     mapping = {k: v for k, v in (("image", config.image_column), ("label", config.label_column)) if v}
     input_column, label_column = modality.find_columns(train_dataset, mapping or None)
     init = "real" if config.init == "real" or get_method_class(config.method).selects_real_rows else config.init
@@ -86,7 +87,9 @@ def prepare_splits(
         modality.validate(eval_dataset, input_column, label_column, split=config.test_split or "test")
     columns = {"image": input_column, "label": label_column}
     settings = modality.preparation_settings(config, architecture, model_settings or {})
-    train_data = prepare_split(train_dataset, modality, settings, config.train_split, columns)
+    train_data = modality.fit_preprocessing(
+        prepare_split(train_dataset, modality, settings, config.train_split, columns), config
+    )
     test_data = None
     if eval_dataset is not None:
         test_data = prepare_split(eval_dataset, modality, modality.settings_of(train_data), config.test_split, columns)
@@ -95,6 +98,19 @@ def prepare_splits(
                 f"The test split has {test_data.num_classes} classes but the training split has "
                 f"{train_data.num_classes}: both must share one ClassLabel feature."
             )
+    return train_data, test_data
+
+
+def _prepared_splits(
+    train_data: ImageData, test_data: ImageData | None, config: DistillConfig, modality: Modality
+) -> tuple[ImageData, ImageData | None]:
+    """Splits given as tensors, with the training split's fitted preprocessing (ZCA) applied to copies of both when
+    the config asks for it and the tensors do not have it yet."""
+    if not getattr(config, "zca", False) or train_data.zca is not None:
+        return train_data, test_data
+    train_data = modality.fit_preprocessing(dataclasses.replace(train_data, images=train_data.images.clone()), config)
+    if test_data is not None and test_data.zca is None:
+        test_data = dataclasses.replace(test_data, images=train_data.zca(test_data.images), zca=train_data.zca)
     return train_data, test_data
 
 

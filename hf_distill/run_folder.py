@@ -35,6 +35,7 @@ from .constants import (
     METHOD_STATE_NAME,
     STATE_NAME,
     SYNTHETIC_NAME,
+    ZCA_NAME,
 )
 from .modeling import describe_architecture
 
@@ -178,8 +179,12 @@ def write_run(
     metadata: dict,
     eval_results: dict,
     grid: PILImage.Image,
+    zca=None,
 ) -> Path:
     """Writes a run's final outputs so that a reader never sees a mix of two runs.
+
+    `zca` (a [`ZCAWhitening`], for sets distilled in a whitened space) is written as `zca.safetensors`; a run
+    without one removes an older run's file.
 
     Everything is written into a staging folder first; then the old `distill_config.json` is removed (the folder
     stops being a complete run), the new files are moved into place, and the new config comes last: a kill at any
@@ -192,10 +197,14 @@ def write_run(
     dataset.save_to_disk(str(staging / DATASET_DIR))
     write_json_atomic(staging / EVAL_RESULTS_NAME, eval_results)
     grid.save(staging / GRID_NAME)
+    if zca is not None:
+        zca.save(staging / ZCA_NAME)
     config.save_pretrained(staging, extra=metadata)
     (output_dir / CONFIG_NAME).unlink(missing_ok=True)
     commit_folder(staging / DATASET_DIR, output_dir / DATASET_DIR)
-    for name in (EVAL_RESULTS_NAME, GRID_NAME, CONFIG_NAME):
+    if zca is None:
+        (output_dir / ZCA_NAME).unlink(missing_ok=True)
+    for name in (EVAL_RESULTS_NAME, GRID_NAME, *([ZCA_NAME] if zca is not None else []), CONFIG_NAME):
         os.replace(staging / name, output_dir / name)
     shutil.rmtree(staging, ignore_errors=True)
     return output_dir

@@ -14,6 +14,7 @@ from .checkpointing import save_tensors
 from .constants import REGRESSION_TARGET_COLUMN, SOFT_LABEL_COLUMN
 from .modalities import ImageModality, Modality
 from .modalities.image_data import denormalize
+from .modalities.zca import ZCAWhitening
 
 #: What a set trains models towards: its class labels, learned soft labels (probabilities), or learned real-valued
 #: regression targets (kernel ridge regression's, trained with a squared loss).
@@ -41,6 +42,7 @@ class SyntheticSet(nn.Module):
             Learnable real-valued targets (KIP/RFAD/FRePo); models train on them with a squared loss. At most one of
             `label_logits` and `regression_targets` is given; with neither, the targets are the hard labels.
         modality ([`Modality`], *optional*): How the inputs are previewed and exported (default: images).
+        zca ([`ZCAWhitening`], *optional*): The whitening the inputs live in (undone for previews).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class SyntheticSet(nn.Module):
         step_size: float | None = None,
         regression_targets: torch.Tensor | None = None,
         modality: Modality | None = None,
+        zca: ZCAWhitening | None = None,
     ):
         super().__init__()
         if images.shape[0] % num_classes:
@@ -67,6 +70,7 @@ class SyntheticSet(nn.Module):
         self.mean = list(mean)
         self.std = list(std)
         self.modality = modality or ImageModality()
+        self.zca = zca
         self.images = nn.Parameter(images.detach().clone().float(), requires_grad=requires_grad)
         labels = torch.arange(num_classes).repeat_interleave(self.images_per_class)
         self.register_buffer("labels", labels, persistent=False)
@@ -151,15 +155,21 @@ class SyntheticSet(nn.Module):
             return self.images
         return self.images[self.rows(classes).to(self.images.device)]
 
+    @property
+    def preprocessing(self) -> dict:
+        """What the modality needs besides `mean`/`std` to preview the inputs (`zca` when they are whitened)."""
+        return {"zca": self.zca} if self.zca is not None else {}
+
     def denormalized(self) -> torch.Tensor:
-        """The images in [0, 1] pixel units (clamped), detached, on CPU."""
-        return denormalize(self.images.detach().cpu(), self.mean, self.std)
+        """The images in [0, 1] pixel units (un-whitened, clamped), detached, on CPU."""
+        images = self.images.detach().cpu()
+        return denormalize(self.zca.inverse(images) if self.zca is not None else images, self.mean, self.std)
 
     # ------------------------------------------------------------------ export
 
     def to_pil_images(self) -> list[PILImage.Image]:
         """The modality's previews (for images: de-normalised, mode `L` for one channel, `RGB` for three)."""
-        return self.modality.preview(self.images, self.mean, self.std)
+        return self.modality.preview(self.images, self.mean, self.std, **self.preprocessing)
 
     def to_dataset(self) -> Dataset:
         """The distilled set as a `datasets.Dataset`.
@@ -174,7 +184,8 @@ class SyntheticSet(nn.Module):
             "regression": (REGRESSION_TARGET_COLUMN, lambda: self.regression_targets),
         }
         features = {**self.modality.export_features(self.image_shape), "label": ClassLabel(names=self.class_names)}
-        data = {**self.modality.export_columns(self.images, self.mean, self.std), "label": self.labels.tolist()}
+        columns = self.modality.export_columns(self.images, self.mean, self.std, **self.preprocessing)
+        data = {**columns, "label": self.labels.tolist()}
         if self.target_type in targets:
             column, values = targets[self.target_type]
             features[column] = List(Value("float32"), length=self.num_classes)
@@ -222,6 +233,7 @@ class SyntheticSet(nn.Module):
         std: list[float],
         step_size: float | None = None,
         modality: Modality | None = None,
+        zca: ZCAWhitening | None = None,
     ) -> "SyntheticSet":
         """Rebuilds a (frozen) set from `to_dataset()`'s output (the input column, `label`, optional `soft_label` or
         `regression_target`)."""
@@ -252,4 +264,5 @@ class SyntheticSet(nn.Module):
             step_size=step_size,
             regression_targets=regression_targets,
             modality=modality,
+            zca=zca,
         )

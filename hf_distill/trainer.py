@@ -29,6 +29,7 @@ from .config import DistillConfig
 from .constants import (
     CONFIG_NAME,
     DATASET_DIR,
+    ZCA_NAME,
 )
 from .data import load_source
 from .evaluation import EvaluationProtocol, evaluate_full_data, evaluate_images, evaluate_random_baseline
@@ -188,6 +189,7 @@ class DistillTrainer:
             metadata["image_std"],
             step_size=metadata.get("learned_lr"),
             modality=self.modality,
+            zca=getattr(self.train_data, "zca", None),
         )
         self.synthetic = images.to(self.accelerator.device)
         self.iteration = metadata.get("iterations_completed", 0)
@@ -231,6 +233,7 @@ class DistillTrainer:
             learnable,
             step_size=None if self.method.selects_real_rows else self.method.initial_step_size(),
             modality=self.modality,
+            zca=getattr(data, "zca", None),
             **learned_targets,
         )
 
@@ -529,6 +532,7 @@ class DistillTrainer:
                 self._run_metadata(),
                 self.eval_results,
                 self.synthetic.grid_image(),
+                zca=self.synthetic.zca,
             )
         self.accelerator.wait_for_everyone()
         return output_dir
@@ -594,4 +598,6 @@ class DistillTrainer:
             metadata["selected_rows"] = self.selected_rows.tolist()
         if self.synthetic.learned_lr is not None:
             metadata["learned_lr"] = self.synthetic.learned_lr
+        if self.synthetic.zca is not None:
+            metadata["zca"] = {"file": ZCA_NAME, "regularization": self.synthetic.zca.regularization}
         return metadata

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, load_dataset, load_from_disk
 
-from ..constants import CONFIG_NAME, DATASET_DIR, SOFT_LABEL_COLUMN
+from ..constants import CONFIG_NAME, DATASET_DIR, SOFT_LABEL_COLUMN, ZCA_NAME
 from ..data import load_source
 from ..hub_utils import check_hub_access, hub_download, is_hub_id, looks_like_local_path
 from ..modalities import ImageData, ImageModality, Modality
+from ..modalities.zca import ZCAWhitening
 from ..preparation import prepare_split
 from ..registry import get_modality_class
 
@@ -28,13 +29,22 @@ class DistilledSet:
         metadata (`dict`): The content of `distill_config.json` (`image_mean`, `image_std`, `image_shape`,
             `class_names`, `num_classes`, `dsa_strategy_resolved`, `source`, `method`, `images_per_class`, ...).
         name_or_path (`str`, *optional*): Where it was loaded from (recorded in `kd_config.json`).
+        zca ([`ZCAWhitening`], *optional*): The whitening `pixel_values` live in (sets distilled with `zca: true`;
+            read from `zca.safetensors` beside the set). Real splits are whitened with it before they meet the set.
     """
 
     dataset: Dataset
     metadata: dict
     name_or_path: str | None = None
+    zca: ZCAWhitening | None = None
 
     def __post_init__(self):
+        if self.metadata.get("zca") and self.zca is None:
+            raise ValueError(
+                f"The distilled set was made in a ZCA-whitened space ({CONFIG_NAME} says so) but its transform "
+                f"({ZCA_NAME}, saved beside it) was not loaded: without it every real image would be compared with "
+                "the set in the wrong space. Load the set with load_distilled_set from its folder or Hub repository."
+            )
         missing = [key for key in ("image_mean", "image_std") if key not in self.metadata]
         if missing:
             raise ValueError(
@@ -95,12 +105,13 @@ class DistilledSet:
     def preparation_settings(self) -> dict:
         """The settings that prepare a real split like the set's inputs (its normalisation, size and channels)."""
         channels, height, width = self.image_shape
-        return {
+        settings = {
             "mean": self.image_mean,
             "std": self.image_std,
             "image_size": (height, width),
             "num_channels": channels,
         }
+        return settings | ({"zca": self.zca} if self.zca is not None else {})
 
     @property
     def modality(self) -> Modality:
@@ -116,6 +127,7 @@ class DistilledSet:
             class_names=self.class_names,
             mean=self.image_mean,
             std=self.image_std,
+            zca=self.zca,
         )
 
     def training_dataset(self, soft_labels: bool) -> Dataset:
@@ -148,7 +160,12 @@ def load_distilled_set(name_or_path: str | os.PathLike, revision: str | None = N
         if not (path / DATASET_DIR).is_dir():
             raise ValueError(f"{path} has {CONFIG_NAME} but no {DATASET_DIR}/ folder (the set itself).")
         metadata = json.loads((path / CONFIG_NAME).read_text())
-        return DistilledSet(load_from_disk(str(path / DATASET_DIR)), metadata, str(name_or_path))
+        zca = None
+        if metadata.get("zca"):
+            if not (path / ZCA_NAME).is_file():
+                raise ValueError(f"{path} was distilled with ZCA whitening but {ZCA_NAME} is missing from it.")
+            zca = ZCAWhitening.load(path / ZCA_NAME)
+        return DistilledSet(load_from_disk(str(path / DATASET_DIR)), metadata, str(name_or_path), zca)
 
     repo_id = os.fspath(name_or_path)
     if looks_like_local_path(repo_id) or not is_hub_id(repo_id):
@@ -162,8 +179,20 @@ def load_distilled_set(name_or_path: str | os.PathLike, revision: str | None = N
     config_file = hub_download(
         repo_id, CONFIG_NAME, repo_type="dataset", revision=revision, token=token, missing_hint=hint
     )
+    metadata = json.loads(Path(config_file).read_text())
+    zca = None
+    if metadata.get("zca"):
+        zca_file = hub_download(
+            repo_id,
+            ZCA_NAME,
+            repo_type="dataset",
+            revision=revision,
+            token=token,
+            missing_hint=f": the set was distilled with ZCA whitening, so {ZCA_NAME} must be pushed beside it",
+        )
+        zca = ZCAWhitening.load(zca_file)
     dataset = load_dataset(repo_id, split="train", revision=revision, token=token)
-    return DistilledSet(dataset, json.loads(Path(config_file).read_text()), repo_id)
+    return DistilledSet(dataset, metadata, repo_id, zca)
 
 
 def prepare_test_split(distilled: DistilledSet, test_dataset: Dataset | ImageData) -> ImageData:

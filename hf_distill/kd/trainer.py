@@ -218,11 +218,16 @@ class KDTrainer(Trainer):
                 )
 
     def _teacher_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The batch as the teacher expects it: re-normalised (exact, it is affine) and resized when they differ."""
+        """The batch as the teacher expects it: un-whitened (a ZCA set), re-normalised (exact, it is affine) and
+        resized when they differ. Teachers see images normalised per channel, never whitened."""
         settings = self._teacher_settings
-        if not settings or self.distilled is None:
+        if self.distilled is None:
             return pixel_values
         x = pixel_values
+        if self.distilled.zca is not None:
+            x = self.distilled.zca.inverse(x)
+        if not settings:
+            return x
         set_mean, set_std = self.distilled.image_mean, self.distilled.image_std
         mean, std = settings.get("mean"), settings.get("std")
         if mean is not None and (list(mean) != set_mean or list(std) != set_std or len(mean) != x.shape[1]):

@@ -54,6 +54,13 @@ class Modality:
         """The [`prepare`] settings of the training split for a run's `config` and `architecture`."""
         return {}
 
+    def fit_preprocessing(self, data: Any, config: Any) -> Any:
+        """Preprocessing fitted on the prepared training split (images: ZCA whitening with `config.zca`); the
+        transform is kept on the returned data, so [`settings_of`] passes it on to the other splits."""
+        if getattr(config, "zca", False):
+            raise ValueError(f"zca whitening is an image option; the {self.name!r} modality has none: set zca=False.")
+        return data
+
     def settings_of(self, data: Any) -> dict:
         """The [`prepare`] settings that make another split comparable with prepared `data` (same normalisation)."""
         return {}
@@ -70,14 +77,15 @@ class Modality:
         """The differentiable siamese augmentation `strategy` asks for (off by default)."""
         return SiameseAugment(None)
 
-    def preview(self, inputs: torch.Tensor, mean: list[float], std: list[float]) -> list:
-        """A human-readable preview of each example (e.g. PIL images)."""
+    def preview(self, inputs: torch.Tensor, mean: list[float], std: list[float], **preprocessing) -> list:
+        """A human-readable preview of each example (e.g. PIL images); `preprocessing` as on the prepared data
+        (images: `zca`)."""
         raise NotImplementedError
 
     def export_features(self, example_shape: tuple[int, ...]) -> dict:
         """The `datasets` features of the input and preview columns of an exported set."""
         raise NotImplementedError
 
-    def export_columns(self, inputs: torch.Tensor, mean: list[float], std: list[float]) -> dict:
+    def export_columns(self, inputs: torch.Tensor, mean: list[float], std: list[float], **preprocessing) -> dict:
         """The input and preview columns of an exported set (matching [`export_features`])."""
         raise NotImplementedError

@@ -17,6 +17,7 @@ from .image_data import (
     validate_image_dataset,
 )
 from .image_decoding import prepare_images
+from .zca import ZCAWhitening
 
 
 def _architecture_image_size(config: PretrainedConfig | None) -> tuple[int, int] | None:
@@ -48,9 +49,28 @@ class ImageModality(Modality):
     def validate(self, dataset: Dataset, input_column: str, label_column: str, **checks) -> None:
         validate_image_dataset(dataset, input_column, label_column, **checks)
 
-    def prepare(self, dataset: Dataset, input_column: str, label_column: str, **settings) -> ImageData:
-        """Decodes, resizes and normalises the images (see [`prepare_images`] for `settings`)."""
-        return prepare_images(dataset, input_column, label_column, **settings)
+    def prepare(
+        self, dataset: Dataset, input_column: str, label_column: str, zca: ZCAWhitening | None = None, **settings
+    ) -> ImageData:
+        """Decodes, resizes and normalises the images (see [`prepare_images`] for `settings`), then whitens them
+        with `zca` (a transform fitted on the training split) when given."""
+        data = prepare_images(dataset, input_column, label_column, **settings)
+        return self._whiten(data, zca) if zca is not None else data
+
+    @staticmethod
+    def _whiten(data: ImageData, zca: ZCAWhitening) -> ImageData:
+        # In place, batch by batch: a second copy of a large split (CIFAR-10: 614 MB) is never held.
+        flat = data.images.view(len(data.images), -1)
+        for rows in flat.split(4096):
+            rows.copy_(zca(rows.view(-1, *data.image_shape)).view(len(rows), -1))
+        data.zca = zca
+        return data
+
+    def fit_preprocessing(self, data: ImageData, config) -> ImageData:
+        """With `config.zca`, fits ZCA whitening on the (normalised) training split and whitens it."""
+        if not getattr(config, "zca", False) or data.zca is not None:
+            return data
+        return self._whiten(data, ZCAWhitening.fit(data.images, config.zca_regularization))
 
     def model_settings(self, name_or_path: str) -> dict:
         """`mean`, `std` and `image_size` from the model's image processor, when it has one."""
@@ -84,14 +104,21 @@ class ImageModality(Modality):
         }
 
     def settings_of(self, data: ImageData) -> dict:
-        return {"mean": data.mean, "std": data.std, "image_size": data.image_size, "num_channels": data.num_channels}
+        settings = {"mean": data.mean, "std": data.std, "image_size": data.image_size}
+        settings["num_channels"] = data.num_channels
+        return settings | ({"zca": data.zca} if data.zca is not None else {})
 
     def augmentation(self, strategy: str | None, class_names: list[str]) -> SiameseAugment:
         return SiameseAugment(resolve_strategy(strategy, class_names))
 
-    def preview(self, inputs: torch.Tensor, mean: list[float], std: list[float]) -> list[PILImage.Image]:
-        """De-normalised previews (mode `L` for one channel, `RGB` for three)."""
-        pixels = denormalize(inputs.detach().cpu().float(), mean, std)
+    def preview(
+        self, inputs: torch.Tensor, mean: list[float], std: list[float], zca: ZCAWhitening | None = None
+    ) -> list[PILImage.Image]:
+        """De-normalised (and, with `zca`, un-whitened) previews (mode `L` for one channel, `RGB` for three)."""
+        inputs = inputs.detach().cpu().float()
+        if zca is not None:
+            inputs = zca.inverse(inputs)
+        pixels = denormalize(inputs, mean, std)
         arrays = (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         if arrays.shape[-1] == 1:
             return [PILImage.fromarray(a[..., 0], mode="L") for a in arrays]
@@ -100,5 +127,9 @@ class ImageModality(Modality):
     def export_features(self, example_shape: tuple[int, ...]) -> dict:
         return {"image": Image(), "pixel_values": Array3D(shape=tuple(example_shape), dtype="float32")}
 
-    def export_columns(self, inputs: torch.Tensor, mean: list[float], std: list[float]) -> dict:
-        return {"image": self.preview(inputs, mean, std), "pixel_values": inputs.detach().cpu().float().numpy()}
+    def export_columns(
+        self, inputs: torch.Tensor, mean: list[float], std: list[float], zca: ZCAWhitening | None = None
+    ) -> dict:
+        """`image` (the preview, in pixel space) and `pixel_values` (exact: normalised, and whitened with `zca`)."""
+        preview = self.preview(inputs, mean, std, zca)
+        return {"image": preview, "pixel_values": inputs.detach().cpu().float().numpy()}

@@ -21,6 +21,7 @@ from ..data import (
     indices_by_class,
     validate_labels,
 )
+from .zca import ZCAWhitening
 
 
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -56,6 +57,8 @@ class ImageData:
             Per-channel mean used for the normalisation, in `[0, 1]` pixel units.
         std (`list[float]`):
             Per-channel standard deviation used for the normalisation, in `[0, 1]` pixel units.
+        zca ([`ZCAWhitening`], *optional*):
+            When set, `images` are also ZCA-whitened with it (after the normalisation).
     """
 
     images: torch.Tensor
@@ -63,6 +66,7 @@ class ImageData:
     class_names: list[str]
     mean: list[float]
     std: list[float]
+    zca: ZCAWhitening | None = None
     _indices_by_class: list[torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -149,7 +153,7 @@ class ImageData:
             indices (`torch.Tensor`, `Sequence[int]` or `np.ndarray`): Row indices (or a boolean mask).
 
         Returns:
-            [`ImageData`]: The selected rows, with the same `class_names`, `mean` and `std`.
+            [`ImageData`]: The selected rows, with the same `class_names`, `mean`, `std` and `zca`.
         """
         if not isinstance(indices, torch.Tensor):
             indices = torch.as_tensor(np.asarray(indices))
@@ -161,6 +165,7 @@ class ImageData:
             class_names=list(self.class_names),
             mean=list(self.mean),
             std=list(self.std),
+            zca=self.zca,
         )
 
 
