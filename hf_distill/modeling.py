@@ -86,6 +86,16 @@ def _iter_with_owner(
 
 
 @torch.no_grad()
+def convnet_variant(model_config: PretrainedConfig, width: int | None, norm: str | None) -> PretrainedConfig:
+    """The run's ConvNet with another `width` and/or `norm` (those given), e.g. the kernel networks of KRR methods or
+    a cheaper network to distill with; any other architecture is returned as it is."""
+    overrides = {"net_width": width, "net_norm": norm}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    if not overrides or not all(hasattr(model_config, name) for name in overrides):
+        return model_config
+    return model_config.__class__.from_dict({**model_config.to_dict(), **overrides})
+
+
 def reinitialize_(model: nn.Module, generator: torch.Generator) -> nn.Module:
     """
     Re-draw all parameters of `model` in place, deterministically from `generator`.

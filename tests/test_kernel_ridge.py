@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from hf_distill.methods import FeatureRegressionConfig, RandomFeatureConfig
-from hf_distill.methods.kernel_ridge import (
-    centred_one_hot,
-    kernel_network_config,
-    kernel_ridge_predict,
-    nngp_initialize_,
-)
-from hf_distill.modeling import ConvNetConfig, build_model, extract_features
+from hf_distill.methods.kernel_ridge import centred_one_hot, kernel_ridge_predict, nngp_initialize_
+from hf_distill.modeling import ConvNetConfig, build_model, convnet_variant, extract_features
 from hf_distill.seeding import derive_generator
 from hf_distill.trainer import DistillTrainer
 
@@ -62,16 +57,16 @@ def test_nngp_initialisation_is_he_normal_and_seeded():
     assert all(torch.equal(a, b) for a, b in zip(first, network.parameters()))
 
 
-def test_kernel_network_config_changes_only_a_convnet():
+def test_convnet_variant_changes_only_a_convnet():
     convnet = ConvNetConfig(num_channels=3, image_size=32, net_width=128, net_norm="instancenorm")
-    kernel = kernel_network_config(convnet, 256, "none")
+    kernel = convnet_variant(convnet, 256, "none")
     assert (kernel.net_width, kernel.net_norm) == (256, "none")
     assert (convnet.net_width, convnet.net_norm) == (128, "instancenorm")  # the run's config is left alone
-    assert kernel_network_config(convnet, None, None) is convnet
+    assert convnet_variant(convnet, None, None) is convnet
     from transformers import ResNetConfig
 
     resnet = ResNetConfig()
-    assert kernel_network_config(resnet, 256, "none") is resnet
+    assert convnet_variant(resnet, 256, "none") is resnet
 
 
 def test_rfad_loss_matches_hand_computation(tiny_image_dataset):

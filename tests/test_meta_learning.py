@@ -114,3 +114,13 @@ def test_dd_config_errors_say_what_to_change():
     with pytest.raises(ValueError, match="use learn_soft_labels=True"):
         MetaLearningConfig(learn_regression_targets=True)
     assert MetaLearningConfig(unroll_steps=5, window=None).backprop_window == 5
+
+
+def test_inner_net_width_trains_a_narrower_student_and_evaluates_with_the_run_network(tiny_image_dataset):
+    trainer = _trainer(tiny_image_dataset(num_classes=3), net_width=8, inner_net_width=4, window=2)
+    assert trainer.method.network.config.net_width == 4
+    assert trainer.eval_model_config().net_width == 8
+    loss = trainer.method.loss(trainer.synthetic, [0, 1, 2], iteration=0)
+    assert torch.autograd.grad(loss, [trainer.synthetic.images])[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="inner_net_width must be >= 1"):
+        MetaLearningConfig(inner_net_width=0)

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 from accelerate import Accelerator
 from torch import nn
+from transformers import PretrainedConfig
 
 from ..config import DistillConfig
 from ..data import ClassBalancedSampler
@@ -297,9 +298,13 @@ class UnrolledSGDMethod(DistillationMethod):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.network = build_model(self.model_config).requires_grad_(False)
+        self.network = build_model(self.student_config()).requires_grad_(False)
         self.network.train()
         self.spec = ParameterSpec.from_module(self.network)
+
+    def student_config(self) -> PretrainedConfig:
+        """The architecture of the student trained in the unroll (the run's network unless a method says otherwise)."""
+        return self.model_config
 
     def initial_step_size(self) -> float:
         return self.config.syn_lr_init

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig
 
 from ..config import SyntheticOptimizationConfig
-from ..modeling import batch_norm_layers, build_model, reinitialize_
+from ..modeling import batch_norm_layers, build_model, convnet_variant, reinitialize_
 from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
@@ -106,16 +105,6 @@ def nngp_initialize_(network: nn.Module, generator: torch.Generator, bias_std: f
     return network
 
 
-def kernel_network_config(model_config: PretrainedConfig, width: int | None, norm: str | None) -> PretrainedConfig:
-    """The architecture whose features define the kernel: the run's ConvNet with `width`/`norm` when given (the
-    kernel papers use ConvNets without normalisation), any other architecture as it is."""
-    overrides = {"net_width": width, "net_norm": norm}
-    overrides = {name: value for name, value in overrides.items() if value is not None}
-    if not overrides or not all(hasattr(model_config, name) for name in overrides):
-        return model_config
-    return model_config.__class__.from_dict({**model_config.to_dict(), **overrides})
-
-
 @dataclass
 class KernelRidgeConfig(SyntheticOptimizationConfig):
     """Settings every kernel-ridge-regression method shares."""
@@ -185,7 +174,7 @@ class KernelRidgeMethod(DistillationMethod):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         config = self.config
-        self.kernel_config = kernel_network_config(self.model_config, config.kernel_net_width, config.kernel_net_norm)
+        self.kernel_config = convnet_variant(self.model_config, config.kernel_net_width, config.kernel_net_norm)
         self.log_temperature = nn.Parameter(torch.zeros(())) if config.kernel_loss == "platt" else None
         self.networks: list[nn.Module] = []
         self.embeddings = []

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..functional import UnrolledSGDConfig, functional_logits, unrolled_sgd_flat
-from ..modeling import batch_norm_layers, reinitialize_
+from ..modeling import batch_norm_layers, convnet_variant, reinitialize_
 from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
@@ -69,9 +69,25 @@ class MetaLearningConfig(UnrolledSGDConfig):
         default=500,
         metadata={"help": "Real images per class in the outer loss (RaT-BPTT CIFAR-10: 5,000 in all)."},
     )
+    eval_use_learned_lr: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the evaluation models with the learned step size. Off by default: it is learned for the "
+            "unroll's few steps, while the protocol trains for hundreds of epochs with its own lr."
+        },
+    )
+    inner_net_width: int | None = field(
+        default=None,
+        metadata={
+            "help": "Width of the ConvNet trained in the unroll (None: net_width, the network the set is evaluated "
+            "with, as the papers). A narrower one makes every step cheaper (the CPU recipes use it)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.inner_net_width is not None and self.inner_net_width < 1:
+            raise ValueError(f"inner_net_width must be >= 1 or None (net_width), got {self.inner_net_width}.")
         if self.unroll_steps < 1:
             raise ValueError(f"unroll_steps must be >= 1, got {self.unroll_steps}.")
         if self.window is not None and not 1 <= self.window <= self.unroll_steps:
@@ -111,6 +127,9 @@ class MetaLearning(UnrolledSGDMethod):
             "  year={2018}\n}"
         ),
     }
+
+    def student_config(self):
+        return convnet_variant(self.model_config, self.config.inner_net_width, None)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
