@@ -58,7 +58,7 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 SCHEMA_VERSION = 1
 
 DATASET_ORDER = {"mnist": 0, "fashion_mnist": 1, "cifar10": 2}
-METHOD_ORDER = {"random": 0, "dm": 1, "dc": 2, "dsa": 3, "mtt": 4, "rfad": 5, "frepo": 6}
+METHOD_ORDER = {"random": 0, "dm": 1, "dc": 2, "dsa": 3, "mtt": 4, "rfad": 5, "frepo": 6, "dd": 7}
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits"}
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,6 +94,7 @@ PUBLISHED = {
         "herding": _row("DC21", False, (89.2, 1.6), (93.7, 0.3), (94.8, 0.2)),
         "kcenter": _row("DC21", False, (89.3, 1.5), (84.4, 1.7), (97.4, 0.3)),
         "forgetting": _row("DC21", False, (35.5, 5.6), (68.1, 3.3), (88.2, 1.2)),
+        "dd": _row("DC21", False, None, (79.5, 8.1), None),
         "dc": _row("DC21", True, (91.7, 0.5), (97.4, 0.2), (98.8, 0.2)),
         "dsa": _row("DSA21", True, (88.7, 0.6), (97.8, 0.1), (99.2, 0.1)),
         "dm": _row("DM23", False, (89.7, 0.6), (97.5, 0.1), (98.6, 0.1)),
