@@ -26,11 +26,7 @@ from .checkpointing import (
     rotate_checkpoints,
 )
 from .config import DistillConfig
-from .constants import (
-    CONFIG_NAME,
-    DATASET_DIR,
-    ZCA_NAME,
-)
+from .constants import CONFIG_NAME, DATASET_DIR, ZCA_NAME
 from .data import load_source
 from .evaluation import EvaluationProtocol, evaluate_full_data, evaluate_images, evaluate_random_baseline
 from .hub import push_distilled_to_hub
