@@ -431,3 +431,23 @@ def test_cli_push(hub, distilled_run, capsys):
     assert "Pushed" in capsys.readouterr().out
     assert "distill_config.json" in hub.files("org/cli-dm")
     assert load_dataset("org/cli-dm", split="train").num_rows == 6
+
+
+def test_a_whitened_set_is_pushed_with_its_transform_and_loads_back_with_it(hub, tmp_path):
+    from hf_distill.constants import ZCA_NAME
+    from hf_distill.kd.data import load_distilled_set
+
+    source = _source_folder(tmp_path / "source")
+    trainer = distill_dataset(str(source), _tiny_config(zca=True), evaluate=False, return_trainer=True)
+    run = trainer.save(tmp_path / "out")
+    push_distilled_to_hub(run, "org/tiny-zca")
+    assert hub.files("org/tiny-zca")[ZCA_NAME] == (run / ZCA_NAME).read_bytes()
+    loaded = load_distilled_set("org/tiny-zca")
+    images = trainer.train_data.zca.inverse(trainer.train_data.images[:4])  # normalised, not whitened
+    torch.testing.assert_close(loaded.zca(images), trainer.train_data.images[:4])
+    # The card's whitening snippet, exactly as written, whitens real images like the run did.
+    card = DatasetCard(hub.files("org/tiny-zca")["README.md"].decode())
+    snippet = re.findall(r"```python\n(.*?)```", card.text, re.S)[1]
+    namespace = {"normalised_test_images": images}
+    exec(snippet, namespace)
+    torch.testing.assert_close(namespace["test_pixel_values"], trainer.train_data.images[:4])
