@@ -59,10 +59,7 @@ class ImageModality(Modality):
 
     @staticmethod
     def _whiten(data: ImageData, zca: ZCAWhitening) -> ImageData:
-        # In place, batch by batch: a second copy of a large split (CIFAR-10: 614 MB) is never held.
-        flat = data.images.view(len(data.images), -1)
-        for rows in flat.split(4096):
-            rows.copy_(zca(rows.view(-1, *data.image_shape)).view(len(rows), -1))
+        zca.whiten_(data.images)
         data.zca = zca
         return data
 
@@ -104,8 +101,7 @@ class ImageModality(Modality):
         }
 
     def settings_of(self, data: ImageData) -> dict:
-        settings = {"mean": data.mean, "std": data.std, "image_size": data.image_size}
-        settings["num_channels"] = data.num_channels
+        settings = dict(mean=data.mean, std=data.std, image_size=data.image_size, num_channels=data.num_channels)
         return settings | ({"zca": data.zca} if data.zca is not None else {})
 
     def augmentation(self, strategy: str | None, class_names: list[str]) -> SiameseAugment:
