@@ -341,6 +341,8 @@ def render_dataset_card(
             regression_targets=bool(metadata.get("learn_regression_targets")),
             zca=metadata.get("zca"),
             learned_lr=None if metadata.get("learned_lr") is None else float(f"{metadata['learned_lr']:.6g}"),
+            step_size_schedule=len(metadata.get("learned_step_sizes") or []),
+            eval_uses_learned_lr=bool(metadata.get("eval_use_learned_lr")),
             distilled_lr=(results.get("distilled") or {}).get("lr"),
             distill_architecture=distill_architecture,
             eval_architecture=f"`{eval_model}`" if eval_model else distill_architecture,

@@ -16,6 +16,7 @@ every architecture `build_model` makes works.
     only the parameter vector of every step (`num_steps x num_parameters` floats); the backward walks the steps in
     reverse, recomputes each step's gradient with a graph and propagates the adjoint with a vector-Jacobian product:
     `a_i = a_{i+1} - lr * H_i a_{i+1}`, `dX += -lr * (dg_i/dX)^T a_{i+1}`, `dlr += -<g_i, a_{i+1}>`.
+    The step size is one scalar or one per step (DD's learned schedule), with the same formulas step by step.
   - `"tesla"`: TESLA's first-order approximation (Cui et al., "Scaling Up Dataset Distillation to ImageNet-1K with
     Constant Memory", ICML 2023): the adjoint is *not* propagated through the Hessians, every step uses `a_N`. No
     per-step vectors are stored (the backward replays the steps forward), so memory does not grow with the steps
@@ -290,6 +291,11 @@ class _Unroll:
         return gradient
 
 
+def _step_lr(step_size: torch.Tensor, step: int) -> torch.Tensor:
+    """The step size of `step`: the scalar itself, or its entry in a per-step schedule."""
+    return step_size[step] if step_size.dim() else step_size
+
+
 class _ReverseUnroll(torch.autograd.Function):
     """`theta_N` of the unroll, with a hand-written backward (modes `"checkpoint"` and `"tesla"`)."""
 
@@ -304,7 +310,7 @@ class _ReverseUnroll(torch.autograd.Function):
                 thetas.append(theta)
             with torch.enable_grad():
                 gradient = unroll.step_gradient(theta.requires_grad_(True), images_, targets_, step, False)
-            theta = (theta - lr * gradient).detach()
+            theta = (theta - _step_lr(lr, step) * gradient).detach()
         ctx.unroll, ctx.mode, ctx.thetas = unroll, mode, thetas
         ctx.save_for_backward(start, images, targets, step_size)
         return theta
@@ -318,7 +324,8 @@ class _ReverseUnroll(torch.autograd.Function):
         adjoint = grad_output.detach()
         grad_images = torch.zeros_like(images) if need_images else None
         grad_targets = torch.zeros_like(targets) if need_targets else None
-        grad_lr = torch.zeros((), dtype=torch.float32, device=lr.device) if need_lr else None
+        lr_dtype = torch.promote_types(lr.dtype, torch.float32)
+        grad_lr = torch.zeros(lr.shape, dtype=lr_dtype, device=lr.device) if need_lr else None
         num_steps = len(unroll.plan)
         # Checkpoint walks back from the last step (the adjoint of step i needs steps > i); TESLA's adjoint is
         # constant, so it replays the steps forward from theta_0 and needs no stored parameter vectors.
@@ -349,16 +356,22 @@ class _ReverseUnroll(torch.autograd.Function):
             vjps = [None if v is None else v.detach() for v in vjps]
             gradient = gradient.detach()
             if need_lr:
-                grad_lr = grad_lr - (gradient * adjoint).sum()  # d theta_{i+1} / d lr = -g_i
+                # d theta_{i+1} / d lr_i = -g_i (a scalar step size collects every step's term).
+                step_term = -(gradient * adjoint).sum()
+                if grad_lr.dim():
+                    grad_lr[step] += step_term
+                else:
+                    grad_lr = grad_lr + step_term
+            lr_step = _step_lr(lr, step)
             hessian_vector = vjps.pop(0) if propagate else None
             if need_images and (v := vjps.pop(0)) is not None:
-                grad_images = grad_images - lr * v
+                grad_images = grad_images - lr_step * v
             if need_targets and (v := vjps.pop(0)) is not None:
-                grad_targets = grad_targets - lr * v
+                grad_targets = grad_targets - lr_step * v
             if hessian_vector is not None:
-                adjoint = adjoint - lr * hessian_vector
+                adjoint = adjoint - lr_step * hessian_vector
             if mode == "tesla":
-                theta = theta - lr * gradient
+                theta = theta - lr_step * gradient
         # TESLA: d theta_N / d theta_0 ~ identity (the first-order approximation), so a_0 = a_N.
         grad_start = adjoint if need_start else None
         if grad_lr is not None:
@@ -394,6 +407,10 @@ def unrolled_sgd_flat(
         raise ValueError(f"{images.shape[0]} images but {targets.shape[0]} targets.")
     if not isinstance(step_size, torch.Tensor):
         step_size = torch.tensor(float(step_size), dtype=start.dtype, device=start.device)
+    if step_size.dim() and tuple(step_size.shape) != (num_steps,):
+        raise ValueError(
+            f"step_size must be a scalar or one value per step ({num_steps}), got shape {tuple(step_size.shape)}."
+        )
     plan = plan_unroll(
         images.shape[0],
         num_steps,
@@ -413,7 +430,7 @@ def unrolled_sgd_flat(
         for step in range(num_steps):
             with torch.enable_grad():
                 gradient = unroll.step_gradient(theta, images, targets, step, create_graph=differentiable)
-            theta = theta - step_size * gradient
+            theta = theta - _step_lr(step_size, step) * gradient
             if not differentiable:
                 theta = theta.detach().requires_grad_(True)
         return theta if differentiable else theta.detach()
@@ -446,7 +463,8 @@ def unrolled_sgd(
         start_params (`dict[str, torch.Tensor]`): `theta_0`, keyed by parameter name (every parameter of `model`).
         images (`torch.Tensor` of shape `(N, C, H, W)`): The training images (e.g. learnable synthetic pixels).
         targets (`torch.Tensor`): Class indices `(N,)` or probabilities `(N, num_classes)` (soft labels).
-        step_size (`torch.Tensor` or `float`): The SGD learning rate (a 0-dim tensor to learn it).
+        step_size (`torch.Tensor` or `float`): The SGD learning rate: a 0-dim tensor to learn it, or a tensor of
+            shape `(num_steps,)` for one per step.
         num_steps (`int`): Number of SGD steps.
         batch_size (`int`, *optional*): Images per step (`None`: all).
         generator (`torch.Generator`): Source of the batch order and augmentation parameters.

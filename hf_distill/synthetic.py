@@ -37,7 +37,8 @@ class SyntheticSet(nn.Module):
         requires_grad (`bool`, *optional*, defaults to `True`): Whether the inputs (and learned targets) are learnable.
         label_logits (`torch.Tensor` of shape `(num_classes * images_per_class, num_classes)`, *optional*):
             Learnable soft labels (logits; the targets are their softmax).
-        step_size (`float`, *optional*): A learnable learning rate (MTT, meta-learning), used by evaluation.
+        step_size (`float` or `list[float]`, *optional*): A learnable learning rate (MTT, meta-learning), or one per
+            student step (DD's schedule); evaluation can train with it (its mean, for a schedule).
         regression_targets (`torch.Tensor` of shape `(num_classes * images_per_class, num_classes)`, *optional*):
             Learnable real-valued targets (KIP/RFAD/FRePo); models train on them with a squared loss. At most one of
             `label_logits` and `regression_targets` is given; with neither, the targets are the hard labels.
@@ -54,7 +55,7 @@ class SyntheticSet(nn.Module):
         std: list[float],
         requires_grad: bool = True,
         label_logits: torch.Tensor | None = None,
-        step_size: float | None = None,
+        step_size: float | list[float] | None = None,
         regression_targets: torch.Tensor | None = None,
         modality: Modality | None = None,
         zca: ZCAWhitening | None = None,
@@ -78,7 +79,10 @@ class SyntheticSet(nn.Module):
         self.regression_targets = self._target_parameter(regression_targets, "regression_targets", requires_grad)
         self.step_size = None
         if step_size is not None:
-            self.step_size = nn.Parameter(torch.tensor(float(step_size)), requires_grad=requires_grad)
+            values = torch.tensor(step_size, dtype=torch.float32)
+            if values.dim() > 1 or values.numel() == 0:
+                raise ValueError(f"step_size must be a number or a non-empty list of numbers, got {step_size!r}.")
+            self.step_size = nn.Parameter(values, requires_grad=requires_grad)
 
     def _target_parameter(self, values: torch.Tensor | None, name: str, requires_grad: bool) -> nn.Parameter | None:
         if values is None:
@@ -135,8 +139,22 @@ class SyntheticSet(nn.Module):
 
     @property
     def learned_lr(self) -> float | None:
-        """The learned step size as a float (`None` when the set has none)."""
-        return None if self.step_size is None else float(self.step_size.detach())
+        """The learned step size as a float, the mean of a per-step schedule (`None` when the set has none)."""
+        return None if self.step_size is None else float(self.step_size.detach().mean())
+
+    @property
+    def learned_step_sizes(self) -> list[float] | None:
+        """A learned per-step schedule as a list (`None` for a single step size or none)."""
+        if self.step_size is None or not self.step_size.dim():
+            return None
+        return self.step_size.detach().cpu().tolist()
+
+    def step_size_metadata(self) -> dict:
+        """`learned_lr` (and `learned_step_sizes` for a schedule) for `distill_config.json`; `{}` without one."""
+        metadata = {} if self.learned_lr is None else {"learned_lr": self.learned_lr}
+        if self.learned_step_sizes is not None:
+            metadata["learned_step_sizes"] = self.learned_step_sizes
+        return metadata
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -231,7 +249,7 @@ class SyntheticSet(nn.Module):
         dataset: Dataset,
         mean: list[float],
         std: list[float],
-        step_size: float | None = None,
+        step_size: float | list[float] | None = None,
         modality: Modality | None = None,
         zca: ZCAWhitening | None = None,
     ) -> "SyntheticSet":

@@ -183,7 +183,7 @@ class DistillTrainer:
             distilled,
             metadata["image_mean"],
             metadata["image_std"],
-            step_size=metadata.get("learned_lr"),
+            step_size=metadata.get("learned_step_sizes", metadata.get("learned_lr")),
             modality=self.modality,
             zca=getattr(self.train_data, "zca", None),
         )
@@ -441,7 +441,8 @@ class DistillTrainer:
         )
 
     def _distilled_protocol(self, protocol: EvaluationProtocol) -> EvaluationProtocol:
-        """`protocol` with the learned step size as learning rate when the set has one (as MTT evaluates)."""
+        """`protocol` with the learned step size as learning rate when the set has one (as MTT evaluates; the mean of
+        a per-step schedule)."""
         learned_lr = self.synthetic.learned_lr
         if learned_lr is None or not self.config.eval_use_learned_lr:
             return protocol
@@ -592,8 +593,7 @@ class DistillTrainer:
         }
         if self.selected_rows is not None:
             metadata["selected_rows"] = self.selected_rows.tolist()
-        if self.synthetic.learned_lr is not None:
-            metadata["learned_lr"] = self.synthetic.learned_lr
+        metadata.update(self.synthetic.step_size_metadata())
         if self.synthetic.zca is not None:
             metadata["zca"] = {"file": ZCA_NAME, "regularization": self.synthetic.zca.regularization}
         return metadata

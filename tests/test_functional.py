@@ -32,13 +32,17 @@ def start_params():
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
-def _gradients(network, start_params, memory, num_steps, soft_labels=True, batch_size=4, augment=AUGMENT):
-    """Loss and gradients (images, label logits, step size, one start tensor) of ||theta_N - theta*||^2."""
+def _gradients(
+    network, start_params, memory, num_steps, soft_labels=True, batch_size=4, augment=AUGMENT, step_size=0.05
+):
+    """Loss and gradients (images, label logits, step size, one start tensor) of ||theta_N - theta*||^2.
+
+    `step_size`: a number, or a list (one step size per step)."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(6, 1, 8, 8, generator=generator, dtype=DTYPE).requires_grad_(True)
     label_logits = torch.randn(6, 3, generator=generator, dtype=DTYPE).requires_grad_(True)
     targets = label_logits.softmax(-1) if soft_labels else torch.tensor([0, 0, 1, 1, 2, 2])
-    step_size = torch.tensor(0.05, dtype=DTYPE, requires_grad=True)
+    step_size = torch.tensor(step_size, dtype=DTYPE, requires_grad=True)
     start = {name: t.clone().requires_grad_(True) for name, t in start_params.items()}
     final = unrolled_sgd(
         network,
@@ -72,6 +76,26 @@ def test_checkpoint_gradients_equal_full(network, start_params, soft_labels):
             continue
         assert torch.count_nonzero(value) > 0, name
         torch.testing.assert_close(checkpoint[name], value, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("memory", ["checkpoint", "tesla"])
+def test_per_step_step_sizes(network, start_params, memory):
+    """A schedule (DD's per-step step sizes): the hand-written backward gives full autograd's gradient per step
+    (TESLA: for one step, start parameters aside), and a constant schedule is the scalar step size, its gradients
+    summing to the scalar's."""
+    schedule = [0.03, 0.05, 0.07, 0.04]
+    num_steps = len(schedule) if memory == "checkpoint" else 1
+    full = _gradients(network, start_params, "full", num_steps, step_size=schedule[:num_steps])
+    other = _gradients(network, start_params, memory, num_steps, step_size=schedule[:num_steps])
+    assert full["step_size"].shape == (num_steps,) and torch.count_nonzero(full["step_size"]) == num_steps
+    for name in ("loss", "images", "labels", "step_size") + (("start",) if memory == "checkpoint" else ()):
+        torch.testing.assert_close(other[name], full[name], rtol=1e-9, atol=1e-12, msg=name)
+
+    scalar = _gradients(network, start_params, memory, num_steps=4)
+    constant = _gradients(network, start_params, memory, num_steps=4, step_size=[0.05] * 4)
+    torch.testing.assert_close(constant["step_size"].sum(), scalar["step_size"], rtol=1e-9, atol=1e-12)
+    for name in ("loss", "images", "labels", "start"):
+        torch.testing.assert_close(constant[name], scalar[name], rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_tesla_is_exact_for_one_step_and_first_order_beyond(network, start_params):
@@ -127,6 +151,22 @@ def test_parameter_spec_round_trip(network):
         assert torch.equal(tensor, dict(network.named_parameters())[name])
     with pytest.raises(ValueError, match="flat vector"):
         spec.unflatten(vector[:-1])
+
+
+def test_step_size_schedule_must_have_one_value_per_step(network, start_params):
+    spec = ParameterSpec.from_dict(start_params)
+    with pytest.raises(ValueError, match="one value per step \\(2\\)"):
+        unrolled_sgd_flat(
+            network,
+            spec,
+            spec.flatten(start_params),
+            torch.zeros(3, 1, 8, 8, dtype=DTYPE),
+            torch.zeros(3).long(),
+            torch.tensor([0.1, 0.1, 0.1]),
+            2,
+            None,
+            torch.Generator(),
+        )
 
 
 def test_invalid_memory_mode(network, start_params):

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from hf_distill.cards import render_dataset_card
 from hf_distill.methods import MetaLearningConfig
 from hf_distill.modeling import reinitialize_
 from hf_distill.seeding import derive_generator
@@ -43,10 +44,13 @@ def _by_hand(method, synthetic, iteration, steps_with_graph, steps_without_graph
         grads = torch.autograd.grad(F.cross_entropy(logits, labels), list(params.values()), create_graph=graph)
         return {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
 
-    for _ in range(steps_without_graph):
-        params = {n: p.detach() for n, p in sgd_step(params, images.detach(), lr.detach(), False).items()}
-    for _ in range(steps_with_graph):
-        params = sgd_step(params, images, lr, True)
+    def lr_of(step):  # one step size, or DD's schedule
+        return lr[step] if lr.dim() else lr
+
+    for step in range(steps_without_graph):
+        params = {n: p.detach() for n, p in sgd_step(params, images.detach(), lr_of(step).detach(), False).items()}
+    for step in range(steps_without_graph, steps_without_graph + steps_with_graph):
+        params = sgd_step(params, images, lr_of(step), True)
     rows = method.sample_real(list(range(3)), config.batch_real, iteration)
     real = method.train_data.images[rows]
     logits = functional_call(network, params, (), {"pixel_values": real}).logits
@@ -79,6 +83,45 @@ def test_truncated_unroll_backpropagates_through_the_last_window_only(tiny_image
     (expected_grad,) = torch.autograd.grad(expected, [synthetic.images])
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(images_grad, expected_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("memory", ["full", "checkpoint"])
+def test_per_step_lr_learns_dd_schedule_of_the_steps_back_propagated_through(tiny_image_dataset, memory):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    schedule = dict(unroll_steps=5, window=2, random_truncation=False, per_step_lr=True, unroll_memory=memory)
+    trainer = _trainer(splits, **schedule)
+    method, synthetic = trainer.method, trainer.synthetic
+    assert synthetic.step_size.shape == (5,)
+    with torch.no_grad():
+        synthetic.step_size.copy_(torch.tensor([0.01, 0.02, 0.03, 0.04, 0.05]))
+    loss = method.loss(synthetic, [0, 1, 2], iteration=1)
+    images_grad, lr_grad = torch.autograd.grad(loss, [synthetic.images, synthetic.step_size])
+    expected = _by_hand(method, synthetic, 1, steps_with_graph=2, steps_without_graph=3)
+    expected_images_grad, expected_lr_grad = torch.autograd.grad(expected, [synthetic.images, synthetic.step_size])
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(images_grad, expected_images_grad, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(lr_grad, expected_lr_grad, rtol=1e-4, atol=1e-7)
+    assert torch.count_nonzero(lr_grad[:3]) == 0 and torch.count_nonzero(lr_grad[3:]) == 2  # the window's steps only
+
+
+def test_per_step_lr_is_saved_and_loaded_with_the_set(tiny_image_dataset, tmp_path):
+    import json
+
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    trainer = _trainer(splits, per_step_lr=True, lr_lr=0.05, num_iterations=2, window=2)
+    trainer.train()
+    learned = trainer.synthetic.learned_step_sizes
+    assert len(learned) == 3 and learned != pytest.approx([0.01] * 3)
+    trainer.save(tmp_path / "run")
+    metadata = json.loads((tmp_path / "run" / "distill_config.json").read_text())
+    assert metadata["learned_step_sizes"] == pytest.approx(learned)
+    assert metadata["learned_lr"] == pytest.approx(sum(learned) / 3)  # what eval_use_learned_lr trains with
+    other = _trainer(splits, per_step_lr=True, window=2)
+    other.load_distilled(tmp_path / "run")
+    assert other.synthetic.learned_step_sizes == pytest.approx(learned)
+    card = str(render_dataset_card(tmp_path / "run", "org/tiny-dd"))
+    assert "the mean of a schedule of 3 per-step values" in card
+    assert "evaluation trains with it" not in card  # dd evaluates with the protocol's lr by default
 
 
 def test_random_truncation_draws_lengths_between_the_window_and_the_unroll(tiny_image_dataset):

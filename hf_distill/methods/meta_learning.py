@@ -34,7 +34,7 @@ class MetaLearningConfig(UnrolledSGDConfig):
     Defaults follow RaT-BPTT's CIFAR-10 command (the authors' README): an unroll of up to 200 steps, a window of 60,
     Adam lr 1e-3 on the pixels, 5,000 real images per outer step. Two differences, both because this library's unroll
     is plain SGD: the student trains by SGD with a learned step size (DD's inner optimiser) where RaT-BPTT's uses
-    Adam, and the step size is one scalar shared by every step (DD learns one per step): evaluation trains with it.
+    Adam, and the step size is one scalar shared by every step unless `per_step_lr` (DD learns one per step).
     """
 
     method: str = field(default="dd", init=False, metadata={"help": "Meta-learning (DD, RaT-BPTT)."})
@@ -68,6 +68,13 @@ class MetaLearningConfig(UnrolledSGDConfig):
     batch_real: int = field(
         default=500,
         metadata={"help": "Real images per class in the outer loss (RaT-BPTT CIFAR-10: 5,000 in all)."},
+    )
+    per_step_lr: bool = field(
+        default=False,
+        metadata={
+            "help": "Learn one step size per student step (DD's schedule: `unroll_steps` values, step i of every "
+            "unroll uses the i-th) instead of one shared by all (RaT-BPTT's fixed inner lr is one value)."
+        },
     )
     eval_use_learned_lr: bool = field(
         default=False,
@@ -130,6 +137,10 @@ class MetaLearning(UnrolledSGDMethod):
 
     def student_config(self):
         return convnet_variant(self.model_config, self.config.inner_net_width, None)
+
+    def initial_step_size(self) -> float | list[float]:
+        lr = self.config.syn_lr_init
+        return [lr] * self.config.unroll_steps if self.config.per_step_lr else lr
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -196,6 +207,10 @@ class MetaLearning(UnrolledSGDMethod):
             "input_name": self.modality.input_name,
         }
         images, targets, step_size = synthetic.images, synthetic.targets(), self.student_step_size(synthetic)
+        # A per-step schedule: the burn-in uses its first entries, the window the next ones.
+        burn_in_lr, window_lr = (
+            (step_size[:burn_in], step_size[burn_in:][:window]) if step_size.dim() else (step_size,) * 2
+        )
         if burn_in:
             # Steps outside the window: the student moves, nothing is recorded for the backward.
             with torch.no_grad():
@@ -205,7 +220,7 @@ class MetaLearning(UnrolledSGDMethod):
                     theta,
                     images.detach(),
                     targets.detach(),
-                    step_size.detach(),
+                    burn_in_lr.detach(),
                     num_steps=burn_in,
                     generator=derive_generator(config.seed, iteration, "burn_in"),
                     **unroll,
@@ -216,7 +231,7 @@ class MetaLearning(UnrolledSGDMethod):
             theta,
             images,
             targets,
-            step_size,
+            window_lr,
             num_steps=window,
             generator=derive_generator(config.seed, iteration, "window"),
             memory=config.unroll_memory,
