@@ -2,14 +2,18 @@
 
 from ..registry import METHODS, get_method_class, register_method
 from .base import DistillationMethod, SelectionContext
-from .coreset import RandomSelection, RandomSelectionConfig
+from .coreset import CoresetConfig, RandomSelection, RandomSelectionConfig, ScoredCoresetConfig
 from .distribution_matching import DistributionMatching, DistributionMatchingConfig
+from .el2n import EL2N, EL2NConfig, GraNd, GraNdConfig
+from .forgetting import Forgetting, ForgettingConfig
 from .gradient_matching import (
     DifferentiableSiameseAugmentation,
     DifferentiableSiameseAugmentationConfig,
     GradientMatching,
     GradientMatchingConfig,
 )
+from .herding import Herding, HerdingConfig
+from .k_center import KCenter, KCenterConfig
 from .kernel_ridge import (
     FeatureRegression,
     FeatureRegressionConfig,
@@ -22,7 +26,19 @@ from .meta_learning import MetaLearning, MetaLearningConfig
 from .trajectory_matching import TrajectoryMatching, TrajectoryMatchingConfig
 
 __all__ = [
+    "EL2N",
     "METHODS",
+    "CoresetConfig",
+    "EL2NConfig",
+    "Forgetting",
+    "ForgettingConfig",
+    "GraNd",
+    "GraNdConfig",
+    "Herding",
+    "HerdingConfig",
+    "KCenter",
+    "KCenterConfig",
+    "ScoredCoresetConfig",
     "DifferentiableSiameseAugmentation",
     "DifferentiableSiameseAugmentationConfig",
     "DistillationMethod",

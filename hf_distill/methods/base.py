@@ -71,6 +71,8 @@ class SelectionContext:
                 prepared.train_data.labels.to(self.device),
                 protocol,
                 derive_generator(config.seed, key, "train"),
+                show_progress=self.accelerator is None or self.accelerator.is_local_main_process,
+                desc=f"Training the {key} network",
                 input_name=prepared.modality.input_name,
                 mixed_precision=config.mixed_precision,
                 callbacks=callbacks,
@@ -83,6 +85,13 @@ class SelectionContext:
         input_name = self.prepared.modality.input_name
         batches = self.prepared.train_data.images.split(batch_size)
         return torch.cat([extract_features(network, b.to(self.device), input_name=input_name).cpu() for b in batches])
+
+    @torch.no_grad()
+    def logits(self, network: nn.Module, batch_size: int = 1024) -> torch.Tensor:
+        """The logits `network` gives every real training example, `(N, num_classes)` on the CPU, in row order."""
+        input_name = self.prepared.modality.input_name
+        batches = self.prepared.train_data.images.split(batch_size)
+        return torch.cat([network(**{input_name: b.to(self.device)}).logits.float().cpu() for b in batches])
 
 
 def features_in_chunks(

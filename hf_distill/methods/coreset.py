@@ -1,4 +1,13 @@
-"""Coreset selection: methods that keep real rows instead of synthesising images."""
+"""Coreset selection: methods that keep real rows instead of synthesising images.
+
+Every coreset here selects per class (`images_per_class` rows of each), so it compares with distillation at equal
+IPC, as the DC/DM papers' baselines and DeepCore's `balance=True` do. Two shapes share the per-class loop:
+
+- [`EmbeddingCoreset`]: picks rows by their position in an embedding (herding, k-center) given by a network of the
+  run's architecture, random or trained `selection_epochs` on the whole real split through the one training loop;
+- [`ScoredCoreset`]: ranks rows by a per-example score (forgetting events, EL2N, GraNd) and keeps the highest (the
+  papers' and DeepCore's choice) or the lowest per class.
+"""
 
 from dataclasses import dataclass, field
 
@@ -7,6 +16,8 @@ import torch
 from ..config import DistillConfig
 from ..registry import register_method
 from .base import DistillationMethod, SelectionContext
+
+KEEP_CHOICES = ("highest", "lowest")
 
 
 @dataclass
@@ -39,3 +50,88 @@ class RandomSelection(DistillationMethod):
 
     def select(self, context: SelectionContext) -> torch.LongTensor:
         return self.sample_real(list(range(self.train_data.num_classes)), self.config.images_per_class, "select")
+
+
+@dataclass
+class CoresetConfig(DistillConfig):
+    """Settings of the coresets that look at the data through a network of the run's architecture."""
+
+    num_iterations: int = field(default=0, metadata={"help": "Unused: selection takes no iterations."})
+    selection_epochs: int = field(
+        default=10,
+        metadata={
+            "help": "Epochs the selection network trains on the whole real training split (the evaluation "
+            "protocol's SGD schedule) before it embeds or scores the rows; 0: a randomly initialised network. "
+            "DeepCore trains 200 (a ResNet-18 on a GPU); each epoch costs one pass over the training split."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.selection_epochs < 0:
+            raise ValueError(f"selection_epochs must be >= 0 (0: a random network), got {self.selection_epochs}.")
+
+
+@dataclass
+class ScoredCoresetConfig(CoresetConfig):
+    """Settings of the coresets that rank rows by a per-example score."""
+
+    keep: str = field(
+        default="highest",
+        metadata={
+            "help": "Which rows of each class to keep: 'highest' scores (the papers and DeepCore: the hardest, "
+            "most informative examples) or 'lowest' (the easiest, which can serve tiny budgets better)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_CHOICES)}; got {self.keep!r}.")
+
+
+class CoresetSelection(DistillationMethod):
+    """A selection made class by class: `choose` gets the rows of one class and returns the ones to keep."""
+
+    config_class = CoresetConfig
+    selects_real_rows = True
+
+    def per_class(self, choose) -> torch.LongTensor:
+        """`images_per_class` rows of every class, class-major: `choose(rows, k)` returns positions into `rows`."""
+        k = self.config.images_per_class
+        picked = []
+        for rows in self.sampler.indices:
+            positions = torch.as_tensor(choose(rows, k), dtype=torch.long)
+            if positions.numel() != k or positions.unique().numel() != k:
+                name = type(self).__name__
+                raise RuntimeError(f"{name} chose {positions.tolist()} where {k} distinct rows were due.")
+            picked.append(rows[positions])
+        return torch.cat(picked)
+
+
+class EmbeddingCoreset(CoresetSelection):
+    """Selection by position in an embedding: subclasses implement `choose(features, k)` for one class."""
+
+    def choose(self, features: torch.Tensor, k: int) -> torch.LongTensor:
+        """Positions of the `k` rows to keep among `features` `(n, D)`, the rows of one class."""
+        raise NotImplementedError
+
+    def select(self, context: SelectionContext) -> torch.LongTensor:
+        features = context.features(context.network(epochs=self.config.selection_epochs)).double()
+        return self.per_class(lambda rows, k: self.choose(features[rows], k))
+
+
+class ScoredCoreset(CoresetSelection):
+    """Selection by a per-example score: subclasses implement `scores(context)`; the top (or bottom) `k` of each
+    class are kept, ties broken by row order."""
+
+    config_class = ScoredCoresetConfig
+
+    def scores(self, context: SelectionContext) -> torch.Tensor:
+        """One score per real training row, `(N,)`, higher meaning harder."""
+        raise NotImplementedError
+
+    def select(self, context: SelectionContext) -> torch.LongTensor:
+        scores = self.scores(context).double().cpu()
+        sign = 1.0 if self.config.keep == "highest" else -1.0
+        return self.per_class(lambda rows, k: torch.sort(sign * scores[rows], descending=True, stable=True)[1][:k])
