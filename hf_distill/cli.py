@@ -31,6 +31,7 @@ from .evaluation import format_result
 from .experts import train_experts_for_config
 from .hub import HubPushError, push_distilled_to_hub, push_experts_to_hub, push_student_to_hub
 from .kd import KDConfig, train_student
+from .models import ARCHITECTURE_NAMES
 from .registry import METHODS, get_method_class
 from .run_folder import read_json
 from .trainer import DistillTrainer
@@ -128,6 +129,9 @@ def _print_summary(
             lines.append(f"  gain over the random real subset : {gain:+.2f} points (same size, same protocol)")
         if "full_data" in results:
             lines.append(f"  test accuracy, whole train split : {format_result(results['full_data'])}")
+        for name, row in (results.get("cross_architecture") or {}).items():
+            random_text = f", random real {format_result(row['random_real'])}" if "random_real" in row else ""
+            lines.append(f"  {name:<33}: {format_result(row['distilled'])}{random_text}")
         if "kernel_regression" in results:
             kernel = results["kernel_regression"]
             lines.append(
@@ -175,6 +179,14 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         "--no_random_baseline", action="store_true", help="Skip the random real subset of the same size."
     )
     parser.add_argument(
+        "--architectures",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=None,
+        help="Comma-separated architectures to train on the set (and on the random subset) instead of the "
+        f"recorded protocol: {', '.join(ARCHITECTURE_NAMES)}, or Hub ids / paths. The table is added to "
+        "eval_results.json as `cross_architecture` (the earlier figures are kept).",
+    )
+    parser.add_argument(
         "--results_name",
         default=None,
         help="File (in OUTPUT_DIR) to write the results to (default: eval_results.json for the recorded protocol, "
@@ -188,6 +200,8 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         output_dir, dataset=args.dataset, dataset_config_name=args.dataset_config_name, **overrides
     )
     config = trainer.config
+    if args.architectures:
+        return _evaluate_architectures(trainer, args, output_dir)
     results = trainer.evaluate(
         num_models=args.num_models,
         epochs=args.epochs,
@@ -200,6 +214,21 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         name = args.results_name or results_file_name(results, previous)
         write_json_atomic(output_dir / name, results)
         _print_summary(results, config, trainer.iteration, trainer.distill_seconds, output_dir, name)
+    return results
+
+
+def _evaluate_architectures(trainer: DistillTrainer, args: argparse.Namespace, output_dir: Path) -> dict:
+    """`evaluate --architectures`: the cross-architecture table, merged into `eval_results.json`."""
+    table = trainer.evaluate_architectures(
+        args.architectures, args.num_models, args.epochs, random_baseline=not args.no_random_baseline
+    )
+    path = output_dir / (args.results_name or EVAL_RESULTS_NAME)
+    results = read_json(path, "earlier results") if path.is_file() else {}
+    results["cross_architecture"] = {**results.get("cross_architecture", {}), **table}
+    if trainer.accelerator.is_main_process:
+        write_json_atomic(path, results)
+        summary = {"distilled": results.get("distilled", {}), "cross_architecture": table}
+        _print_summary(summary, trainer.config, trainer.iteration, trainer.distill_seconds, output_dir, path.name)
     return results
 
 

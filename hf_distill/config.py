@@ -148,6 +148,14 @@ class DistillConfig:
     )
     eval_full_data: bool = field(default=False, metadata={"help": "Also train on the whole training split."})
     eval_full_data_epochs: int = field(default=20, metadata={"help": "Epochs for the whole-data figure."})
+    eval_architectures: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Also train these architectures on the set and on the random real subset (cross-architecture "
+            "table): convnet, convnet_bn, convnet_nonorm, convnet_depth2, convnet_depth4, convnet_width64, "
+            "convnet_width256, mlp, resnet, vit, or a Hub id / local path of an image classifier."
+        },
+    )
 
     # Run management
     output_dir: str | None = field(default=None, metadata={"help": "Where checkpoints and results are written."})

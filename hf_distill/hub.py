@@ -30,7 +30,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .cards import merge_card, render_dataset_card, render_experts_card, render_student_card
+from .cards import merge_card, render_dataset_card
 from .constants import (
     CONFIG_NAME,
     DATASET_DIR,
@@ -40,6 +40,7 @@ from .constants import (
     ZCA_NAME,
 )
 from .hub_utils import CONNECTION_ERRORS, first_line, public_text
+from .student_cards import render_experts_card, render_student_card
 from .trajectories import ExpertTrajectories
 
 logger = logging.getLogger(__name__)

@@ -240,6 +240,8 @@ def extract_features(
         _, hidden_states = model._run_blocks(pixel_values, output_hidden_states=True)
         return [hidden.flatten(1) for hidden in _select_layers(hidden_states, layers)]
 
+    if layers is None and callable(getattr(model, "embed", None)):
+        return model.embed(pixel_values)  # the package's other models (the MLP) say what their head sees
     base = getattr(model, "base_model", model)
     if layers is None:
         outputs = base(**{input_name: pixel_values})
@@ -269,6 +271,8 @@ def describe_architecture(config: dict | None) -> str:
             f"ConvNet-{config.get('net_depth')} (width {config.get('net_width')}, {config.get('net_norm')}, "
             f"{config.get('net_act')}, {config.get('net_pooling')})"
         )
+    if config.get("model_type") == "hf_distill_mlp":
+        return f"MLP ({config.get('num_hidden_layers')} hidden layers of {config.get('hidden_size')})"
     name = (config.get("architectures") or [config.get("model_type") or "model"])[0]
     path = config.get("_name_or_path")
     return f"{name} (`{path}`)" if path else name

@@ -28,11 +28,10 @@ from .checkpointing import (
 from .config import DistillConfig
 from .constants import CONFIG_NAME, DATASET_DIR, ZCA_NAME
 from .data import load_source
-from .evaluation import EvaluationProtocol, evaluate_full_data, evaluate_images, evaluate_random_baseline
 from .hub import push_distilled_to_hub
 from .methods import SelectionContext
 from .modalities import ImageData
-from .preparation import build_model_config, prepare, resolve_architecture
+from .preparation import prepare, resolve_architecture
 from .registry import get_method_class
 from .run_folder import (
     check_output_dir,
@@ -49,13 +48,14 @@ from .run_folder import (
     write_run,
 )
 from .seeding import derive_generator
+from .set_evaluation import SetEvaluationMixin
 from .synthetic import SyntheticSet
 from .training import resolve_mixed_precision
 
 logger = get_logger(__name__)
 
 
-class DistillTrainer:
+class DistillTrainer(SetEvaluationMixin):
     """Distills a labelled image dataset with the method named by `config.method`.
 
     Args:
@@ -327,23 +327,6 @@ class DistillTrainer:
         self.method.after_update(self.synthetic, self.iteration, update)
         return loss_value
 
-    def _evaluate_synthetic(
-        self, model_config: PretrainedConfig, protocol: EvaluationProtocol, key: str, show_progress: bool = True
-    ) -> dict:
-        """The protocol applied to the synthetic set as it is now (its targets decide the loss)."""
-        return evaluate_images(
-            self.synthetic.images.detach(),
-            self.synthetic.targets().detach(),
-            self.test_data,
-            model_config,
-            protocol,
-            key=key,
-            accelerator=self.accelerator,
-            show_progress=show_progress,
-            modality=self.modality,
-            target_type=self.synthetic.target_type,
-        )
-
     def _evaluate_during_training(self) -> None:
         epochs = self.config.eval_steps_epochs or self.config.eval_epochs
         protocol = self.evaluation_protocol(num_models=self.config.eval_steps_num_models, epochs=epochs)
@@ -426,86 +409,6 @@ class DistillTrainer:
         self.distill_seconds = state.get("distill_seconds", 0.0)
         self.log_history = state.get("log_history", [])
         logger.info(f"Resumed from {path} at iteration {self.iteration}.")
-
-    # ------------------------------------------------------------------ evaluation
-
-    def evaluation_protocol(self, num_models: int | None = None, epochs: int | None = None) -> EvaluationProtocol:
-        """The standard protocol with this run's settings (the baselines' protocol; see `_distilled_protocol`)."""
-        return EvaluationProtocol(
-            num_models=num_models or self.config.eval_num_models,
-            epochs=epochs or self.config.eval_epochs,
-            lr=self.config.eval_lr,
-            batch_size=self.config.eval_batch_size,
-            dsa_strategy=self.eval_dsa_strategy,
-            seed=self.config.seed,
-        )
-
-    def _distilled_protocol(self, protocol: EvaluationProtocol) -> EvaluationProtocol:
-        """`protocol` with the learned step size as learning rate when the set has one (as MTT evaluates; the mean of
-        a per-step schedule)."""
-        learned_lr = self.synthetic.learned_lr
-        if learned_lr is None or not self.config.eval_use_learned_lr:
-            return protocol
-        return dataclasses.replace(protocol, lr=learned_lr)
-
-    def eval_model_config(self) -> PretrainedConfig:
-        """The architecture evaluation models use (`eval_model_name_or_path`, else the distillation network)."""
-        if not self.config.eval_model_name_or_path:
-            return self.model_config
-        if self._eval_architecture is None:
-            self._eval_architecture = resolve_architecture(self.config.eval_model_name_or_path)
-        return build_model_config(self._eval_architecture, self.train_data, self.config)
-
-    def evaluate(
-        self,
-        num_models: int | None = None,
-        epochs: int | None = None,
-        random_baseline: bool | None = None,
-        full_data: bool | None = None,
-    ) -> dict:
-        """Evaluates the synthetic set with the standard protocol (see `hf_distill.evaluation`).
-
-        Args:
-            num_models (`int`, *optional*): Defaults to `config.eval_num_models`.
-            epochs (`int`, *optional*): Defaults to `config.eval_epochs`.
-            random_baseline (`bool`, *optional*): Also a random real subset of the same size
-                (default `config.eval_random_baseline`).
-            full_data (`bool`, *optional*): Also the whole training split (default `config.eval_full_data`).
-
-        Returns:
-            `dict`: `distilled`, optionally `random_real` and `full_data` (each mean/std/accuracies in percent),
-            and the `protocol` used.
-        """
-        if self.test_data is None:
-            raise ValueError("No evaluation split: pass eval_dataset (or set test_split to a split the dataset has).")
-        config = self.config
-        protocol = self.evaluation_protocol(num_models, epochs)
-        distilled_protocol = self._distilled_protocol(protocol)
-        model_config = self.eval_model_config()
-        results = {"distilled": self._evaluate_synthetic(model_config, distilled_protocol, "distilled")}
-        results.update(self.method.evaluate_set(self.synthetic, self.test_data.images, self.test_data.labels))
-        if config.eval_random_baseline if random_baseline is None else random_baseline:
-            results["random_real"] = evaluate_random_baseline(
-                self.train_data,
-                config.images_per_class,
-                self.test_data,
-                model_config,
-                protocol,
-                self.accelerator,
-                modality=self.modality,
-            )
-        if config.eval_full_data if full_data is None else full_data:
-            full_protocol = self.evaluation_protocol(num_models=1, epochs=config.eval_full_data_epochs)
-            results["full_data"] = evaluate_full_data(
-                self.train_data, self.test_data, model_config, full_protocol, self.accelerator, modality=self.modality
-            )
-        results["protocol"] = protocol.to_dict()
-        if distilled_protocol is not protocol:
-            results["distilled"]["lr"] = distilled_protocol.lr  # the learned one
-        results["distill_seconds"] = round(self.distill_seconds, 2)
-        results["iterations"] = self.iteration
-        self.eval_results = results
-        return results
 
     # ------------------------------------------------------------------ output
 

@@ -31,9 +31,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from hf_distill.cards import framework_versions, render_dataset_card, render_student_card
+from hf_distill.cards import framework_versions, render_dataset_card
 from hf_distill.constants import CONFIG_NAME, EVAL_RESULTS_NAME, GRID_NAME, KD_CONFIG_NAME
 from hf_distill.hub_utils import public_text
+from hf_distill.student_cards import render_student_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CARDS_DIR = REPO_ROOT / "model_cards"

@@ -12,6 +12,7 @@ from datasets import load_from_disk
 from PIL import Image
 
 from hf_distill import DistributionMatchingConfig, RandomSelectionConfig
+from hf_distill.cards import render_dataset_card
 from hf_distill.cli import main, parse_distill_args
 from hf_distill.constants import CONFIG_NAME
 
@@ -208,6 +209,21 @@ def test_unknown_method_is_rejected():
 # ---------------------------------------------------------------------------------------------------------------------
 # hf-distill evaluate
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_evaluate_architectures_adds_the_table_to_eval_results_and_the_card(distilled_run, tmp_path, capsys):
+    _, source_dir, _ = distilled_run
+    output_dir = tmp_path / "copy"
+    shutil.copytree(source_dir, output_dir)
+    before = json.loads((output_dir / "eval_results.json").read_text())
+    flags = ["--num_models", "1", "--epochs", "1", "--architectures", "convnet_bn,mlp"]
+    assert main(["evaluate", str(output_dir), *flags]) == 0
+    after = json.loads((output_dir / "eval_results.json").read_text())
+    assert after["distilled"] == before["distilled"]  # the recorded figures are kept
+    assert list(after["cross_architecture"]) == ["convnet_bn", "mlp"]
+    assert "convnet_bn" in capsys.readouterr().out
+    card = str(render_dataset_card(output_dir, "org/digits"))
+    assert "### Other architectures" in card and "| `convnet_bn` |" in card and "| `mlp` |" in card
 
 
 def test_evaluate_writes_another_protocol_beside_the_recorded_results(distilled_run, tmp_path, capsys):

@@ -8,7 +8,6 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors import safe_open
 
-from hf_distill.cards import render_experts_card
 from hf_distill.constants import EXPERTS_INDEX_NAME
 from hf_distill.experts import ExpertTrajectories, train_experts
 from hf_distill.functional import ParameterSpec
@@ -17,6 +16,7 @@ from hf_distill.methods.trajectory_matching import TrajectoryMatchingConfig
 from hf_distill.modeling import fresh_model
 from hf_distill.preparation import build_model_config, prepare_splits
 from hf_distill.seeding import derive_generator
+from hf_distill.student_cards import render_experts_card
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -18,14 +18,15 @@ from huggingface_hub.errors import GatedRepoError
 from huggingface_hub.utils import httpx
 from transformers import AutoModelForImageClassification, ViTImageProcessor
 
-import hf_distill.cards as cards_module
+import hf_distill.student_cards as student_cards_module
 from hf_distill import ConvNetConfig, ConvNetForImageClassification, DistributionMatchingConfig, distill_dataset
-from hf_distill.cards import merge_card, render_dataset_card, render_student_card
+from hf_distill.cards import merge_card, render_dataset_card
 from hf_distill.cli import main as cli_main
 from hf_distill.data import load_source
 from hf_distill.hub import HubPushError, push_distilled_to_hub, push_student_to_hub
 from hf_distill.hub_utils import check_hub_access, hub_error
 from hf_distill.preparation import resolve_architecture
+from hf_distill.student_cards import render_student_card
 
 SOURCE_LICENSE = "cc-by-4.0"
 
@@ -198,7 +199,7 @@ def _student_folder(path: Path, *, base_model: str | None = None) -> Path:
 
 
 def test_student_card(tmp_path, monkeypatch):
-    monkeypatch.setattr(cards_module, "source_license", lambda *args, **kwargs: "mit")  # no Hub lookup here
+    monkeypatch.setattr(student_cards_module, "source_license", lambda *args, **kwargs: "mit")  # no Hub lookup here
     card = render_student_card(_student_folder(tmp_path / "student"), "org/student")
     data = ModelCard(str(card)).data
     assert data.license == "mit"

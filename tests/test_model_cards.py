@@ -11,6 +11,7 @@ from conftest import TINY_CONFIG_DEFAULTS, TINY_KD_SETTINGS, make_image_dataset_
 from huggingface_hub import DatasetCard, ModelCard
 
 import hf_distill.cards as cards_module
+import hf_distill.student_cards as student_cards_module
 from hf_distill import DistributionMatchingConfig, distill_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,7 @@ def test_committed_card_yaml_figures_and_links(card_dir):
         assert f'load_dataset("{inputs["repo_id"]}", split="train")' in card.text
     else:
         card = ModelCard(text)
-        assert card.data.tags == cards_module.STUDENT_TAGS
+        assert card.data.tags == student_cards_module.STUDENT_TAGS
         assert card.data.pipeline_tag == "image-classification"
         (result,) = card.data.eval_results
         assert result.metric_type == "accuracy"
@@ -144,8 +145,9 @@ def test_render_script_round_trip(tiny_runs, tmp_path, capsys, monkeypatch):
     def not_used(*args, **kwargs):
         raise AssertionError("a check must not depend on the machine")
 
-    monkeypatch.setattr(cards_module, "source_license", not_used)
-    monkeypatch.setattr(cards_module, "framework_versions", not_used)
+    for module in (cards_module, student_cards_module):
+        monkeypatch.setattr(module, "source_license", not_used)
+        monkeypatch.setattr(module, "framework_versions", not_used)
     assert render.main(["--check", "--cards-dir", str(cards)]) == 0
     assert "2 card(s) up to date" in capsys.readouterr().out
 

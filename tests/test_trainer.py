@@ -159,7 +159,7 @@ def test_evaluation_augmentation_is_independent_of_distillation_augmentation(tin
 
 def test_learned_soft_labels_are_evaluated_saved_and_reloaded(tiny_image_dataset, tmp_path, monkeypatch):
     from hf_distill import DifferentiableSiameseAugmentationConfig
-    from hf_distill import trainer as trainer_module
+    from hf_distill import set_evaluation as trainer_module
 
     config = DifferentiableSiameseAugmentationConfig(
         images_per_class=2, num_iterations=1, net_width=4, net_depth=2, batch_real=4, outer_loop=1, inner_loop=1,

@@ -1,5 +1,16 @@
 """Model families shipped with hf_distill, registered with the `transformers` Auto classes on import."""
 
 from .convnet import ConvNetConfig, ConvNetForImageClassification, ConvNetPreTrainedModel, default_convnet_config
+from .mlp import MLPConfig, MLPForImageClassification
+from .zoo import ARCHITECTURE_NAMES, named_architecture
 
-__all__ = ["ConvNetConfig", "ConvNetForImageClassification", "ConvNetPreTrainedModel", "default_convnet_config"]
+__all__ = [
+    "ARCHITECTURE_NAMES",
+    "ConvNetConfig",
+    "ConvNetForImageClassification",
+    "ConvNetPreTrainedModel",
+    "MLPConfig",
+    "MLPForImageClassification",
+    "default_convnet_config",
+    "named_architecture",
+]

@@ -27,7 +27,7 @@ def _check_choice(name: str, value: str, valid: Sequence[str]) -> None:
         raise ValueError(f"Invalid {name}={value!r}; valid values are: {', '.join(repr(v) for v in valid)}.")
 
 
-def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+def as_height_width(image_size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(image_size, int):
         return image_size, image_size
     if isinstance(image_size, Sequence) and len(image_size) == 2 and all(isinstance(s, int) for s in image_size):
@@ -93,7 +93,7 @@ class ConvNetConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
         if first_layer_padding is not None and (not isinstance(first_layer_padding, int) or first_layer_padding < 0):
             raise ValueError(f"first_layer_padding must be None or a non-negative int, got {first_layer_padding!r}.")
-        height, width = _as_hw(image_size)
+        height, width = as_height_width(image_size)
         if height < 1 or width < 1:
             raise ValueError(f"image_size must be positive, got {image_size!r}.")
 
@@ -134,7 +134,7 @@ def _convnet_feature_shape(config: ConvNetConfig) -> tuple[int, int, int]:
     The reference code special-cases 28x28 inputs by pretending they are 32x32; computing the shapes exactly also
     covers odd sizes (e.g. 8x8 with three pools -> 1x1) and non-default paddings.
     """
-    height, width = _as_hw(config.image_size)
+    height, width = as_height_width(config.image_size)
     for depth in range(config.net_depth):
         padding = config.resolved_first_layer_padding if depth == 0 else 1
         # 3x3 convolution, stride 1.
@@ -371,7 +371,7 @@ def default_convnet_config(num_channels: int, image_size: int, num_labels: int, 
     Returns:
         [`ConvNetConfig`]
     """
-    side = max(_as_hw(image_size))
+    side = max(as_height_width(image_size))
     depth = 3 if side <= 32 else max(3, round(math.log2(side / 4)))
     kwargs = {
         "num_channels": num_channels,

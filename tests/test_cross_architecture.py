@@ -1,0 +1,70 @@
+"""Cross-architecture evaluation and the fair figures: every named architecture builds and runs, the run's own
+architecture repeats the protocol's figures, the table reaches eval_results.json and the card."""
+
+import pytest
+import torch
+
+from hf_distill.evaluation import fair_figures
+from hf_distill.methods import RandomSelectionConfig
+from hf_distill.modeling import build_model, extract_features
+from hf_distill.models import ARCHITECTURE_NAMES, ConvNetConfig, default_convnet_config, named_architecture
+from hf_distill.trainer import DistillTrainer
+
+TINY = dict(images_per_class=2, net_width=8, net_depth=2, eval_epochs=1, eval_num_models=1, save_steps=0)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURE_NAMES)
+@pytest.mark.parametrize("channels, size", [(1, 16), (3, 16)])
+def test_every_named_architecture_classifies_and_embeds(name, channels, size):
+    config = named_architecture(name, channels, size, 4)
+    config.num_labels = 4
+    model = build_model(config).eval()
+    images = torch.randn(2, channels, size, size)
+    assert model(pixel_values=images).logits.shape == (2, 4)
+    assert extract_features(model, images).shape[0] == 2
+
+
+def test_convnet_variants_start_from_the_run_network():
+    run = default_convnet_config(1, 28, 10, net_width=32, net_act="leakyrelu")
+    variant = named_architecture("convnet_bn", 1, 28, 10, run)
+    assert (variant.net_norm, variant.net_width, variant.net_act) == ("batchnorm", 32, "leakyrelu")
+    assert named_architecture("convnet_width256", 1, 28, 10, run).net_width == 256
+    assert named_architecture("convnet_depth2", 1, 28, 10, None).net_width == 128  # the papers' ConvNet
+    assert named_architecture("someone/some-model", 1, 28, 10) is None  # a Hub id: resolved elsewhere
+
+
+def test_fair_figures():
+    results = {
+        "distilled": {"mean": 90.0},
+        "random_real": {"mean": 70.5},
+        "full_data": {"mean": 99.25},
+    }
+    assert fair_figures(results, "soft") == {
+        "distilled_labels": "soft",
+        "improvement_over_random": 19.5,
+        "baseline_labels": "hard",
+        "hard_label_recovery": 9.25,
+    }
+    assert fair_figures({"distilled": {"mean": 90.0}}) == {"distilled_labels": "hard"}
+
+
+def test_the_run_architecture_repeats_the_protocol_and_others_join_the_table(tiny_image_dataset, tmp_path):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=6)
+    trainer = DistillTrainer(RandomSelectionConfig(**TINY), splits["train"], splits["test"])
+    saved = ConvNetConfig.from_dict({**trainer.model_config.to_dict(), "net_width": 4})
+    saved.save_pretrained(tmp_path / "narrow")
+    results = trainer.evaluate(architectures=["convnet", "mlp", str(tmp_path / "narrow")])
+    table = results["cross_architecture"]
+    assert list(table) == ["convnet", "mlp", str(tmp_path / "narrow")]
+    assert table["convnet"]["distilled"]["accuracies"] == results["distilled"]["accuracies"]
+    assert table["convnet"]["random_real"]["accuracies"] == results["random_real"]["accuracies"]
+    assert table["mlp"]["architecture"] == "MLP (2 hidden layers of 128)"
+    assert "width 4" in table[str(tmp_path / "narrow")]["architecture"]
+    for row in table.values():
+        gain = row["distilled"]["mean"] - row["random_real"]["mean"]
+        assert row["fair"]["improvement_over_random"] == pytest.approx(gain, abs=0.01)
+    assert results["fair"]["improvement_over_random"] == pytest.approx(
+        results["distilled"]["mean"] - results["random_real"]["mean"], abs=0.01
+    )
+    with pytest.raises(ValueError, match="does not exist"):
+        trainer.evaluate_architectures(["./no-such-model"])
