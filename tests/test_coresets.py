@@ -117,3 +117,24 @@ def test_coreset_config_errors_say_what_to_change():
         HerdingConfig(selection_epochs=-1)
     with pytest.raises(ValueError, match="num_score_models must be >= 1"):
         GraNdConfig(num_score_models=0)
+
+
+def test_selection_networks_are_trained_once_and_shared_through_the_cache(tiny_image_dataset, tmp_path, monkeypatch):
+    import hf_distill.methods.base as base_module
+
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=8)
+    cache = dict(selection_epochs=1, selection_cache_dir=str(tmp_path / "cache"))
+    herding = DistillTrainer(HerdingConfig(**TINY, **cache), splits["train"])
+    (cached,) = (tmp_path / "cache").iterdir()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached network must not be trained again")
+
+    monkeypatch.setattr(base_module, "train_with_protocol", no_training)
+    again = DistillTrainer(HerdingConfig(**TINY, **cache), splits["train"])
+    assert torch.equal(again.selected_rows, herding.selected_rows)
+    k_center = DistillTrainer(KCenterConfig(**{**TINY, **cache, "images_per_class": 3}), splits["train"])
+    assert k_center.selected_rows.numel() == 9  # the same network, another method and IPC
+    with pytest.raises(AssertionError, match="must not be trained again"):
+        DistillTrainer(HerdingConfig(**TINY, **cache, seed=1), splits["train"])  # another seed: another network
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]

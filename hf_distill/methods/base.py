@@ -10,15 +10,21 @@ subclass decorated with `@register_method("name")`. There are two kinds:
 
 import contextlib
 import dataclasses
+import hashlib
+import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file
 from torch import nn
 from transformers import PretrainedConfig
 
+from ..checkpointing import save_tensors
 from ..config import DistillConfig
 from ..data import ClassBalancedSampler
 from ..evaluation import EvaluationProtocol, train_with_protocol
@@ -65,6 +71,12 @@ class SelectionContext:
             protocol = dataclasses.replace(
                 protocol or EvaluationProtocol(seed=config.seed), epochs=epochs, dsa_strategy=prepared.dsa_strategy
             )
+            # A trained network depends on nothing else: with a cache folder it is trained once per data, architecture
+            # and schedule (herding and k-center at every IPC share it). Callbacks must see the training: no cache.
+            cached = self.cached_network_path(key, protocol) if not callbacks else None
+            if cached is not None and cached.is_file():
+                model.load_state_dict(load_file(str(cached), device=str(self.device)))
+                return model.eval()
             train_with_protocol(
                 model,
                 prepared.train_data.images.to(self.device),
@@ -77,7 +89,29 @@ class SelectionContext:
                 mixed_precision=config.mixed_precision,
                 callbacks=callbacks,
             )
+            if cached is not None and (self.accelerator is None or self.accelerator.is_main_process):
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                partial = cached.with_suffix(".tmp")
+                save_tensors({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}, partial)
+                os.replace(partial, cached)  # atomic: a killed run never leaves half a network to load
         return model.eval()
+
+    def cached_network_path(self, key: str, protocol: EvaluationProtocol) -> Path | None:
+        """Where the selection network of `key` trained with `protocol` is cached (`config.selection_cache_dir`),
+        named by a digest of everything it depends on: the data (labels, shape and a strided sample of the values),
+        the architecture, the schedule, the seed and the precision. `None` without a cache folder."""
+        folder = getattr(self.config, "selection_cache_dir", None)
+        if not folder:
+            return None
+        data = self.prepared.train_data
+        digest = hashlib.sha256()
+        digest.update(data.labels.numpy().tobytes())
+        digest.update(str(tuple(data.images.shape)).encode())
+        stride = max(1, len(data.images) // 4096)
+        digest.update(data.images[::stride].float().contiguous().numpy().tobytes())
+        settings = [self.prepared.model_config.to_json_string(), json.dumps(protocol.to_dict(), sort_keys=True)]
+        digest.update(json.dumps([*settings, key, self.config.seed, self.config.mixed_precision]).encode())
+        return Path(folder) / f"{key}-{digest.hexdigest()[:16]}.safetensors"
 
     @torch.no_grad()
     def features(self, network: nn.Module, batch_size: int = 1024) -> torch.Tensor:

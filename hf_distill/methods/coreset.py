@@ -66,6 +66,14 @@ class CoresetConfig(DistillConfig):
         },
     )
 
+    selection_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder where trained selection networks are kept and reused (named by a digest of the data, "
+            "architecture, schedule and seed), so herding, k-center and every IPC train one network once."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.selection_epochs < 0:
