@@ -1,5 +1,6 @@
 """hf_distill: dataset distillation for the Hugging Face ecosystem."""
 
+from .analysis import AnalysisConfig, analyze_dataset
 from .api import distill_dataset
 from .augment import SiameseAugment
 from .config import DistillConfig, SyntheticOptimizationConfig
@@ -13,8 +14,13 @@ from .methods import (
     DifferentiableSiameseAugmentationConfig,
     DistillationMethod,
     DistributionMatchingConfig,
+    EL2NConfig,
     FeatureRegressionConfig,
+    ForgettingConfig,
     GradientMatchingConfig,
+    GraNdConfig,
+    HerdingConfig,
+    KCenterConfig,
     MetaLearningConfig,
     RandomFeatureConfig,
     RandomSelectionConfig,
@@ -28,6 +34,7 @@ from .trainer import DistillTrainer
 from .trajectories import ExpertTrajectories
 
 __all__ = [
+    "AnalysisConfig",
     "ConvNetConfig",
     "ConvNetForImageClassification",
     "DistillConfig",
@@ -36,8 +43,13 @@ __all__ = [
     "DistillationMethod",
     "DistributionMatchingConfig",
     "EvaluationProtocol",
+    "EL2NConfig",
     "FeatureRegressionConfig",
+    "ForgettingConfig",
     "GradientMatchingConfig",
+    "GraNdConfig",
+    "HerdingConfig",
+    "KCenterConfig",
     "ExpertTrajectories",
     "ImageData",
     "ImageModality",
@@ -52,6 +64,7 @@ __all__ = [
     "SyntheticOptimizationConfig",
     "SyntheticSet",
     "TrajectoryMatchingConfig",
+    "analyze_dataset",
     "distill_dataset",
     "push_experts_to_hub",
     "register_method",

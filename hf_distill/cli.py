@@ -3,6 +3,7 @@
 ```bash
 hf-distill distill --dataset sklearn:digits --method dm --images_per_class 10 --num_iterations 200
 hf-distill distill --config recipes/mnist/dm_ipc10.yaml --num_iterations 500     # flags override the YAML
+hf-distill analyze sklearn:digits                                                   # balance, duplicates, outliers
 hf-distill evaluate outputs/digits-dm-ipc10 --num_models 5
 hf-distill kd --distilled outputs/digits-dm-ipc10 --train_teacher --output_dir outputs/digits-student
 hf-distill push outputs/digits-dm-ipc10 me/digits-dm-ipc10                         # dataset + card
@@ -22,6 +23,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
+from .analysis import ANALYSIS_NAME, ANALYSIS_PLOT_NAME, AnalysisConfig, analyze_dataset
 from .api import distill_dataset
 from .checkpointing import write_json_atomic
 from .config import DistillConfig
@@ -232,6 +234,36 @@ def _evaluate_architectures(trainer: DistillTrainer, args: argparse.Namespace, o
     return results
 
 
+def run_analyze(argv: list[str] | None = None) -> dict:
+    """`hf-distill analyze DATASET`: class balance, per-class pixel statistics, near-duplicates (across labels too)
+    and outliers in the embedding of a network of the run's architecture; writes `analysis.json` and `analysis.png`
+    to `--output_dir` (default `outputs/<dataset>-analysis`). Every data and network flag of `distill` applies."""
+
+    pre = argparse.ArgumentParser(prog="hf-distill analyze", description=run_analyze.__doc__, allow_abbrev=False)
+    pre.add_argument("dataset", help="A Hub dataset id, a local folder, or sklearn:digits (its train split).")
+    pre.add_argument("--dataset_config_name", default=None)
+    if argv and argv[0] in ("-h", "--help"):
+        pre.print_help()
+        HfArgumentParser(AnalysisConfig, prog="hf-distill analyze", allow_abbrev=False).print_help()
+        return {}
+    known, rest = pre.parse_known_args(argv)
+    (config,) = HfArgumentParser(AnalysisConfig, allow_abbrev=False).parse_args_into_dataclasses(args=rest)
+    output_dir = Path(config.output_dir or f"outputs/{Path(known.dataset.replace(':', '-')).name}-analysis")
+    report = analyze_dataset(known.dataset, config, output_dir, dataset_config_name=known.dataset_config_name)
+    duplicates, outliers = report["near_duplicates"], report["outliers"]
+    print(
+        f"{report['num_rows']} rows, {report['num_classes']} classes (largest/smallest {report['imbalance_ratio']}x: "
+        f"{report['largest_class']} / {report['smallest_class']})\n"
+        f"  near-duplicate pairs (cosine >= {duplicates['threshold']}): {duplicates['pairs']}, of which "
+        f"{duplicates['cross_class_pairs']} across two labels\n"
+        f"  outliers (z > {outliers['z_threshold']}): {outliers['count']}; rows nearer another class's mean: "
+        f"{report['nearer_to_another_class_mean']['count']}\n"
+        f"  embedding: {report['embedding']['network']}, trained {report['embedding']['selection_epochs']} epochs; "
+        f"{report['seconds']} s\nWrote {output_dir}/ ({ANALYSIS_NAME}, {ANALYSIS_PLOT_NAME})"
+    )
+    return report
+
+
 def run_push(argv: list[str] | None = None) -> str:
     """`hf-distill push OUTPUT_DIR REPO_ID`: pushes a distilled set (or a KD student folder) with its card."""
 
@@ -381,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("HF_DISTILL_DEBUG", "").lower() in ("1", "true", "yes")
     argv = [arg for arg in argv if arg != "--debug"]
     commands = {
+        "analyze": run_analyze,
         "distill": distill_main,
         "evaluate": run_evaluate,
         "kd": kd_main,
@@ -389,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(
-            "usage: hf-distill {distill,evaluate,kd,push,train-experts} [options]\n\n"
+            "usage: hf-distill {analyze,distill,evaluate,kd,push,train-experts} [options]\n\n"
+            "  analyze   class balance, duplicates and outliers of a dataset (hf-distill analyze --help)\n"
             "  distill   distill a dataset (hf-distill distill --help for every option)\n"
             "  evaluate  re-evaluate a saved distilled set (hf-distill evaluate --help)\n"
             "  kd        train a student on a distilled set with a teacher (hf-distill kd --help)\n"
