@@ -34,6 +34,7 @@ from .experts import train_experts_for_config
 from .hub import HubPushError, push_distilled_to_hub, push_experts_to_hub, push_student_to_hub
 from .kd import KDConfig, train_student
 from .models import ARCHITECTURE_NAMES
+from .nas import NAS_NAME, NAS_PLOT_NAME, NASConfig, search_architectures
 from .registry import METHODS, get_method_class
 from .run_folder import read_json
 from .trainer import DistillTrainer
@@ -264,6 +265,37 @@ def run_analyze(argv: list[str] | None = None) -> dict:
     return report
 
 
+def run_nas(argv: list[str] | None = None) -> dict:
+    """`hf-distill nas OUTPUT_DIR`: architecture search on a distilled set (the DC paper's ConvNet space): sampled
+    architectures trained on the set, on a random real subset of its size and on the whole real split; writes
+    `nas_results.json` and `nas_ranks.png` (rank correlations, picks, seconds) to `OUTPUT_DIR/nas`."""
+
+    pre = argparse.ArgumentParser(prog="hf-distill nas", description=run_nas.__doc__, allow_abbrev=False)
+    pre.add_argument("output_dir", help="A folder written by `hf-distill distill` (a ConvNet run).")
+    pre.add_argument("--dataset", default=None, help="Source dataset (default: the one recorded at distillation).")
+    pre.add_argument("--results_dir", default=None, help="Where to write the results (default: OUTPUT_DIR/nas).")
+    if argv and argv[0] in ("-h", "--help"):
+        pre.print_help()
+        HfArgumentParser(NASConfig, prog="hf-distill nas", allow_abbrev=False).print_help()
+        return {}
+    known, rest = pre.parse_known_args(argv)
+    (config,) = HfArgumentParser(NASConfig, allow_abbrev=False).parse_args_into_dataclasses(args=rest)
+    trainer = DistillTrainer.from_output_dir(known.output_dir, dataset=known.dataset)
+    results_dir = Path(known.results_dir or Path(known.output_dir) / "nas")
+    report = search_architectures(trainer, config, results_dir)
+    lines = [f"{config.num_architectures} of {report['search_space_size']} architectures"]
+    for name, summary in report["summary"].items():
+        rho = summary.get("spearman_with_whole_real")
+        picked = f"{summary['picked_real_accuracy']:.2f}%"
+        lines.append(
+            f"  {name:<11}: {summary['seconds']:>9.1f} s, picks an architecture at {picked}"
+            + (f" on real data, Spearman {rho:+.2f} with the real ranking" if rho is not None else " (the best)")
+        )
+    lines.append(f"Wrote {results_dir}/ ({NAS_NAME}, {NAS_PLOT_NAME})")
+    print("\n".join(lines))
+    return report
+
+
 def run_push(argv: list[str] | None = None) -> str:
     """`hf-distill push OUTPUT_DIR REPO_ID`: pushes a distilled set (or a KD student folder) with its card."""
 
@@ -417,16 +449,18 @@ def main(argv: list[str] | None = None) -> int:
         "distill": distill_main,
         "evaluate": run_evaluate,
         "kd": kd_main,
+        "nas": run_nas,
         "push": run_push,
         "train-experts": run_train_experts,
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(
-            "usage: hf-distill {analyze,distill,evaluate,kd,push,train-experts} [options]\n\n"
+            "usage: hf-distill {analyze,distill,evaluate,kd,nas,push,train-experts} [options]\n\n"
             "  analyze   class balance, duplicates and outliers of a dataset (hf-distill analyze --help)\n"
             "  distill   distill a dataset (hf-distill distill --help for every option)\n"
             "  evaluate  re-evaluate a saved distilled set (hf-distill evaluate --help)\n"
             "  kd        train a student on a distilled set with a teacher (hf-distill kd --help)\n"
+            "  nas       architecture search on a distilled set (hf-distill nas --help)\n"
             "  push      push a distilled set, KD student or MTT experts with a card (hf-distill push --help)\n"
             "  train-experts  train MTT's expert trajectories (hf-distill train-experts --help)\n\n"
             "  --debug   show the full traceback of an error (or set HF_DISTILL_DEBUG=1)"

@@ -226,6 +226,15 @@ def test_evaluate_architectures_adds_the_table_to_eval_results_and_the_card(dist
     assert "### Other architectures" in card and "| `convnet_bn` |" in card and "| `mlp` |" in card
 
 
+def test_nas_command_writes_its_report(distilled_run, tmp_path, capsys):
+    _, source_dir, _ = distilled_run
+    flags = ["--num_architectures", "2", "--epochs", "1", "--real_epochs", "1", "--results_dir", str(tmp_path / "nas")]
+    assert main(["nas", str(source_dir), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 600 architectures" in out and "Spearman" in out  # 8x8 digits: depth-4 pooling nets excluded
+    assert (tmp_path / "nas" / "nas_results.json").is_file() and (tmp_path / "nas" / "nas_ranks.png").is_file()
+
+
 def test_evaluate_writes_another_protocol_beside_the_recorded_results(distilled_run, tmp_path, capsys):
     _, source_dir, _ = distilled_run
     output_dir = tmp_path / "copy"

@@ -1,0 +1,44 @@
+"""Architecture search on a distilled set: the DC paper's space, the rank correlation, the report and the command."""
+
+import json
+
+import pytest
+
+from hf_distill.methods import RandomSelectionConfig
+from hf_distill.models import ConvNetConfig
+from hf_distill.nas import NASConfig, sample_architectures, sample_space_size, search_architectures, spearman
+from hf_distill.trainer import DistillTrainer
+
+
+def test_the_search_space_is_the_dc_papers_and_fits_the_images():
+    assert sample_space_size() == 720 and sample_space_size(16) == 720
+    assert sample_space_size(8) == 720 - 4 * 3 * 5 * 2  # depth 4 with max or avg pooling cannot shrink 8 pixels 16x
+    sample = sample_architectures(30, seed=0, image_side=28)
+    assert len({json.dumps(s, sort_keys=True) for s in sample}) == 30
+    assert sample == sample_architectures(30, seed=0, image_side=28)  # seeded
+    for settings in sample:
+        ConvNetConfig(num_channels=1, image_size=28, num_labels=10, **settings)  # every one is a valid ConvNet
+    with pytest.raises(ValueError, match="between 2 and 720"):
+        NASConfig(num_architectures=1)
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [5, 5, 6]) == pytest.approx(0.8660254)  # ties share their average rank
+
+
+def test_search_reports_rankings_picks_and_seconds(tiny_image_dataset, tmp_path):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=6, size=16)
+    config = RandomSelectionConfig(images_per_class=2, net_width=8, net_depth=2, save_steps=0)
+    trainer = DistillTrainer(config, splits["train"], splits["test"])
+    report = search_architectures(trainer, NASConfig(num_architectures=3, epochs=1, real_epochs=1), tmp_path / "nas")
+    assert len(report["architectures"]) == 3
+    assert set(report["summary"]) == {"distilled", "random_real", "whole_real"}
+    for name in ("distilled", "random_real"):
+        rho = report["summary"][name]["spearman_with_whole_real"]
+        assert rho != rho or -1.0 <= rho <= 1.0  # NaN when a ranking is all ties
+        assert report["summary"][name]["picked"] in [row["settings"] for row in report["architectures"]]
+    assert report["best_real_accuracy"] == max(row["whole_real"]["accuracy"] for row in report["architectures"])
+    assert json.loads((tmp_path / "nas" / "nas_results.json").read_text()) == json.loads(json.dumps(report))
+    assert (tmp_path / "nas" / "nas_ranks.png").stat().st_size > 0
