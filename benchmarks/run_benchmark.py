@@ -58,7 +58,21 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 SCHEMA_VERSION = 1
 
 DATASET_ORDER = {"mnist": 0, "fashion_mnist": 1, "cifar10": 2}
-METHOD_ORDER = {"random": 0, "dm": 1, "dc": 2, "dsa": 3, "mtt": 4, "rfad": 5, "frepo": 6, "dd": 7}
+METHOD_ORDER = {
+    "random": 0,
+    "herding": 1,
+    "k_center": 2,
+    "forgetting": 3,
+    "el2n": 4,
+    "grand": 5,
+    "dm": 6,
+    "dc": 7,
+    "dsa": 8,
+    "mtt": 9,
+    "rfad": 10,
+    "frepo": 11,
+    "dd": 12,
+}
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits"}
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -92,7 +106,7 @@ PUBLISHED = {
     "mnist": {
         "random": _row("DC21", False, (64.9, 3.5), (95.1, 0.9), (97.9, 0.2)),
         "herding": _row("DC21", False, (89.2, 1.6), (93.7, 0.3), (94.8, 0.2)),
-        "kcenter": _row("DC21", False, (89.3, 1.5), (84.4, 1.7), (97.4, 0.3)),
+        "k_center": _row("DC21", False, (89.3, 1.5), (84.4, 1.7), (97.4, 0.3)),
         "forgetting": _row("DC21", False, (35.5, 5.6), (68.1, 3.3), (88.2, 1.2)),
         "dd": _row("DC21", False, None, (79.5, 8.1), None),
         "dc": _row("DC21", True, (91.7, 0.5), (97.4, 0.2), (98.8, 0.2)),
@@ -104,7 +118,7 @@ PUBLISHED = {
     "fashion_mnist": {
         "random": _row("DC21", False, (51.4, 3.8), (73.8, 0.7), (82.5, 0.7)),
         "herding": _row("DC21", False, (67.0, 1.9), (71.1, 0.7), (71.9, 0.8)),
-        "kcenter": _row("DC21", False, (66.9, 1.8), (54.7, 1.5), (68.3, 0.8)),
+        "k_center": _row("DC21", False, (66.9, 1.8), (54.7, 1.5), (68.3, 0.8)),
         "forgetting": _row("DC21", False, (42.0, 5.5), (53.9, 2.0), (55.0, 1.1)),
         "dc": _row("DC21", True, (70.5, 0.6), (82.3, 0.4), (83.6, 0.4)),
         "dsa": _row("DSA21", True, (70.6, 0.6), (84.6, 0.3), (88.7, 0.2)),
@@ -115,7 +129,7 @@ PUBLISHED = {
     "cifar10": {
         "random": _row("DC21", True, (14.4, 2.0), (26.0, 1.2), (43.4, 1.0)),
         "herding": _row("DC21", True, (21.5, 1.2), (31.6, 0.7), (40.4, 0.6)),
-        "kcenter": _row("DC21", True, (21.5, 1.3), (14.7, 0.9), (27.0, 1.4)),
+        "k_center": _row("DC21", True, (21.5, 1.3), (14.7, 0.9), (27.0, 1.4)),
         "forgetting": _row("DC21", True, (13.5, 1.2), (23.3, 1.0), (23.3, 1.1)),
         "dd": _row("DC21", True, None, (36.8, 1.2), None),
         "dc": _row("DC21", True, (28.3, 0.5), (44.9, 0.5), (53.9, 0.5)),
