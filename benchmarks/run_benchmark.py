@@ -46,6 +46,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_README = REPO_ROOT / "benchmarks" / "README.md"
 # Checkpoints kept in the repository so that a run too long for one machine's session can go on on the next one.
+KEPT_SETS_DIR = REPO_ROOT / "benchmarks" / "sets"
+KEPT_SET_MAX_BYTES = 5 * 2**20
 CARRIED_DIR = REPO_ROOT / "benchmarks" / "checkpoints"
 DEFAULT_DATASETS = ["mnist", "fashion_mnist", "cifar10"]
 DEFAULT_METHODS = ["dm", "random"]
@@ -613,6 +615,27 @@ def carry_checkpoint(run_dir: Path, carried_dir: Path) -> Path | None:
     return target
 
 
+def keep_set(run_dir: Path, kept_dir: Path) -> Path | None:
+    """Copies a finished run's outputs (the set, its config, results, transform; no checkpoints) to `kept_dir`, under
+    a temporary name renamed into place, so later sessions evaluate the set (other architectures, NAS) without
+    distilling it again."""
+    if not (run_dir / "distill_config.json").is_file():
+        return None
+    skip = shutil.ignore_patterns("checkpoint-*", ".save.tmp", "nas")
+    size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file() and "checkpoint-" not in str(p))
+    if size > KEPT_SET_MAX_BYTES:
+        # A CIFAR-10 ZCA transform alone is 36 MiB: such sets stay out of git (refit the run to evaluate them).
+        print(f"Not keeping {_relative(run_dir)}: {size / 2**20:.1f} MiB is too large to commit")
+        return None
+    kept_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = kept_dir.parent / f".{kept_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_dir, tmp, ignore=skip)
+    shutil.rmtree(kept_dir, ignore_errors=True)
+    tmp.rename(kept_dir)
+    return kept_dir
+
+
 def restore_carried_checkpoint(carried_dir: Path, run_dir: Path) -> int | None:
     """Copies the checkpoint `--carry` kept into an empty run folder (a fresh machine); returns its iteration."""
     carried = list_checkpoint_dirs(carried_dir)
@@ -727,6 +750,11 @@ def benchmark_one(dataset: str, method: str, ipc: int, recipe: Path, args, overr
             record["eval_results"] = json.loads(results_path.read_text())
         if record["status"] == "ok" and "eval_results" not in record:
             record["status"] = "incomplete"
+        if args.keep_sets and record["status"] == "ok":
+            kept = keep_set(run_dir, args.keep_sets_dir / dataset / f"{method}_ipc{ipc}")
+            if kept is not None:
+                record["kept_set"] = _relative(kept)
+                print(f"Kept {_relative(kept)}: commit it to evaluate the set elsewhere (hf-distill evaluate, nas)")
         if args.carry:
             carried = carry_checkpoint(run_dir, carried_dir)
             if carried is not None:
@@ -869,6 +897,13 @@ def build_parser() -> argparse.ArgumentParser:
         "unlike the runs folder); --resume on a fresh clone goes on from it when the run folder has none.",
     )
     parser.add_argument("--carry-dir", type=Path, default=CARRIED_DIR, help="Where --carry keeps checkpoints.")
+    parser.add_argument(
+        "--keep-sets",
+        action="store_true",
+        help="After a run, copy the finished set (no checkpoints) to KEEP_SETS_DIR/<dataset>/<method>_ipc<N>, "
+        "committed to git so other sessions can evaluate it (cross-architecture, NAS) without distilling again.",
+    )
+    parser.add_argument("--keep-sets-dir", type=Path, default=KEPT_SETS_DIR, help="Where --keep-sets copies sets.")
     parser.add_argument("--report-only", action="store_true", help="Only rebuild summary, table and plot.")
     parser.add_argument("--python", default=sys.executable, help="Interpreter that runs hf_distill.")
     return parser

@@ -1,0 +1,97 @@
+"""Cross-architecture table: every distilled set of a dataset and IPC trained by other networks (issue 20, part 2).
+
+```bash
+python benchmarks/cross_architecture.py --sets benchmarks/sets/mnist/*_ipc10 \
+    --architectures convnet,convnet_bn,mlp,resnet,vit --num-models 2 --epochs 300
+```
+
+Each set folder (a finished run: `benchmarks/runs/...`, or one kept by `run_benchmark.py --keep-sets` under
+`benchmarks/sets/`) is evaluated in a child process by `hf-distill evaluate SET --architectures ...
+--results_name eval_results_cross_architecture.json` (the recorded results are untouched): every architecture is
+trained on the set and on the random real subset of the same size with the protocol. The rows are gathered into
+`benchmarks/results/cross_architecture/<dataset>_ipc<N>.json` (with this command) and printed as a markdown table
+(distilled / random real per architecture).
+"""
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from run_benchmark import REPO_ROOT, machine_info, run_measured  # scripts here run with this folder on sys.path
+
+RESULTS_NAME = "eval_results_cross_architecture.json"
+DEFAULT_OUTPUT_DIR = REPO_ROOT / "benchmarks" / "results" / "cross_architecture"
+
+
+def evaluate_set(set_dir: Path, architectures: str, num_models: int, epochs: int) -> dict:
+    """One child `hf-distill evaluate --architectures` run; returns its table and cost."""
+    command = [
+        sys.executable, "-m", "hf_distill.cli", "evaluate", str(set_dir), "--architectures", architectures,
+        "--num_models", str(num_models), "--epochs", str(epochs), "--results_name", RESULTS_NAME,
+    ]  # fmt: skip
+    measured = run_measured(command, REPO_ROOT)
+    if measured["returncode"] != 0:
+        raise RuntimeError(f"{set_dir}: evaluation failed (exit {measured['returncode']}): {shlex.join(command)}")
+    config = json.loads((set_dir / "distill_config.json").read_text())
+    table = json.loads((set_dir / RESULTS_NAME).read_text())["cross_architecture"]
+    resolved = set_dir.resolve()
+    return {
+        "set": str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(set_dir),
+        "method": config["method"],
+        "dataset": Path(str((config.get("source") or {}).get("dataset") or "")).name,
+        "images_per_class": config["images_per_class"],
+        "table": table,
+        "wall_seconds": measured["wall_seconds"],
+        "peak_rss_mib": measured["peak_rss_mib"],
+    }
+
+
+def markdown(rows: list[dict], architectures: list[str]) -> str:
+    """`| method | arch 1 | arch 2 | ...` with `distilled (random real)` cells, and a random-real row per set."""
+    lines = ["| set | " + " | ".join(architectures) + " |", "|---|" + "---|" * len(architectures)]
+    for row in rows:
+        cells = []
+        for name in architectures:
+            entry = row["table"].get(name, {})
+            distilled, random_real = entry.get("distilled", {}), entry.get("random_real", {})
+            cell = f"{distilled['mean']:.2f} ± {distilled['std']:.2f}" if "mean" in distilled else "—"
+            if "mean" in random_real:
+                cell += f" ({random_real['mean']:.2f})"
+            cells.append(cell)
+        lines.append(f"| `{row['method']}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nCells: distilled set, mean ± std over the models (random real subset of the same size)."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", type=Path, nargs="+", required=True, help="Run folders of one dataset and IPC.")
+    parser.add_argument("--architectures", default="convnet,convnet_bn,mlp,resnet,vit")
+    parser.add_argument("--num-models", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
+    args = parser.parse_args()
+
+    rows = [evaluate_set(path, args.architectures, args.num_models, args.epochs) for path in args.sets]
+    names = args.architectures.split(",")
+    datasets, ipcs = {row["dataset"] for row in rows}, {row["images_per_class"] for row in rows}
+    if len(datasets) != 1 or len(ipcs) != 1:
+        raise SystemExit(f"One dataset and IPC per table, got {sorted(datasets)} and {sorted(ipcs)}.")
+    result = {
+        "command": shlex.join(["python", "benchmarks/cross_architecture.py", *sys.argv[1:]]),
+        "machine": machine_info(),
+        "architectures": names,
+        "num_models": args.num_models,
+        "epochs": args.epochs,
+        "rows": rows,
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    path = args.output_dir / f"{datasets.pop()}_ipc{ipcs.pop()}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(rows, names))
+    print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
