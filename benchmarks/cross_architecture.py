@@ -61,7 +61,8 @@ def markdown(rows: list[dict], architectures: list[str]) -> str:
                 cell += f" ({random_real['mean']:.2f})"
             cells.append(cell)
         lines.append(f"| `{row['method']}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nCells: distilled set, mean ± std over the models (random real subset of the same size)."
+    note = "Cells: distilled set, mean ± std over the models (random real subset of the same size)."
+    return "\n".join(lines) + "\n\n" + note
 
 
 def main() -> None:
