@@ -202,6 +202,7 @@ def analyze_dataset(
     output_dir: str | os.PathLike | None = None,
     *,
     dataset_config_name: str | None = None,
+    command: str | None = None,
 ) -> dict:
     """Reports what a dataset holds before it is condensed: class balance, per-class pixel statistics, near-duplicate
     pairs (and those across two labels), outliers of each class and rows nearer another class's mean, in the
@@ -212,6 +213,7 @@ def analyze_dataset(
         config ([`AnalysisConfig`], *optional*): Thresholds, the embedding network and the data options.
         output_dir (`str` or `os.PathLike`, *optional*): Where to write `analysis.json` and `analysis.png`.
         dataset_config_name (`str`, *optional*): Hub dataset configuration name.
+        command (`str`, *optional*): The command that asked for the report, recorded in it.
 
     Returns:
         `dict`: the report (as written to `analysis.json`).
@@ -220,6 +222,8 @@ def analyze_dataset(
     train, _ = load_source(dataset, train_split=config.train_split, test_split=None, name=dataset_config_name)
     source = os.fspath(dataset) if isinstance(dataset, str | os.PathLike) else None
     report, curves = analyze_prepared(config, prepare(config, train), source)
+    if command:
+        report = {"command": command, **report}
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ The `distill` parser is built from the method's config dataclass (`HfArgumentPar
 
 import argparse
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,7 +251,13 @@ def run_analyze(argv: list[str] | None = None) -> dict:
     known, rest = pre.parse_known_args(argv)
     (config,) = HfArgumentParser(AnalysisConfig, allow_abbrev=False).parse_args_into_dataclasses(args=rest)
     output_dir = Path(config.output_dir or f"outputs/{Path(known.dataset.replace(':', '-')).name}-analysis")
-    report = analyze_dataset(known.dataset, config, output_dir, dataset_config_name=known.dataset_config_name)
+    report = analyze_dataset(
+        known.dataset,
+        config,
+        output_dir,
+        dataset_config_name=known.dataset_config_name,
+        command=shlex.join(["hf-distill", "analyze", *(argv or [])]),
+    )
     duplicates, outliers = report["near_duplicates"], report["outliers"]
     print(
         f"{report['num_rows']} rows, {report['num_classes']} classes (largest/smallest {report['imbalance_ratio']}x: "
@@ -282,7 +289,8 @@ def run_nas(argv: list[str] | None = None) -> dict:
     (config,) = HfArgumentParser(NASConfig, allow_abbrev=False).parse_args_into_dataclasses(args=rest)
     trainer = DistillTrainer.from_output_dir(known.output_dir, dataset=known.dataset)
     results_dir = Path(known.results_dir or Path(known.output_dir) / "nas")
-    report = search_architectures(trainer, config, results_dir)
+    command = shlex.join(["hf-distill", "nas", *(argv or [])])
+    report = search_architectures(trainer, config, results_dir, command=command)
     lines = [f"{config.num_architectures} of {report['search_space_size']} architectures"]
     for name, summary in report["summary"].items():
         rho = summary.get("spearman_with_whole_real")

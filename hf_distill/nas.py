@@ -102,7 +102,12 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float((x @ y).item() / denominator) if denominator else float("nan")
 
 
-def search_architectures(trainer: DistillTrainer, config: NASConfig, output_dir: str | os.PathLike | None = None):
+def search_architectures(
+    trainer: DistillTrainer,
+    config: NASConfig,
+    output_dir: str | os.PathLike | None = None,
+    command: str | None = None,
+) -> dict:
     """Ranks `config.num_architectures` sampled ConvNets by their accuracy after training on the trainer's set, on a
     random real subset of the same size and on the whole real split; see the module docstring.
 
@@ -110,6 +115,7 @@ def search_architectures(trainer: DistillTrainer, config: NASConfig, output_dir:
         trainer ([`DistillTrainer`]): Holds the distilled set and the real splits (e.g. `from_output_dir`).
         config ([`NASConfig`]): The sample and the budgets.
         output_dir (`str` or `os.PathLike`, *optional*): Where to write `nas_results.json` and `nas_ranks.png`.
+        command (`str`, *optional*): The command that asked for the search, recorded in the report.
 
     Returns:
         `dict`: per architecture its settings and accuracy/seconds on each training set; the Spearman correlation of
@@ -154,6 +160,8 @@ def search_architectures(trainer: DistillTrainer, config: NASConfig, output_dir:
         rows_out.append(row)
     report = _summarise(rows_out, training_sets, config)
     report["search_space_size"] = sample_space_size(side)
+    if command:
+        report = {"command": command, **report}
     if output_dir is not None and trainer.accelerator.is_main_process:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,8 @@ def test_analyze_command(tmp_path, capsys):
     assert main(["analyze", "sklearn:digits", "--output_dir", str(output), "--net_width", "8"]) == 0
     out = capsys.readouterr().out
     assert "1438 rows, 10 classes" in out and "near-duplicate pairs" in out  # the demo's train split
-    assert (output / "analysis.json").is_file() and (output / "analysis.png").is_file()
+    assert (output / "analysis.png").is_file()
+    report = json.loads((output / "analysis.json").read_text())
+    assert report["command"] == f"hf-distill analyze sklearn:digits --output_dir {output} --net_width 8"
     with pytest.raises(ValueError, match="duplicate_threshold must be in"):
         AnalysisConfig(duplicate_threshold=1.5)
