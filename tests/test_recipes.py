@@ -114,10 +114,15 @@ def test_benchmark_reports(tmp_path):
 
     table = bench.render_table(records)
     baseline = "92.00 ± 0.50 (n=2, 300 ep)"
-    dm_row = f"| MNIST | 10 | dm | 95.31 ± 0.50 (n=2, 300 ep) | {baseline} | 97.5 ± 0.1 [DM23]* | 1000 | 812 | 1,234 |"
+    ours = "95.31 ± 0.50 (n=2, 300 ep)"
+    dm_row = f"| MNIST | 10 | dm | {ours} | {baseline} | +3.31 | 97.5 ± 0.1 [DM23]* | 1000 | 812 | 1,234 |"
     assert dm_row in table
-    assert f"| MNIST | 10 | random | 93.12 ± 0.50 (n=2, 300 ep) | {baseline} | 95.1 ± 0.9 [DC21]* |" in table
-    assert "| CIFAR-10 | 1 | dm | failed (exit code 1) | — | 26.0 ± 0.8 [DM23] |" in table
+    assert f"| MNIST | 10 | random | 93.12 ± 0.50 (n=2, 300 ep) | {baseline} | +1.12 | 95.1 ± 0.9 [DC21]* |" in table
+    assert "| CIFAR-10 | 1 | dm | failed (exit code 1) | — | — | 26.0 ± 0.8 [DM23] |" in table
+    learned = _fake_result("mnist", "rfad", 1, 90.0)
+    learned["config"] = {"learn_regression_targets": True}
+    assert bench.gain_over_random(learned) == ("-2.00 †", True)
+    assert "† the set's labels are learned" in bench.render_table([learned])
     assert "[DM23] Zhao & Bilen" in table and "[DC21]" in table
 
     readme = tmp_path / "README.md"
