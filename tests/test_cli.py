@@ -280,8 +280,8 @@ def test_evaluate_without_a_recorded_source_asks_for_dataset(distilled_run, tmp_
 def test_usage_returns_zero(argv, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: hf-distill {distill,evaluate,")
-    assert all(f"  {command} " in out for command in ("distill", "evaluate", "push"))
+    assert out.startswith("usage: hf-distill {analyze,distill,evaluate,kd,nas,")
+    assert all(f"  {command} " in out for command in ("analyze", "distill", "evaluate", "nas", "push"))
 
 
 def test_unknown_command_returns_two(capsys):
