@@ -153,36 +153,27 @@ def test_parameter_spec_round_trip(network):
         spec.unflatten(vector[:-1])
 
 
-def test_step_size_schedule_must_have_one_value_per_step(network, start_params):
+@pytest.mark.parametrize(
+    "step_size, memory, message",
+    [
+        (torch.tensor([0.1, 0.1, 0.1]), "full", "one value per step \\(2\\)"),  # a schedule of the wrong length
+        (0.1, "nope", "memory must be one of"),
+    ],
+)
+def test_invalid_unroll_arguments(network, start_params, step_size, memory, message):
     spec = ParameterSpec.from_dict(start_params)
-    with pytest.raises(ValueError, match="one value per step \\(2\\)"):
+    with pytest.raises(ValueError, match=message):
         unrolled_sgd_flat(
             network,
             spec,
             spec.flatten(start_params),
             torch.zeros(3, 1, 8, 8, dtype=DTYPE),
             torch.zeros(3).long(),
-            torch.tensor([0.1, 0.1, 0.1]),
+            step_size,
             2,
             None,
             torch.Generator(),
-        )
-
-
-def test_invalid_memory_mode(network, start_params):
-    spec = ParameterSpec.from_dict(start_params)
-    with pytest.raises(ValueError, match="memory must be one of"):
-        unrolled_sgd_flat(
-            network,
-            spec,
-            spec.flatten(start_params),
-            torch.zeros(3, 1, 8, 8),
-            torch.zeros(3).long(),
-            0.1,
-            1,
-            None,
-            torch.Generator(),
-            memory="nope",
+            memory=memory,
         )
 
 
