@@ -236,6 +236,17 @@ def _evaluate_architectures(trainer: DistillTrainer, args: argparse.Namespace, o
     return results
 
 
+def _parse_with_config(pre: argparse.ArgumentParser, config_class: type, argv: list[str] | None):
+    """`(the arguments of pre, a config_class built from the other flags)`; `None` after printing both helps."""
+    if argv and argv[0] in ("-h", "--help"):
+        pre.print_help()
+        HfArgumentParser(config_class, prog=pre.prog, allow_abbrev=False).print_help()
+        return None
+    known, rest = pre.parse_known_args(argv)
+    (config,) = HfArgumentParser(config_class, allow_abbrev=False).parse_args_into_dataclasses(args=rest)
+    return known, config
+
+
 def run_analyze(argv: list[str] | None = None) -> dict:
     """`hf-distill analyze DATASET`: class balance, per-class pixel statistics, near-duplicates (across labels too)
     and outliers in the embedding of a network of the run's architecture; writes `analysis.json` and `analysis.png`
@@ -244,12 +255,10 @@ def run_analyze(argv: list[str] | None = None) -> dict:
     pre = argparse.ArgumentParser(prog="hf-distill analyze", description=run_analyze.__doc__, allow_abbrev=False)
     pre.add_argument("dataset", help="A Hub dataset id, a local folder, or sklearn:digits (its train split).")
     pre.add_argument("--dataset_config_name", default=None)
-    if argv and argv[0] in ("-h", "--help"):
-        pre.print_help()
-        HfArgumentParser(AnalysisConfig, prog="hf-distill analyze", allow_abbrev=False).print_help()
+    parsed = _parse_with_config(pre, AnalysisConfig, argv)
+    if parsed is None:
         return {}
-    known, rest = pre.parse_known_args(argv)
-    (config,) = HfArgumentParser(AnalysisConfig, allow_abbrev=False).parse_args_into_dataclasses(args=rest)
+    known, config = parsed
     output_dir = Path(config.output_dir or f"outputs/{Path(known.dataset.replace(':', '-')).name}-analysis")
     report = analyze_dataset(
         known.dataset,
@@ -281,12 +290,10 @@ def run_nas(argv: list[str] | None = None) -> dict:
     pre.add_argument("output_dir", help="A folder written by `hf-distill distill` (a ConvNet run).")
     pre.add_argument("--dataset", default=None, help="Source dataset (default: the one recorded at distillation).")
     pre.add_argument("--results_dir", default=None, help="Where to write the results (default: OUTPUT_DIR/nas).")
-    if argv and argv[0] in ("-h", "--help"):
-        pre.print_help()
-        HfArgumentParser(NASConfig, prog="hf-distill nas", allow_abbrev=False).print_help()
+    parsed = _parse_with_config(pre, NASConfig, argv)
+    if parsed is None:
         return {}
-    known, rest = pre.parse_known_args(argv)
-    (config,) = HfArgumentParser(NASConfig, allow_abbrev=False).parse_args_into_dataclasses(args=rest)
+    known, config = parsed
     trainer = DistillTrainer.from_output_dir(known.output_dir, dataset=known.dataset)
     results_dir = Path(known.results_dir or Path(known.output_dir) / "nas")
     command = shlex.join(["hf-distill", "nas", *(argv or [])])

@@ -5,6 +5,7 @@ rankings agree with the expensive one (Spearman's rank correlation), which archi
 each took.
 """
 
+import dataclasses
 import itertools
 import os
 import time
@@ -149,7 +150,7 @@ def search_architectures(
                 targets,
                 test,
                 model_config,
-                EvaluationProtocol(**{**protocol.to_dict(), "epochs": epochs}),
+                dataclasses.replace(protocol, epochs=epochs),
                 key=f"nas-{index}-{name}",
                 accelerator=trainer.accelerator,
                 modality=trainer.modality,

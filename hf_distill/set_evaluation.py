@@ -45,6 +45,18 @@ class SetEvaluationMixin:
             target_type=self.synthetic.target_type,
         )
 
+    def _evaluate_random_subset(self, model_config: PretrainedConfig, protocol: EvaluationProtocol) -> dict:
+        """The protocol applied to the random real subset of the set's size (the baseline of every figure)."""
+        return evaluate_random_baseline(
+            self.train_data,
+            self.config.images_per_class,
+            self.test_data,
+            model_config,
+            protocol,
+            self.accelerator,
+            modality=self.modality,
+        )
+
     def evaluation_protocol(self, num_models: int | None = None, epochs: int | None = None) -> EvaluationProtocol:
         """The standard protocol with this run's settings (the baselines' protocol; see `_distilled_protocol`)."""
         return EvaluationProtocol(
@@ -104,15 +116,7 @@ class SetEvaluationMixin:
         results = {"distilled": self._evaluate_synthetic(model_config, distilled_protocol, "distilled")}
         results.update(self.method.evaluate_set(self.synthetic, self.test_data.images, self.test_data.labels))
         if config.eval_random_baseline if random_baseline is None else random_baseline:
-            results["random_real"] = evaluate_random_baseline(
-                self.train_data,
-                config.images_per_class,
-                self.test_data,
-                model_config,
-                protocol,
-                self.accelerator,
-                modality=self.modality,
-            )
+            results["random_real"] = self._evaluate_random_subset(model_config, protocol)
         if config.eval_full_data if full_data is None else full_data:
             full_protocol = self.evaluation_protocol(num_models=1, epochs=config.eval_full_data_epochs)
             results["full_data"] = evaluate_full_data(
@@ -171,15 +175,7 @@ class SetEvaluationMixin:
                 "distilled": self._evaluate_synthetic(model_config, self._distilled_protocol(protocol), "distilled"),
             }
             if random_baseline:
-                row["random_real"] = evaluate_random_baseline(
-                    self.train_data,
-                    self.config.images_per_class,
-                    self.test_data,
-                    model_config,
-                    protocol,
-                    self.accelerator,
-                    modality=self.modality,
-                )
+                row["random_real"] = self._evaluate_random_subset(model_config, protocol)
             row["fair"] = fair_figures(row, self.synthetic.target_type)
             table[name] = row
         return table
