@@ -173,6 +173,8 @@ def source_license(source: str | None, *, revision: str | None = None, token: st
 
 
 def _format_accuracy(result: dict) -> str:
+    if result.get("protocol") == "linear_probe":  # one convex fit: no spread to show
+        return f"{result['mean']:.2f}"
     return f"{result['mean']:.2f} ± {result['std']:.2f}"
 
 
@@ -193,7 +195,7 @@ def _eval_rows(results: dict, method: str) -> list[dict]:
             "images": results[key].get("num_images", ""),
             "accuracy": _format_accuracy(results[key]),
             "models": results[key].get("num_models", ""),
-            "epochs": results[key].get("epochs", ""),
+            "epochs": results[key].get("epochs") or "—",
         }
         for key, name in names.items()
         if isinstance(results.get(key), dict) and "mean" in results[key]
@@ -221,7 +223,13 @@ def _cross_architecture_rows(results: dict) -> list[dict]:
     return rows
 
 
-def _protocol_text(protocol: dict) -> str:
+def _protocol_text(protocol: dict, modality: str = "image") -> str:
+    if modality == "text":
+        return (
+            "text protocol (a): multinomial logistic regression (scikit-learn's objective, C = 1, L-BFGS to "
+            "convergence) on the frozen encoder's mean-pooled, L2-normalised sentence embeddings of each training "
+            "set; convex, so one fit per set"
+        )
     if not protocol:
         return "see `eval_results.json`"
     augmentation = protocol.get("dsa_strategy")
@@ -292,7 +300,9 @@ def render_dataset_card(
     num_images = num_classes * images_per_class
     distill_architecture = describe_architecture(metadata.get("architecture"))
     license_ = license or source_license(source_id, revision=source.get("revision"), token=token) or "unknown"
-    pretty_name = f"{source_short_name(source_id)} distilled with {method} ({images_per_class} images per class)"
+    modality = metadata.get("modality") or "image"
+    unit = "sentences" if modality == "text" else "images"
+    pretty_name = f"{source_short_name(source_id)} distilled with {method} ({images_per_class} {unit} per class)"
     summary = {
         "method": method,
         "paper": paper.get("url"),
@@ -306,7 +316,7 @@ def render_dataset_card(
     }
     card_data = DatasetCardData(
         license=license_,
-        task_categories=[get_modality_class(metadata.get("modality") or "image").task],
+        task_categories=[get_modality_class(modality).task],
         tags=[*CARD_TAGS, method],
         size_categories=[_size_category(num_images)],
         source_datasets=[source_id] if is_hub_id(source_id) else None,
@@ -353,7 +363,11 @@ def render_dataset_card(
             eval_rows=_eval_rows(results, method),
             fair=results.get("fair") or {},
             cross_architecture_rows=_cross_architecture_rows(results),
-            protocol_text=_protocol_text(results.get("protocol") or {}),
+            protocol_text=_protocol_text(results.get("protocol") or {}, modality),
+            modality=modality,
+            encoder=metadata.get("model_name_or_path"),
+            max_length=(metadata.get("image_shape") or [None])[0],
+            hidden_size=(metadata.get("architecture") or {}).get("hidden_size"),
             versions=versions or framework_versions(metadata.get("hf_distill_version")),
         )
     )

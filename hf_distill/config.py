@@ -47,14 +47,19 @@ class DistillConfig:
     modality: str = field(
         default="auto",
         metadata={
-            "help": "The kind of input: 'image', or 'auto' (found from the dataset's columns; see "
-            "hf_distill.modalities)."
+            "help": "The kind of input: 'image', 'text', or 'auto' (found from the dataset's columns: an image "
+            "column makes it 'image', else a string column 'text'; see hf_distill.modalities)."
         },
     )
     train_split: str = field(default="train", metadata={"help": "Split to distill."})
     test_split: str | None = field(default="test", metadata={"help": "Split used to evaluate the distilled set."})
     image_column: str | None = field(default=None, metadata={"help": "Image column (found automatically if unset)."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column (found automatically if unset)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (found automatically if unset)."})
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "Text: tokens per example, padded or truncated (default 64: all of SST-2's sentences)."},
+    )
     image_size: int | None = field(
         default=None, metadata={"help": "Resize images to this square size (needed when sizes differ)."}
     )
@@ -200,6 +205,8 @@ class DistillConfig:
             raise ValueError(f"mixed_precision must be one of {list(MIXED_PRECISIONS)}, got {self.mixed_precision!r}.")
         if self.init not in ("real", "noise"):
             raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}.")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2 tokens (with [CLS] and [SEP]), got {self.max_length}.")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {self.image_size}.")
         if not self.zca_regularization > 0:

@@ -35,7 +35,10 @@ LABEL_COLUMN_CANDIDATES = ("label", "labels")
 #: How a user names the columns: config fields, and the flags of the same names.
 #: The bundled 8x8 digits (see `hf_distill/demo/README.md`).
 DIGITS_FILE = Path(__file__).parent / "demo" / "digits.npz"
-COLUMN_MAPPING_HINT = "set image_column=<column> and/or label_column=<column> (--image_column / --label_column)"
+COLUMN_MAPPING_HINT = (
+    "set image_column=<column> (or text_column=<column>) and/or label_column=<column> (--image_column / "
+    "--text_column / --label_column)"
+)
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -341,6 +344,29 @@ def find_label_column(features: Features, input_column: str, mapped: str | None 
     )
 
 
+def checked_column_mapping(features: Features, column_mapping: dict[str, str] | None, input_role: str) -> dict:
+    """`column_mapping` as a dict, checked: only the keys `input_role` (e.g. `"image"`) and `"label"`, each naming a
+    column of `features`.
+
+    Raises:
+        ValueError: Another key, or a column the dataset does not have (the message lists the columns).
+    """
+    column_mapping = dict(column_mapping or {})
+    unknown = set(column_mapping) - {input_role, "label"}
+    if unknown:
+        raise ValueError(
+            f"Unknown column_mapping keys {sorted(unknown)}; the supported keys are {input_role!r} and 'label', e.g. "
+            f"column_mapping={{{input_role!r}: <column>, 'label': <column>}}."
+        )
+    for role, column in column_mapping.items():
+        if column not in features:
+            raise ValueError(
+                f"{role}_column={column!r} (--{role}_column) is not a column of the dataset; the columns are "
+                f"{list(features)}."
+            )
+    return column_mapping
+
+
 def check_label_feature(feature: Any, column: str) -> None:
     if not _is_int_label_feature(feature):
         raise ValueError(
@@ -481,6 +507,35 @@ def indices_by_class(labels: torch.Tensor, num_classes: int) -> list[torch.Tenso
         out.append(order[start : start + count].clone())
         start += count
     return out
+
+
+class LabelledSplit:
+    """What every modality's prepared split shares (a mixin for dataclasses with `inputs` `(N, ...)`, `labels`
+    `(N,)` int64, `class_names` and an `_indices_by_class` cache field): its length, class count, example shape and
+    the rows of each class."""
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (`len(class_names)`; some may have no rows)."""
+        return len(self.class_names)
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one example of `inputs` (images `(C, H, W)`, sentences `(max_length, 2)`)."""
+        return tuple(self.inputs.shape[1:])
+
+    def indices_by_class(self) -> list[torch.Tensor]:
+        """Row indices of every class (computed once and cached).
+
+        Returns:
+            `list[torch.Tensor]`: `num_classes` `int64` tensors, the i-th holding the (sorted) rows with label i.
+        """
+        if self._indices_by_class is None:
+            self._indices_by_class = indices_by_class(self.labels, self.num_classes)
+        return self._indices_by_class
 
 
 # ---------------------------------------------------------------------------------------------------------------------

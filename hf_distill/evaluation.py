@@ -110,7 +110,7 @@ def model_accuracy(
     """Top-1 accuracy (in [0, 1]) of `model` on every example of `data` (see [`accuracy`])."""
     model.eval()
     device = next(model.parameters()).device
-    return accuracy(model_forward(model, input_name), data.images, data.labels, device, batch_size)
+    return accuracy(model_forward(model, input_name), data.inputs, data.labels, device, batch_size)
 
 
 def evaluate_images(
@@ -135,9 +135,13 @@ def evaluate_images(
         `dict`: `mean` and `std` (percent), `accuracies` (percent, per model), `num_models`, `epochs`,
         `architecture` (the model type) and `num_images`.
     """
+    modality = modality or ImageModality()
+    own = modality.evaluate(images, targets, test_data, key=key, target_type=target_type)
+    if own is not None:  # the modality's own protocol (text: a linear probe on its frozen encoder)
+        return own
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else images.device
-    input_name = (modality or ImageModality()).input_name
+    input_name = modality.input_name
     images, targets = images.to(device), targets.to(device)
     results = []
     for index in range(rank, protocol.num_models, world):
@@ -186,7 +190,7 @@ def evaluate_random_baseline(
 ) -> dict:
     """The protocol applied to a random real subset with `images_per_class` images per class."""
     rows = random_real_subset(train_data, images_per_class, protocol.seed)
-    images, labels = train_data.images[rows], train_data.labels[rows]
+    images, labels = train_data.inputs[rows.to(train_data.inputs.device)], train_data.labels[rows]
     return evaluate_images(images, labels, test_data, model_config, protocol, "random", accelerator, modality=modality)
 
 
@@ -199,7 +203,7 @@ def evaluate_full_data(
     modality: Modality | None = None,
 ) -> dict:
     """The protocol applied to the whole training split (an upper bound for the distilled set)."""
-    images, labels = train_data.images, train_data.labels
+    images, labels = train_data.inputs, train_data.labels
     return evaluate_images(images, labels, test_data, model_config, protocol, "full", accelerator, modality=modality)
 
 
@@ -230,4 +234,6 @@ def format_result(result: dict) -> str:
     """`'97.12 ± 0.10 (n=3, 300 epochs)'`."""
     if not result or math.isnan(result.get("mean", math.nan)):
         return "n/a"
+    if result.get("protocol") == "linear_probe":
+        return f"{result['mean']:.2f} (linear probe on the frozen encoder)"
     return f"{result['mean']:.2f} ± {result['std']:.2f} (n={result['num_models']}, {result['epochs']} epochs)"

@@ -14,9 +14,12 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from .augment import SiameseAugment
 from .config import DistillConfig
 from .hub_utils import check_hub_access, looks_like_local_path
-from .modalities import ImageData, Modality, resolve_modality
+from .modalities import ImageData, Modality, TextData, resolve_modality
 from .modeling import default_convnet_config
 from .registry import get_method_class
+
+#: Splits already converted to tensors by a modality (given as they are, e.g. by tests and benchmarks).
+PREPARED_TYPES = (ImageData, TextData)
 
 
 def resolve_architecture(
@@ -70,9 +73,10 @@ def prepare_splits(
     `model_settings` (what a pretrained model's processor imposes); the test split like the training split.
     """
     modality = modality or resolve_modality(config.modality, train_dataset)
-    if isinstance(train_dataset, ImageData):
+    if isinstance(train_dataset, PREPARED_TYPES):
         return _prepared_splits(train_dataset, eval_dataset, config, modality)
-    mapping = {k: v for k, v in (("image", config.image_column), ("label", config.label_column)) if v}
+    role = modality.column_role
+    mapping = {k: v for k, v in ((role, getattr(config, f"{role}_column", None)), ("label", config.label_column)) if v}
     input_column, label_column = modality.find_columns(train_dataset, mapping or None)
     init = "real" if config.init == "real" or get_method_class(config.method).selects_real_rows else config.init
     modality.validate(
@@ -85,7 +89,7 @@ def prepare_splits(
     )
     if eval_dataset is not None:
         modality.validate(eval_dataset, input_column, label_column, split=config.test_split or "test")
-    columns = {"image": input_column, "label": label_column}
+    columns = {role: input_column, "label": label_column}
     settings = modality.preparation_settings(config, architecture, model_settings or {})
     train_data = modality.fit_preprocessing(
         prepare_split(train_dataset, modality, settings, config.train_split, columns), config
@@ -106,7 +110,7 @@ def _prepared_splits(
 ) -> tuple[ImageData, ImageData | None]:
     """Splits given as tensors, with the training split's fitted preprocessing (ZCA) applied to copies of both when
     the config asks for it and the tensors do not have it yet."""
-    if not getattr(config, "zca", False) or train_data.zca is not None:
+    if not getattr(config, "zca", False) or getattr(train_data, "zca", None) is not None:
         return train_data, test_data
     train_data = modality.fit_preprocessing(dataclasses.replace(train_data, images=train_data.images.clone()), config)
     if test_data is not None and test_data.zca is None:
@@ -140,10 +144,12 @@ def prepare_split(
     """One split as tensors, prepared by `modality` with `settings` (e.g. `modality.settings_of(train_data)` for a
     split comparable with the training split, or a distilled set's normalisation); already prepared data is returned
     as it is."""
-    if isinstance(split, ImageData):
+    if isinstance(split, PREPARED_TYPES):
         return split
     if not isinstance(split, Dataset):
-        raise TypeError(f"The {name} split must be a datasets.Dataset or an ImageData, got {type(split).__name__}.")
+        raise TypeError(
+            f"The {name} split must be a datasets.Dataset, an ImageData or a TextData, got {type(split).__name__}."
+        )
     input_column, label_column = modality.find_columns(split, column_mapping)
     return modality.prepare(split, input_column, label_column, desc=f"Preparing {name}", **settings)
 

@@ -43,6 +43,11 @@ def register_method(name: str):
     return decorator
 
 
+def methods_for_modality(modality: str) -> list[str]:
+    """The registered methods that support `modality` (their `modalities` attribute names it), sorted."""
+    return sorted(name for name, cls in METHODS.items() if modality in getattr(cls, "modalities", ()))
+
+
 def get_method_class(name: str):
     """The registered method class called `name`; a `ValueError` lists the known names otherwise."""
     return _lookup(METHODS, "method", "methods", name)

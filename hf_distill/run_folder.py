@@ -178,7 +178,7 @@ def write_run(
     config: DistillConfig,
     metadata: dict,
     eval_results: dict,
-    grid: PILImage.Image,
+    grid: PILImage.Image | None,
     zca=None,
 ) -> Path:
     """Writes a run's final outputs so that a reader never sees a mix of two runs.
@@ -196,15 +196,18 @@ def write_run(
     staging.mkdir(parents=True)
     dataset.save_to_disk(str(staging / DATASET_DIR))
     write_json_atomic(staging / EVAL_RESULTS_NAME, eval_results)
-    grid.save(staging / GRID_NAME)
+    if grid is not None:  # image sets only
+        grid.save(staging / GRID_NAME)
     if zca is not None:
         zca.save(staging / ZCA_NAME)
     config.save_pretrained(staging, extra=metadata)
     (output_dir / CONFIG_NAME).unlink(missing_ok=True)
     commit_folder(staging / DATASET_DIR, output_dir / DATASET_DIR)
-    if zca is None:
-        (output_dir / ZCA_NAME).unlink(missing_ok=True)
-    for name in (EVAL_RESULTS_NAME, GRID_NAME, *([ZCA_NAME] if zca is not None else []), CONFIG_NAME):
+    for name, written in ((ZCA_NAME, zca is not None), (GRID_NAME, grid is not None)):
+        if not written:  # an older run's file would describe another set
+            (output_dir / name).unlink(missing_ok=True)
+    optional = [name for name, written in ((GRID_NAME, grid is not None), (ZCA_NAME, zca is not None)) if written]
+    for name in (EVAL_RESULTS_NAME, *optional, CONFIG_NAME):
         os.replace(staging / name, output_dir / name)
     shutil.rmtree(staging, ignore_errors=True)
     return output_dir
@@ -219,7 +222,7 @@ def run_fingerprint(config: DistillConfig, model_config, train_data, source: dic
         "architecture": describe_architecture(model_config.to_dict()),
         "dataset": source.get("dataset"),
         "classes": list(train_data.class_names),
-        "input_shape": list(train_data.image_shape),
+        "input_shape": list(train_data.example_shape),
     }
     return {key: value for key, value in values.items() if value is not None}
 

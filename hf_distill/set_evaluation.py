@@ -114,7 +114,7 @@ class SetEvaluationMixin:
         distilled_protocol = self._distilled_protocol(protocol)
         model_config = self.eval_model_config()
         results = {"distilled": self._evaluate_synthetic(model_config, distilled_protocol, "distilled")}
-        results.update(self.method.evaluate_set(self.synthetic, self.test_data.images, self.test_data.labels))
+        results.update(self.method.evaluate_set(self.synthetic, self.test_data.inputs, self.test_data.labels))
         if config.eval_random_baseline if random_baseline is None else random_baseline:
             results["random_real"] = self._evaluate_random_subset(model_config, protocol)
         if config.eval_full_data if full_data is None else full_data:

@@ -44,6 +44,8 @@ class SyntheticSet(nn.Module):
             `label_logits` and `regression_targets` is given; with neither, the targets are the hard labels.
         modality ([`Modality`], *optional*): How the inputs are previewed and exported (default: images).
         zca ([`ZCAWhitening`], *optional*): The whitening the inputs live in (undone for previews).
+        source_previews (`list`, *optional*): What each row exports as its preview instead of the modality's
+            rendering of the inputs (a selected text row: the real sentence).
     """
 
     def __init__(
@@ -59,8 +61,14 @@ class SyntheticSet(nn.Module):
         regression_targets: torch.Tensor | None = None,
         modality: Modality | None = None,
         zca: ZCAWhitening | None = None,
+        source_previews: list | None = None,
     ):
         super().__init__()
+        if source_previews is not None and len(source_previews) != images.shape[0]:
+            raise ValueError(
+                f"source_previews needs one entry per example ({images.shape[0]}), got {len(source_previews)}."
+            )
+        self.source_previews = source_previews
         if images.shape[0] % num_classes:
             raise ValueError(f"{images.shape[0]} images cannot be split evenly into {num_classes} classes.")
         if label_logits is not None and regression_targets is not None:
@@ -203,6 +211,8 @@ class SyntheticSet(nn.Module):
         }
         features = {**self.modality.export_features(self.image_shape), "label": ClassLabel(names=self.class_names)}
         columns = self.modality.export_columns(self.images, self.mean, self.std, **self.preprocessing)
+        if self.source_previews is not None:
+            columns[self.modality.preview_column] = list(self.source_previews)
         data = {**columns, "label": self.labels.tolist()}
         if self.target_type in targets:
             column, values = targets[self.target_type]
@@ -257,7 +267,7 @@ class SyntheticSet(nn.Module):
         `regression_target`)."""
         modality = modality or ImageModality()
         optional = [c for c in (SOFT_LABEL_COLUMN, REGRESSION_TARGET_COLUMN) if c in dataset.column_names]
-        data = dataset.with_format("numpy", columns=[modality.input_column, "label", *optional])[:]
+        data = dataset.with_format("numpy", columns=[*modality.stored_columns(), "label", *optional])[:]
         labels = torch.as_tensor(np.asarray(data["label"]), dtype=torch.long)
         order = torch.argsort(labels, stable=True)
 
@@ -272,7 +282,7 @@ class SyntheticSet(nn.Module):
             regression_targets = column(REGRESSION_TARGET_COLUMN)
         names = dataset.features["label"].names
         return cls(
-            column(modality.input_column),
+            modality.inputs_from_columns(data)[order],
             len(names),
             names,
             mean,

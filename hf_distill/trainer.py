@@ -32,7 +32,7 @@ from .hub import push_distilled_to_hub
 from .methods import SelectionContext
 from .modalities import ImageData
 from .preparation import prepare, resolve_architecture
-from .registry import get_method_class
+from .registry import get_method_class, methods_for_modality
 from .run_folder import (
     check_output_dir,
     check_saved_set,
@@ -110,7 +110,13 @@ class DistillTrainer(SetEvaluationMixin):
         self.modality = prepared.modality
         eval_augment = self.modality.augmentation(config.eval_dsa_strategy, self.train_data.class_names)
         self.eval_dsa_strategy = eval_augment.strategy
-        self.train_data.images = self.train_data.images.to(self.accelerator.device)
+        self.train_data.inputs = self.train_data.inputs.to(self.accelerator.device)
+        if self.modality.name not in method_class.modalities:
+            raise ValueError(
+                f"Method {config.method!r} does not support {self.modality.name} data yet (it supports: "
+                f"{', '.join(method_class.modalities)}). Methods for {self.modality.name}: "
+                f"{', '.join(methods_for_modality(self.modality.name))}."
+            )
         self.method = method_class(config, prepared)
         # Resolved now, so an unreachable or mistyped evaluation model fails before distilling, not after.
         self._eval_architecture = None
@@ -163,7 +169,7 @@ class DistillTrainer(SetEvaluationMixin):
         )
         trainer = cls(config, train, test, source=source)
         recorded = (metadata.get("class_names"), metadata.get("image_shape"))
-        current = (trainer.train_data.class_names, list(trainer.train_data.image_shape))
+        current = (trainer.train_data.class_names, list(trainer.train_data.example_shape))
         if None not in recorded and tuple(map(list, recorded)) != tuple(map(list, current)):
             raise ValueError(
                 f"{output_dir} was distilled from data with classes {recorded[0]} and inputs {recorded[1]}, but "
@@ -199,12 +205,13 @@ class DistillTrainer(SetEvaluationMixin):
         if self.method.selects_real_rows:
             context = SelectionContext(config, self.prepared, self.accelerator)
             self.selected_rows = self.method.select(context).cpu()
-            images = data.images[self.selected_rows.to(data.images.device)]
+            images = self.modality.to_learnable(data.inputs[self.selected_rows.to(data.inputs.device)])
         elif config.init == "real":
-            images = data.images[
-                self.method.sample_real(classes, config.images_per_class, "init").to(data.images.device)
-            ]
+            rows = self.method.sample_real(classes, config.images_per_class, "init").to(data.inputs.device)
+            images = self.modality.to_learnable(data.inputs[rows])
         else:
+            if not isinstance(data, ImageData):
+                raise ValueError(f"init={config.init!r} is for images; {self.modality.name} starts from real rows.")
             shape = (data.num_classes * config.images_per_class, *data.image_shape)
             images = torch.randn(shape, generator=derive_generator(config.seed, "init-noise"))
         learnable = not self.method.selects_real_rows
@@ -224,14 +231,23 @@ class DistillTrainer(SetEvaluationMixin):
             images.cpu(),
             data.num_classes,
             data.class_names,
-            data.mean,
-            data.std,
+            getattr(data, "mean", []),
+            getattr(data, "std", []),
             learnable,
             step_size=None if self.method.selects_real_rows else self.method.initial_step_size(),
             modality=self.modality,
             zca=getattr(data, "zca", None),
+            source_previews=self._source_previews(),
             **learned_targets,
         )
+
+    def _source_previews(self) -> list | None:
+        """What a selected set shows for each row: the real sentence for text (its preview would be the tokenizer's
+        rendering of it); `None` (the modality's preview) otherwise."""
+        texts = getattr(self.train_data, "texts", None)
+        if self.selected_rows is None or texts is None:
+            return None
+        return [texts[row] for row in self.selected_rows.tolist()]
 
     def _create_optimizer(self) -> torch.optim.Optimizer | None:
         if self.method.selects_real_rows:
@@ -431,7 +447,7 @@ class DistillTrainer(SetEvaluationMixin):
                 self.config,
                 self._run_metadata(),
                 self.eval_results,
-                self.synthetic.grid_image(),
+                self.synthetic.grid_image() if self.modality.preview_column == "image" else None,
                 zca=self.synthetic.zca,
             )
         self.accelerator.wait_for_everyone()
@@ -480,9 +496,9 @@ class DistillTrainer(SetEvaluationMixin):
     def _run_metadata(self) -> dict:
         metadata = {
             "source": self.source,
-            "image_mean": self.train_data.mean,
-            "image_std": self.train_data.std,
-            "image_shape": list(self.train_data.image_shape),
+            "image_mean": getattr(self.train_data, "mean", []),
+            "image_std": getattr(self.train_data, "std", []),
+            "image_shape": list(self.train_data.example_shape),
             "class_names": self.train_data.class_names,
             "modality": self.modality.name,
             "target_type": self.synthetic.target_type,

@@ -98,7 +98,7 @@ def test_find_columns_custom_mapping():
     img = PIL.Image.new("L", (2, 2))
     ds = Dataset.from_dict({"a": [img, img], "photo": [img, img], "y": [0, 1]}, features=features)
     # "y" is not a recognised label name: the error says how to fix it, with options that exist.
-    with pytest.raises(ValueError, match=r"label_column=<column> \(--image_column / --label_column\)"):
+    with pytest.raises(ValueError, match=r"label_column=<column> \(--image_column / --text_column / --label_column\)"):
         find_columns(ds)
     assert find_columns(ds, column_mapping={"image": "photo", "label": "y"}) == ("photo", "y")
     with pytest.raises(ValueError, match=r"image_column='nope' \(--image_column\) is not a column"):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, Features, Value, load_from_disk
+from datasets import Dataset, load_from_disk
 
 from hf_distill import DistillTrainer, ImageModality
 from hf_distill.config import SyntheticOptimizationConfig
@@ -221,15 +221,11 @@ def test_image_is_a_registered_modality_and_auto_finds_it(tiny_image_dataset):
         "pixel_values",
         "image-classification",
     )
-    with pytest.raises(ValueError, match="Unknown modality 'audio'. Available modalities: image"):
+    with pytest.raises(ValueError, match="Unknown modality 'audio'. Available modalities: image, text"):
         resolve_modality("audio")
 
 
 def test_a_dataset_no_modality_recognises_is_a_clear_error():
-    features = Features({"sentence": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
-    dataset = Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]}, features=features)
-    with pytest.raises(ValueError, match="holds text .'sentence'. and no image column. Text needs a text modality"):
-        resolve_modality("auto", dataset)
     numbers = Dataset.from_dict({"x": [0.5, 1.5], "label": [0, 1]})
     with pytest.raises(ValueError, match="No modality recognises the columns.*'x'"):
         resolve_modality("auto", numbers)

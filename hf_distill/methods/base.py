@@ -113,6 +113,12 @@ class SelectionContext:
         digest.update(json.dumps([*settings, key, self.config.seed, self.config.mixed_precision]).encode())
         return Path(folder) / f"{key}-{digest.hexdigest()[:16]}.safetensors"
 
+    def embedding(self, epochs: int) -> torch.Tensor:
+        """The embedding selection works in, `(N, D)` on the CPU in row order: the modality's pretrained model's when
+        it has one (text), else that of the run's network trained `epochs` epochs (see [`network`])."""
+        features = self.prepared.modality.pretrained_features(self.prepared.train_data)
+        return features if features is not None else self.features(self.network(epochs=epochs))
+
     @torch.no_grad()
     def features(self, network: nn.Module, batch_size: int = 1024) -> torch.Tensor:
         """The embedding `network` gives every real training example, `(N, D)` on the CPU, in row order."""
@@ -158,6 +164,8 @@ class DistillationMethod:
     config_class: ClassVar[type[DistillConfig]] = DistillConfig
     #: Whether the method selects real rows (a coreset) instead of optimising pixels.
     selects_real_rows: ClassVar[bool] = False
+    #: The modalities (`hf_distill.modalities`) whose data the method can distill.
+    modalities: ClassVar[tuple[str, ...]] = ("image",)
     #: Paper metadata for cards and docs: title, authors, year, url, bibtex.
     paper: ClassVar[dict[str, str]] = {}
     #: Whether the loss is a sum of independent per-class terms. Such losses are shared out between processes by

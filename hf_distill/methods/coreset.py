@@ -33,6 +33,7 @@ class RandomSelection(DistillationMethod):
     """Keeps `images_per_class` real images per class, drawn uniformly without replacement."""
 
     config_class = RandomSelectionConfig
+    modalities = ("image", "text")
     selects_real_rows = True
     paper = {
         "title": "Dataset Condensation with Gradient Matching (random-subset baseline, Table 1)",
@@ -118,14 +119,19 @@ class CoresetSelection(DistillationMethod):
 
 
 class EmbeddingCoreset(CoresetSelection):
-    """Selection by position in an embedding: subclasses implement `choose(features, k)` for one class."""
+    """Selection by position in an embedding: subclasses implement `choose(features, k)` for one class.
+
+    The embedding is the run's network trained `selection_epochs` epochs (images), or the pretrained encoder a
+    modality works in (text: its sentence embeddings; `selection_epochs` does not apply)."""
+
+    modalities = ("image", "text")
 
     def choose(self, features: torch.Tensor, k: int) -> torch.LongTensor:
         """Positions of the `k` rows to keep among `features` `(n, D)`, the rows of one class."""
         raise NotImplementedError
 
     def select(self, context: SelectionContext) -> torch.LongTensor:
-        features = context.features(context.network(epochs=self.config.selection_epochs)).double()
+        features = context.embedding(self.config.selection_epochs).double()
         return self.per_class(lambda rows, k: self.choose(features[rows], k))
 
 

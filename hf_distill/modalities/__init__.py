@@ -6,6 +6,8 @@ from ..registry import MODALITIES, get_modality_class
 from .base import Modality
 from .image import ImageModality
 from .image_data import ImageData
+from .text import TextModality
+from .text_data import TextData
 
 
 def resolve_modality(name: str, dataset: Dataset | None = None) -> Modality:
@@ -16,17 +18,13 @@ def resolve_modality(name: str, dataset: Dataset | None = None) -> Modality:
     """
     if name != "auto":
         return get_modality_class(name)()
+    if isinstance(dataset, TextData):
+        return TextModality()
     if dataset is None or not isinstance(dataset, Dataset):  # already prepared tensors: images
         return ImageModality()
     for modality_class in MODALITIES.values():
         if modality_class.detect(dataset.features):
             return modality_class()
-    text = [name for name, feature in dataset.features.items() if getattr(feature, "dtype", None) == "string"]
-    if text:
-        raise ValueError(
-            f"The dataset holds text ({', '.join(map(repr, text))}) and no image column. Text needs a text modality "
-            f"and a text model, which hf_distill does not have yet (registered modalities: {sorted(MODALITIES)})."
-        )
     raise ValueError(
         f"No modality recognises the columns {dict(dataset.features)}: images need a datasets.Image() column (or a "
         f"numeric array column named pixel_values / image / img). Set modality to one of {sorted(MODALITIES)} and "
@@ -34,4 +32,4 @@ def resolve_modality(name: str, dataset: Dataset | None = None) -> Modality:
     )
 
 
-__all__ = ["ImageData", "ImageModality", "Modality", "resolve_modality"]
+__all__ = ["ImageData", "ImageModality", "Modality", "TextData", "TextModality", "resolve_modality"]

@@ -8,6 +8,7 @@ subclass decorated with `@register_modality("name")`.
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from datasets import Dataset, Features
 from torch import nn
@@ -27,6 +28,8 @@ class Modality:
     preview_column: ClassVar[str] = ""
     #: The task of the dataset card and of a student's model card (`task_categories`, `pipeline_tag`).
     task: ClassVar[str] = ""
+    #: The role of the input column in `column_mapping` and the config (`image` -> `image_column`).
+    column_role: ClassVar[str] = ""
 
     @classmethod
     def detect(cls, features: Features) -> bool:
@@ -65,6 +68,22 @@ class Modality:
         """The [`prepare`] settings that make another split comparable with prepared `data` (same normalisation)."""
         return {}
 
+    def to_learnable(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Real examples as the float tensor a synthetic set optimises and exports (images: as they are)."""
+        return inputs
+
+    def pretrained_features(self, data: Any) -> torch.Tensor | None:
+        """The embedding of every row of `data` under the modality's pretrained, frozen model, when it works in one
+        (text); `None` when embeddings come from networks of the run's architecture (images)."""
+        return None
+
+    def evaluate(
+        self, inputs: torch.Tensor, targets: torch.Tensor, test_data: Any, key: str = "distilled", **_
+    ) -> dict | None:
+        """The modality's own evaluation protocol for a set (text: a linear probe); `None` for the standard one
+        (fresh networks trained by the one training loop, see `hf_distill.evaluation`)."""
+        return None
+
     def forward(self, model: nn.Module, inputs: torch.Tensor, **kwargs) -> Any:
         """`model`'s output on `inputs`, passed under [`input_name`]."""
         return model(**{self.input_name: inputs}, **kwargs)
@@ -89,3 +108,11 @@ class Modality:
     def export_columns(self, inputs: torch.Tensor, mean: list[float], std: list[float], **preprocessing) -> dict:
         """The input and preview columns of an exported set (matching [`export_features`])."""
         raise NotImplementedError
+
+    def stored_columns(self) -> list[str]:
+        """The exported columns [`inputs_from_columns`] reads back."""
+        return [self.input_column]
+
+    def inputs_from_columns(self, columns: dict) -> torch.Tensor:
+        """The exact inputs of an exported set, from its [`stored_columns`] (as read with the numpy format)."""
+        return torch.as_tensor(np.asarray(columns[self.input_column]), dtype=torch.float32)

@@ -36,6 +36,7 @@ class ImageModality(Modality):
     input_column = "pixel_values"
     preview_column = "image"
     task = "image-classification"
+    column_role = "image"
 
     @classmethod
     def detect(cls, features: Features) -> bool:

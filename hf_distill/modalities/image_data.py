@@ -16,9 +16,10 @@ from datasets import Array2D, Array3D, Dataset, Features, Image, LargeList, List
 
 from ..data import (
     COLUMN_MAPPING_HINT,
+    LabelledSplit,
+    checked_column_mapping,
     describe_columns,
     find_label_column,
-    indices_by_class,
     validate_labels,
 )
 from .zca import ZCAWhitening
@@ -42,7 +43,7 @@ IMAGE_COLUMN_CANDIDATES = ("pixel_values", "image", "img")
 
 
 @dataclass(eq=False)
-class ImageData:
+class ImageData(LabelledSplit):
     """A labelled image split as normalised float tensors.
 
     Args:
@@ -85,13 +86,14 @@ class ImageData:
                 f"{len(self.std)}."
             )
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
     @property
-    def num_classes(self) -> int:
-        """Number of classes (`len(class_names)`)."""
-        return len(self.class_names)
+    def inputs(self) -> torch.Tensor:
+        """The images, under the name every modality's data shares (`TextData.inputs`)."""
+        return self.images
+
+    @inputs.setter
+    def inputs(self, value: torch.Tensor) -> None:
+        self.images = value
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -107,16 +109,6 @@ class ImageData:
     def image_size(self) -> tuple[int, int]:
         """Spatial size `(H, W)`."""
         return tuple(self.images.shape[2:])
-
-    def indices_by_class(self) -> list[torch.Tensor]:
-        """Row indices of every class (computed once and cached).
-
-        Returns:
-            `list[torch.Tensor]`: `num_classes` `int64` tensors, the i-th holding the (sorted) rows with label i.
-        """
-        if self._indices_by_class is None:
-            self._indices_by_class = indices_by_class(self.labels, self.num_classes)
-        return self._indices_by_class
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(-1, 1, 1)
@@ -219,19 +211,7 @@ def find_columns(ds: Dataset, column_mapping: dict[str, str] | None = None) -> t
             the labels are not a `ClassLabel`/integer column. The message lists the columns found and how to fix it.
     """
     features = ds.features
-    column_mapping = dict(column_mapping or {})
-    unknown = set(column_mapping) - {"image", "label"}
-    if unknown:
-        raise ValueError(
-            f"Unknown column_mapping keys {sorted(unknown)}; the supported keys are 'image' and 'label', e.g. "
-            "column_mapping={'image': 'img', 'label': 'fine_label'}."
-        )
-    for role, column in column_mapping.items():
-        if column not in features:
-            raise ValueError(
-                f"{role}_column={column!r} (--{role}_column) is not a column of the dataset; the columns are "
-                f"{list(features)}."
-            )
+    column_mapping = checked_column_mapping(features, column_mapping, "image")
 
     # Image column.
     if "image" in column_mapping:

@@ -1,0 +1,291 @@
+"""The text modality: a string column, tokenised by a pretrained text encoder, learned in its input-embedding space.
+
+Real sentences are token ids and masks; learned examples are `inputs_embeds` (one vector per position, what the
+encoder's word-embedding layer would give) with a fixed attention mask (see [`hf_distill.modalities.text_data`] for
+the one-tensor layout of both). The encoder is pretrained and frozen: it embeds a sentence as the mean of its last
+hidden states over the mask, L2-normalised (the sentence-transformers pooling of all-MiniLM-L6-v2 and its family),
+and the evaluation protocol trains a linear classifier on that embedding (see [`linear_probe`]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Array2D, Dataset, Features, List, Value
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+
+from ..data import class_names_of, read_labels
+from ..registry import register_modality
+from .base import Modality
+from .text_data import TextData, find_text_columns, is_text_feature, pack_tokens, read_texts, validate_text_dataset
+
+#: Tokens per example unless the config says otherwise: SST-2's longest sentence has 63 with [CLS] and [SEP].
+DEFAULT_MAX_LENGTH = 64
+
+
+def mean_pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of `hidden` `(B, L, D)` over the positions `mask` `(B, L)` keeps, L2-normalised: `(B, D)`."""
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    summed = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+    return nn.functional.normalize(summed, dim=-1)
+
+
+def linear_probe(
+    train_features: torch.Tensor,
+    train_targets: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    inverse_regularization: float = 1.0,
+    max_iterations: int = 1000,
+) -> float:
+    """Test accuracy (in [0, 1]) of a multinomial logistic regression trained on `train_features`.
+
+    The objective is scikit-learn's `LogisticRegression` default: `C * sum(cross-entropy) + ||W||^2 / 2` (the bias
+    unpenalised), with `C = inverse_regularization`, minimised to convergence by L-BFGS in float64. It is convex, so
+    the result does not depend on an initialisation: one fit is the figure. `train_targets` are class indices `(N,)`
+    or probabilities `(N, num_classes)` (learned soft labels).
+    """
+    x = train_features.double()
+    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    targets = train_targets.double() if torch.is_floating_point(train_targets) else train_targets.long()
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        max_iter=max_iterations,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        loss = inverse_regularization * nn.functional.cross_entropy(x @ weight + bias, targets, reduction="sum")
+        loss = loss + 0.5 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        predictions = (test_features.double() @ weight + bias).argmax(dim=1)
+    return float((predictions == test_labels.to(predictions.device)).double().mean())
+
+
+@register_modality("text")
+class TextModality(Modality):
+    """Text: a string column, examples in a pretrained encoder's input-embedding space, `inputs_embeds`.
+
+    The encoder (`model_name_or_path`: any `transformers` text encoder with a tokenizer, e.g. a BERT) is loaded by
+    [`model_settings`] and kept frozen; learned examples are optimised through it.
+    """
+
+    input_name = "inputs_embeds"
+    input_column = "inputs_embeds"
+    preview_column = "text"
+    task = "text-classification"
+    column_role = "text"
+
+    def __init__(self, encoder: PreTrainedModel | None = None, tokenizer=None, name_or_path: str | None = None):
+        self.encoder, self.tokenizer, self.name_or_path = encoder, tokenizer, name_or_path
+        if encoder is not None:
+            self._freeze(encoder)
+
+    @staticmethod
+    def _freeze(encoder: PreTrainedModel) -> None:
+        encoder.eval()
+        for parameter in encoder.parameters():
+            parameter.requires_grad_(False)
+
+    @classmethod
+    def detect(cls, features: Features) -> bool:
+        return any(is_text_feature(feature) for feature in features.values())
+
+    def find_columns(self, dataset: Dataset, column_mapping: dict[str, str] | None = None) -> tuple[str, str]:
+        return find_text_columns(dataset, column_mapping)
+
+    def validate(self, dataset: Dataset, input_column: str, label_column: str, **checks) -> None:
+        validate_text_dataset(dataset, input_column, label_column, **checks)
+
+    # ------------------------------------------------------------------ the encoder
+
+    def model_settings(self, name_or_path: str) -> dict:
+        """Loads the tokenizer and the (frozen) encoder of `name_or_path`; returns `{"encoder": name_or_path}`."""
+        if self.name_or_path != name_or_path:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+                encoder = AutoModel.from_pretrained(name_or_path)
+            except Exception as error:
+                raise ValueError(
+                    f"Could not load a text encoder and its tokenizer from {name_or_path!r}: {error}. Text needs a "
+                    "transformers text model with a tokenizer (a Hub id or a local folder), e.g. "
+                    "sentence-transformers/all-MiniLM-L6-v2."
+                ) from error
+            self._freeze(encoder)
+            self.encoder, self.tokenizer, self.name_or_path = encoder, tokenizer, name_or_path
+        return {"encoder": name_or_path}
+
+    def _require_encoder(self) -> None:
+        if self.encoder is None or self.tokenizer is None:
+            raise ValueError(
+                "Text is distilled in the input-embedding space of a pretrained text model: set model_name_or_path "
+                "(--model_name_or_path) to one (a Hub id or local folder with a tokenizer, e.g. "
+                "sentence-transformers/all-MiniLM-L6-v2)."
+            )
+
+    @property
+    def hidden_size(self) -> int:
+        self._require_encoder()
+        return self.encoder.get_input_embeddings().weight.shape[1]
+
+    def preparation_settings(self, config, architecture, model_settings: dict) -> dict:
+        self._require_encoder()
+        return {"max_length": getattr(config, "max_length", None) or DEFAULT_MAX_LENGTH}
+
+    def settings_of(self, data: TextData) -> dict:
+        return {"max_length": data.max_length}
+
+    def prepare(
+        self, dataset: Dataset, input_column: str, label_column: str, max_length: int = DEFAULT_MAX_LENGTH, **settings
+    ) -> TextData:
+        """Tokenises the text column (padded and truncated to `max_length` tokens) and reads the labels."""
+        self._require_encoder()
+        texts = read_texts(dataset, input_column)
+        encoded = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
+        )
+        labels = read_labels(dataset, label_column)
+        return TextData(
+            inputs=pack_tokens(encoded["input_ids"], encoded["attention_mask"]),
+            labels=torch.tensor(labels, dtype=torch.long),
+            class_names=class_names_of(dataset, label_column, labels),
+            texts=texts,
+            encoder=self.name_or_path,
+        )
+
+    # ------------------------------------------------------------------ running the encoder
+
+    def to_learnable(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Token ids and masks `(N, L, 2)` as input embeddings and masks `(N, L, D + 1)` (float32, exact: the rows of
+        the word-embedding matrix); learned examples are returned as they are."""
+        if torch.is_floating_point(inputs):
+            return inputs
+        self._require_encoder()
+        table = self.encoder.get_input_embeddings().weight.detach()
+        embeds = table[inputs[..., 0].to(table.device)].float()
+        return torch.cat([embeds, inputs[..., 1:].to(embeds)], dim=-1)
+
+    @staticmethod
+    def attention_mask(inputs: torch.Tensor) -> torch.Tensor:
+        """The attention mask of real (token ids) or learned (input embeddings) examples, `(N, L)`; never learned,
+        so detached."""
+        return (inputs[..., -1] if torch.is_floating_point(inputs) else inputs[..., 1]).detach()
+
+    def forward(self, model: nn.Module, inputs: torch.Tensor, **kwargs):
+        """`model` on token ids (integer inputs) or on input embeddings (float inputs), with their attention mask."""
+        if torch.is_floating_point(inputs):
+            return model(inputs_embeds=inputs[..., :-1], attention_mask=self.attention_mask(inputs), **kwargs)
+        return model(input_ids=inputs[..., 0], attention_mask=inputs[..., 1], **kwargs)
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Sentence embeddings `(B, D)` of a batch under the frozen encoder (differentiable w.r.t. learned inputs)."""
+        self._require_encoder()
+        mask = self.attention_mask(inputs)
+        # Right padding: positions after the batch's longest sentence change nothing, so they are not computed.
+        length = int(mask.sum(dim=1).max().clamp_min(1))
+        inputs = inputs[:, :length].to(self.encoder.device)
+        hidden = self.forward(self.encoder, inputs).last_hidden_state
+        return mean_pooled(hidden, mask[:, :length].to(hidden.device))
+
+    @torch.no_grad()
+    def sentence_embeddings(
+        self, inputs: torch.Tensor, batch_size: int = 256, show_progress: bool = False, desc: str = "Encoding"
+    ) -> torch.Tensor:
+        """[`embed`] of many examples, in batches of similar length (fast: little padding), `(N, D)` on the CPU in
+        row order."""
+        mask = self.attention_mask(inputs)
+        order = torch.argsort(mask.sum(dim=1), stable=True)
+        out = torch.empty(len(inputs), self.hidden_size)
+        for start in tqdm(range(0, len(inputs), batch_size), desc=desc, disable=not show_progress, unit="batch"):
+            rows = order[start : start + batch_size]
+            out[rows] = self.embed(inputs[rows]).float().cpu()
+        return out
+
+    def features(self, data: TextData, show_progress: bool = True) -> torch.Tensor:
+        """The sentence embedding of every row of `data` (computed once, then kept on `data`)."""
+        if data.sentence_features is None:
+            data.sentence_features = self.sentence_embeddings(
+                data.inputs, show_progress=show_progress, desc=f"Encoding {len(data)} sentences"
+            )
+        return data.sentence_features
+
+    def pretrained_features(self, data: TextData) -> torch.Tensor:
+        return self.features(data)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(
+        self, inputs: torch.Tensor, targets: torch.Tensor, test_data: TextData, key: str = "distilled", **_
+    ) -> dict:
+        """Protocol (a) for text: a linear classifier (logistic regression, see [`linear_probe`]) on the frozen
+        encoder's sentence embeddings of the set, tested on the whole test split."""
+        train_features = self.sentence_embeddings(inputs.detach().cpu())
+        test_features = self.features(test_data, show_progress=False)
+        accuracy = 100.0 * linear_probe(
+            train_features, targets.detach().cpu(), test_features, test_data.labels, test_data.num_classes
+        )
+        return {
+            "mean": accuracy,
+            "std": 0.0,
+            "accuracies": [accuracy],
+            "num_models": 1,
+            "epochs": None,
+            "protocol": "linear_probe",
+            "architecture": f"logistic regression on {self.name_or_path} (frozen, mean pooling)",
+            "num_images": int(inputs.shape[0]),
+        }
+
+    # ------------------------------------------------------------------ previews and export
+
+    @torch.no_grad()
+    def nearest_tokens(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The vocabulary token whose input embedding is nearest (Euclidean) to each position, `(N, L)` ids."""
+        self._require_encoder()
+        table = self.encoder.get_input_embeddings().weight.detach().float().cpu()
+        squared_norms = table.pow(2).sum(dim=1)
+        embeds = inputs[..., :-1].detach().float().cpu()
+        # argmin |e - t|^2 = argmax 2 e.t - |t|^2, per example (keeps the (L, V) score matrix small).
+        return torch.stack([(2 * e @ table.T - squared_norms).argmax(dim=1) for e in embeds])
+
+    def preview(self, inputs: torch.Tensor, mean=None, std=None, **preprocessing) -> list[str]:
+        """Each example as text: the nearest vocabulary token at every unmasked position, decoded by the tokenizer
+        (special tokens dropped). A real sentence's embeddings decode to its tokens."""
+        learned = self.to_learnable(inputs.detach().cpu())
+        ids, mask = self.nearest_tokens(learned), learned[..., -1] > 0.5
+        return [self.tokenizer.decode(row[keep].tolist(), skip_special_tokens=True) for row, keep in zip(ids, mask)]
+
+    def export_features(self, example_shape: tuple[int, ...]) -> dict:
+        length, width = example_shape
+        return {
+            "text": Value("string"),
+            "inputs_embeds": Array2D(shape=(length, width - 1), dtype="float32"),
+            "attention_mask": List(Value("int8"), length=length),
+        }
+
+    def export_columns(self, inputs: torch.Tensor, mean=None, std=None, **preprocessing) -> dict:
+        """`text` (the preview), `inputs_embeds` (exact float32 values) and `attention_mask`."""
+        learned = self.to_learnable(inputs.detach().cpu().float() if torch.is_floating_point(inputs) else inputs)
+        return {
+            "text": self.preview(learned),
+            "inputs_embeds": learned[..., :-1].numpy(),
+            "attention_mask": learned[..., -1].round().to(torch.int8).numpy(),
+        }
+
+    def stored_columns(self) -> list[str]:
+        return ["inputs_embeds", "attention_mask"]
+
+    def inputs_from_columns(self, columns: dict) -> torch.Tensor:
+        embeds = torch.as_tensor(np.asarray(columns["inputs_embeds"]), dtype=torch.float32)
+        mask = torch.as_tensor(np.asarray(columns["attention_mask"]), dtype=torch.float32)
+        return torch.cat([embeds, mask.unsqueeze(-1)], dim=-1)

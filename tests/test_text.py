@@ -1,0 +1,287 @@
+"""The text modality: columns, tokenisation, the frozen encoder, selection methods, export, evaluation and the card.
+
+A tiny BERT (built from a `BertConfig`, random weights) and a WordPiece tokenizer over a 40-word vocabulary are saved
+to a temporary folder once and loaded by path, as a Hub id would be; the real all-MiniLM-L6-v2 and SST-2 in
+`../shared` are used where present (skipped otherwise).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from hf_distill import DistillTrainer
+from hf_distill.cards import render_dataset_card
+from hf_distill.modalities import TextData, TextModality, resolve_modality
+from hf_distill.modalities.text import linear_probe
+from hf_distill.modalities.text_data import find_text_columns
+from hf_distill.registry import get_method_class
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
+SST2 = SHARED / "data" / "sst2"
+
+POSITIVE = ["good", "great", "fine", "nice", "superb", "lovely"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "ugly"]
+NEUTRAL = ["the", "film", "movie", "is", "was", "a", "plot", "story", "very", "quite", "and", "it"]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A folder holding a tiny BERT and its WordPiece tokenizer (loaded by path like a Hub id)."""
+    folder = tmp_path_factory.mktemp("tiny_encoder")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *NEUTRAL, ",", "."]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
+    BertModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+def make_text_dataset(rows_per_class: int = 12, test_rows_per_class: int = 8, seed: int = 0) -> DatasetDict:
+    """Two-class sentences: a few neutral words around one or two sentiment words of the class."""
+    rng = np.random.default_rng(seed)
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
+
+    def split(rows: int) -> Dataset:
+        texts, labels = [], []
+        for _ in range(rows):
+            for label, words in enumerate((NEGATIVE, POSITIVE)):
+                sentence = list(rng.choice(NEUTRAL, size=int(rng.integers(2, 7))))
+                for word in rng.choice(words, size=int(rng.integers(1, 3))):
+                    sentence.insert(int(rng.integers(0, len(sentence) + 1)), str(word))
+                texts.append(" ".join(sentence))
+                labels.append(label)
+        return Dataset.from_dict({"text": texts, "label": labels}, features=features)
+
+    return DatasetDict(train=split(rows_per_class), test=split(test_rows_per_class))
+
+
+def text_config(method: str, encoder: str, **overrides):
+    settings = {"images_per_class": 3, "model_name_or_path": encoder, "max_length": 12, **overrides}
+    return get_method_class(method).config_class(**settings)
+
+
+# ---------------------------------------------------------------------------------------------------- columns, checks
+
+
+def test_a_string_column_resolves_to_the_text_modality():
+    dataset = make_text_dataset()["train"]
+    modality = resolve_modality("auto", dataset)
+    assert isinstance(modality, TextModality)
+    assert (modality.input_name, modality.input_column, modality.preview_column, modality.task) == (
+        "inputs_embeds",
+        "inputs_embeds",
+        "text",
+        "text-classification",
+    )
+    assert find_text_columns(dataset) == ("text", "label")
+
+
+def test_text_columns_are_found_or_named_with_clear_errors():
+    labels = ClassLabel(names=["a", "b"])
+    two = Dataset.from_dict(
+        {"title": ["x", "y"], "body": ["p", "q"], "label": [0, 1]},
+        features=Features({"title": Value("string"), "body": Value("string"), "label": labels}),
+    )
+    with pytest.raises(ValueError, match="Several string columns .'title', 'body'.*text_column"):
+        find_text_columns(two)
+    assert find_text_columns(two, {"text": "body"}) == ("body", "label")
+    with pytest.raises(ValueError, match="'label' given as the text column.*one string per row"):
+        find_text_columns(two, {"text": "label"})
+    numbers = Dataset.from_dict({"x": [0.5, 1.5], "label": [0, 1]})
+    with pytest.raises(ValueError, match="Could not find a text column"):
+        find_text_columns(numbers)
+
+
+def test_missing_sentences_and_a_missing_encoder_are_clear_errors(tiny_encoder):
+    splits = make_text_dataset()
+    with pytest.raises(ValueError, match="set model_name_or_path"):
+        DistillTrainer(text_config("random", None), splits["train"])
+    nulls = Dataset.from_dict(
+        {"text": ["good film", None, "bad", "dull"], "label": [1, 1, 0, 0]},
+        features=Features({"text": Value("string"), "label": ClassLabel(names=["negative", "positive"])}),
+    )
+    with pytest.raises(ValueError, match="1 missing .null. values"):
+        DistillTrainer(text_config("random", tiny_encoder, images_per_class=1), nulls)
+    with pytest.raises(ValueError, match="needs at least images_per_class=20 rows per class"):
+        DistillTrainer(text_config("random", tiny_encoder, images_per_class=20), splits["train"])
+
+
+def test_methods_without_text_support_say_which_methods_have_it(tiny_encoder):
+    with pytest.raises(ValueError, match="'dm' does not support text data yet.*herding, k_center, random"):
+        DistillTrainer(text_config("dm", tiny_encoder), make_text_dataset()["train"])
+
+
+# ---------------------------------------------------------------------------------------------------- tensors
+
+
+def test_prepared_text_is_token_ids_and_masks_with_the_sentences(tiny_encoder):
+    modality = TextModality()
+    modality.model_settings(tiny_encoder)
+    dataset = make_text_dataset()["train"]
+    data = modality.prepare(dataset, "text", "label", max_length=6)
+    assert isinstance(data, TextData) and data.inputs.dtype == torch.long
+    assert data.inputs.shape == (len(dataset), 6, 2) and data.example_shape == (6, 2)
+    assert data.texts == list(dataset["text"]) and data.labels.tolist() == list(dataset["label"])
+    ids = modality.tokenizer(data.texts[0], truncation=True, max_length=6)["input_ids"]
+    assert data.inputs[0, : len(ids), 0].tolist() == ids and data.inputs[0, :, 1].sum() == len(ids)
+    assert all(not p.requires_grad for p in modality.encoder.parameters())  # frozen
+
+
+def test_learnable_inputs_are_word_embeddings_and_preview_back_to_the_tokens(tiny_encoder):
+    modality = TextModality()
+    modality.model_settings(tiny_encoder)
+    data = modality.prepare(make_text_dataset()["train"], "text", "label", max_length=12)
+    learned = modality.to_learnable(data.inputs[:4])
+    table = modality.encoder.get_input_embeddings().weight
+    assert learned.shape == (4, 12, 17) and learned.dtype == torch.float32
+    assert torch.equal(learned[..., :-1], table[data.inputs[:4, :, 0]])
+    assert torch.equal(learned[..., -1], data.inputs[:4, :, 1].float())
+    assert modality.preview(learned) == [
+        modality.tokenizer.decode(row, skip_special_tokens=True)
+        for row in [data.inputs[i, : int(data.inputs[i, :, 1].sum()), 0].tolist() for i in range(4)]
+    ]
+
+
+def test_sentence_embeddings_do_not_depend_on_padding_or_batching(tiny_encoder):
+    modality = TextModality()
+    modality.model_settings(tiny_encoder)
+    dataset = make_text_dataset()["train"]
+    short = modality.prepare(dataset, "text", "label", max_length=12)
+    long = modality.prepare(dataset, "text", "label", max_length=24)
+    one_batch = modality.sentence_embeddings(short.inputs, batch_size=1000)
+    torch.testing.assert_close(modality.sentence_embeddings(short.inputs, batch_size=5), one_batch)
+    torch.testing.assert_close(modality.sentence_embeddings(long.inputs, batch_size=7), one_batch)
+    # Token ids and their word embeddings (a learned example's form) embed identically.
+    torch.testing.assert_close(modality.sentence_embeddings(modality.to_learnable(short.inputs)), one_batch)
+    torch.testing.assert_close(one_batch.norm(dim=1), torch.ones(len(dataset)))
+
+
+def test_learned_embeddings_get_gradients_through_the_frozen_encoder(tiny_encoder):
+    modality = TextModality()
+    modality.model_settings(tiny_encoder)
+    data = modality.prepare(make_text_dataset()["train"], "text", "label", max_length=12)
+    learned = modality.to_learnable(data.inputs[:3]).requires_grad_(True)
+    modality.embed(learned).sum().backward()
+    assert learned.grad[..., :-1].abs().sum() > 0
+    assert learned.grad[..., -1].abs().sum() == 0  # the mask is not learned
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def test_the_linear_probe_is_scikit_learns_logistic_regression_at_its_optimum():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(40, 5, generator=generator)
+    labels = (features[:, 0] + 0.5 * torch.randn(40, generator=generator) > 0).long()
+    accuracy = linear_probe(features, labels, features, labels, num_classes=2)
+    assert 0.8 <= accuracy <= 1.0
+    # The optimum of C * sum(CE) + |W|^2 / 2 (bias free) has a zero gradient: C * X^T (P - Y) + W = 0, sum(P - Y) = 0.
+    weight = torch.zeros(5, 2, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=1000, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(features.double() @ weight + bias, labels, reduction="sum")
+        loss = loss + 0.5 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    residual = (features.double() @ weight + bias).softmax(1) - torch.nn.functional.one_hot(labels, 2)
+    torch.testing.assert_close(
+        features.double().T @ residual + weight, torch.zeros(5, 2, dtype=torch.float64), atol=1e-5, rtol=0
+    )
+    # Soft targets equal to one-hot labels give the same classifier.
+    soft = torch.nn.functional.one_hot(labels, 2).float()
+    assert linear_probe(features, soft, features, labels, num_classes=2) == accuracy
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "k_center"])
+def test_selection_methods_distill_text_to_real_sentences(tiny_encoder, method, tmp_path):
+    splits = make_text_dataset()
+    config = text_config(method, tiny_encoder, output_dir=str(tmp_path / method), eval_random_baseline=True)
+    trainer = DistillTrainer(config, splits["train"], splits["test"])
+    trainer.train()
+    distilled = trainer.to_dataset()
+    assert distilled.column_names == ["text", "inputs_embeds", "attention_mask", "label"]
+    assert distilled.num_rows == 6 and distilled["label"] == [0, 0, 0, 1, 1, 1]
+    sentences = list(splits["train"]["text"])
+    rows = trainer.selected_rows.tolist()
+    assert list(distilled["text"]) == [sentences[row] for row in rows]  # verbatim, not the tokenizer's rendering
+    assert [splits["train"]["label"][row] for row in rows] == distilled["label"]
+    table = trainer.modality.encoder.get_input_embeddings().weight
+    expected = table[trainer.train_data.inputs[rows][..., 0]]
+    np.testing.assert_array_equal(np.asarray(distilled["inputs_embeds"], dtype=np.float32), expected.numpy())
+    results = trainer.evaluate()
+    assert results["distilled"]["protocol"] == "linear_probe" and 0 <= results["distilled"]["mean"] <= 100
+    assert "improvement_over_random" in results["fair"]
+    # The protocol is deterministic: the same set scores the same.
+    assert trainer.evaluate()["distilled"]["mean"] == results["distilled"]["mean"]
+
+    output_dir = trainer.save()
+    assert not (output_dir / "synthetic_grid.png").exists()
+    card = str(render_dataset_card(output_dir, "me/text-set"))
+    assert "task_categories:\n- text-classification" in card and "selected real sentences" in card
+    assert "inputs_embeds" in card and "synthetic_grid.png" not in card
+
+
+def test_a_saved_text_set_loads_back_exactly(tiny_encoder, tmp_path):
+    splits = make_text_dataset()
+    config = text_config("herding", tiny_encoder, output_dir=str(tmp_path / "run"))
+    trainer = DistillTrainer(config, splits["train"], splits["test"])
+    trainer.train()
+    output_dir = trainer.save()
+    again = DistillTrainer(config, splits["train"], splits["test"])
+    again.load_distilled(output_dir)
+    torch.testing.assert_close(again.synthetic.images, trainer.synthetic.images, atol=0, rtol=0)
+    assert again.evaluate()["distilled"]["mean"] == trainer.evaluate()["distilled"]["mean"]
+
+
+def test_herding_keeps_the_sentences_nearest_the_class_mean_first(tiny_encoder):
+    splits = make_text_dataset()
+    trainer = DistillTrainer(text_config("herding", tiny_encoder, images_per_class=1), splits["train"])
+    features = trainer.modality.features(trainer.train_data).double()
+    for c, row in enumerate(trainer.selected_rows.tolist()):
+        rows = trainer.train_data.indices_by_class()[c]
+        nearest = rows[(features[rows] - features[rows].mean(0)).norm(dim=1).argmin()]
+        assert row == int(nearest)
+
+
+# ---------------------------------------------------------------------------------------------------- real data
+
+
+@pytest.mark.skipif(not (MINILM.is_dir() and SST2.is_dir()), reason="../shared (all-MiniLM-L6-v2, SST-2) is absent")
+def test_real_encoder_on_sst2_sentences_selects_and_evaluates(tmp_path):
+    data = load_dataset(str(SST2))
+    train = data["train"].select(range(120))
+    test = data["validation"].select(range(60))
+    config = text_config("k_center", str(MINILM), images_per_class=2, max_length=64)
+    trainer = DistillTrainer(config, train, test)
+    trainer.train()
+    distilled = trainer.to_dataset()
+    assert np.asarray(distilled["inputs_embeds"]).shape == (4, 64, 384)
+    assert set(distilled["text"]) <= set(train["text"])
+    # A real sentence's embeddings preview as the tokenizer's own decoding of it.
+    previews = trainer.modality.preview(trainer.synthetic.images)
+    tokenizer = trainer.modality.tokenizer
+    decoded = [tokenizer.decode(tokenizer(t)["input_ids"], skip_special_tokens=True) for t in distilled["text"]]
+    assert previews == decoded
+    assert 0 <= trainer.evaluate()["distilled"]["mean"] <= 100
