@@ -121,8 +121,8 @@ def test_missing_sentences_and_a_missing_encoder_are_clear_errors(tiny_encoder):
 
 
 def test_methods_without_text_support_say_which_methods_have_it(tiny_encoder):
-    with pytest.raises(ValueError, match="'dm' does not support text data yet.*herding, k_center, random"):
-        DistillTrainer(text_config("dm", tiny_encoder), make_text_dataset()["train"])
+    with pytest.raises(ValueError, match="'dc' does not support text data yet.*dm, herding, k_center, random"):
+        DistillTrainer(text_config("dc", tiny_encoder), make_text_dataset()["train"])
 
 
 # ---------------------------------------------------------------------------------------------------- tensors
@@ -285,3 +285,58 @@ def test_real_encoder_on_sst2_sentences_selects_and_evaluates(tmp_path):
     decoded = [tokenizer.decode(tokenizer(t)["input_ids"], skip_special_tokens=True) for t in distilled["text"]]
     assert previews == decoded
     assert 0 <= trainer.evaluate()["distilled"]["mean"] <= 100
+
+
+# ---------------------------------------------------------------------------------------------------- learned sets
+
+
+def test_dm_on_text_matches_the_frozen_encoders_class_means(tiny_encoder, tmp_path):
+    splits = make_text_dataset()
+    config = text_config(
+        "dm", tiny_encoder, images_per_class=1, num_iterations=30, lr_images=1.0, save_steps=0, logging_steps=1
+    )
+    trainer = DistillTrainer(config, splits["train"], splits["test"])
+    modality, data = trainer.modality, trainer.train_data
+    features = modality.features(data)
+    class_means = torch.stack([features[rows].mean(0) for rows in data.indices_by_class()])
+    initial = trainer.synthetic.images.detach().clone()
+
+    def by_hand() -> float:
+        with torch.no_grad():
+            syn = modality.embed(trainer.synthetic.images).view(2, 1, -1).mean(dim=1)
+        return float(((class_means - syn) ** 2).sum())
+
+    start = by_hand()
+    assert float(trainer.method.loss(trainer.synthetic, [0, 1], 0).detach()) == pytest.approx(start, rel=1e-5)
+    trainer.train()
+    assert by_hand() < 0.1 * start
+    learned = trainer.synthetic.images.detach()
+    assert not torch.equal(learned[..., :-1], initial[..., :-1])
+    assert torch.equal(learned[..., -1], initial[..., -1])  # the attention mask is never learned
+    distilled = trainer.to_dataset()
+    assert all(isinstance(text, str) for text in distilled["text"])
+    assert distilled["attention_mask"] == initial[..., -1].long().tolist()
+    np.testing.assert_array_equal(np.asarray(distilled["inputs_embeds"], dtype=np.float32), learned[..., :-1].numpy())
+
+
+def test_dm_options_that_need_drawn_networks_are_refused_on_text(tiny_encoder):
+    config = text_config("dm", tiny_encoder, feature_layers=[0, 1])
+    with pytest.raises(ValueError, match="feature_layers and network_pool_path need networks"):
+        DistillTrainer(config, make_text_dataset()["train"])
+
+
+def test_sentence_embeddings_are_cached_on_disk_and_read_back(tiny_encoder, tmp_path):
+    splits = make_text_dataset()
+    config = text_config("herding", tiny_encoder, feature_cache_dir=str(tmp_path / "cache"))
+    first = DistillTrainer(config, splits["train"])
+    cached = list((tmp_path / "cache").glob("sentence-features-*.safetensors"))
+    assert len(cached) == 1
+    second = DistillTrainer(config, splits["train"])
+    assert second.train_data.sentence_features is not first.train_data.sentence_features
+    torch.testing.assert_close(second.train_data.sentence_features, first.train_data.sentence_features, atol=0, rtol=0)
+    assert torch.equal(second.selected_rows, first.selected_rows)
+    # Other tokens (another max_length) are another entry.
+    DistillTrainer(
+        text_config("herding", tiny_encoder, feature_cache_dir=str(tmp_path / "cache"), max_length=8), splits["train"]
+    )
+    assert len(list((tmp_path / "cache").glob("sentence-features-*.safetensors"))) == 2

@@ -8,6 +8,9 @@ Wang et al., CVPR 2022), not only at the embedding the classifier sees. With `ne
 embed with partly trained networks (snapshots of expert trajectories) instead of a fresh one: the model sampling of
 IDM (Zhao et al., "Improved Distribution Matching for Dataset Condensation", CVPR 2023), whose networks are trained
 a few hundred steps on the real data, without IDM's training of a network queue during distillation.
+
+On text the embedding network is the modality's pretrained, frozen encoder (its mean-pooled sentence embedding, the
+one the text evaluation protocol's linear classifier sees), and the learned examples are input embeddings.
 """
 
 import warnings
@@ -88,6 +91,7 @@ class DistributionMatching(DistillationMethod):
     """Single-layer distribution matching on the embedding the classifier head sees."""
 
     config_class = DistributionMatchingConfig
+    modalities = ("image", "text")
     uses_labels = False  # embeddings are matched class by class; labels never enter the loss
     paper = {
         "title": "Dataset Condensation with Distribution Matching",
@@ -105,6 +109,9 @@ class DistributionMatching(DistillationMethod):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.frozen_class_means = self._frozen_class_means()
+        if self.frozen_class_means is not None:
+            return
         # One network, re-drawn in place each iteration: building a model object per iteration costs more
         # than re-drawing its weights. Only the synthetic pixels need gradients.
         self.network = self.prepare_network(build_model(self.model_config).requires_grad_(False))
@@ -120,6 +127,31 @@ class DistributionMatching(DistillationMethod):
                 max_epoch=self.config.network_pool_max_epoch,
                 description="the DM network",
             )
+
+    def _frozen_class_means(self) -> torch.Tensor | None:
+        """The class means of the real embeddings when the modality embeds with a pretrained, frozen model (text),
+        `(num_classes, D)`; `None` when each iteration draws a network (images).
+
+        A frozen network never changes, so the real side of the loss is a constant: it is computed once, over the
+        whole split (exactly the expectation that DM's sampled real batches estimate).
+        """
+        features = self.modality.pretrained_features(self.train_data)
+        if features is None:
+            return None
+        if self.config.feature_layers is not None or self.config.network_pool_path:
+            raise ValueError(
+                f"feature_layers and network_pool_path need networks of the run's architecture; the "
+                f"{self.modality.name} modality embeds with its frozen pretrained encoder: leave them unset."
+            )
+        return torch.stack([features[rows].float().mean(dim=0) for rows in self.train_data.indices_by_class()])
+
+    def _frozen_encoder_loss(self, synthetic: SyntheticSet, classes: list[int]) -> torch.Tensor:
+        """DM's loss against the constant class means of a frozen encoder (see [`_frozen_class_means`])."""
+        device = synthetic.images.device
+        with self.autocast(device):
+            syn_features = self.modality.embed(synthetic.images_of(classes)).float()
+        syn_means = syn_features.view(len(classes), synthetic.images_per_class, -1).mean(dim=1)
+        return ((self.frozen_class_means[classes].to(device) - syn_means) ** 2).sum()
 
     def draw_network(self, iteration: int, device: torch.device) -> torch.nn.Module:
         """The embedding network of `iteration`: a fresh draw, or (with `network_pool_path`) an expert snapshot.
@@ -141,6 +173,8 @@ class DistributionMatching(DistillationMethod):
         return features_in_chunks(self.features, images, self.chunk)
 
     def loss(self, synthetic: SyntheticSet, classes: list[int], iteration: int, update: int = 0) -> torch.Tensor:
+        if self.frozen_class_means is not None:
+            return self._frozen_encoder_loss(synthetic, classes)
         config = self.config
         device = synthetic.images.device
         network = self.draw_network(iteration, device)

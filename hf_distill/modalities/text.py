@@ -9,13 +9,20 @@ and the evaluation protocol trains a linear classifier on that embedding (see [`
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 from datasets import Array2D, Dataset, Features, List, Value
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from ..checkpointing import save_tensors
 from ..data import class_names_of, read_labels
 from ..registry import register_modality
 from .base import Modality
@@ -141,15 +148,25 @@ class TextModality(Modality):
 
     def preparation_settings(self, config, architecture, model_settings: dict) -> dict:
         self._require_encoder()
-        return {"max_length": getattr(config, "max_length", None) or DEFAULT_MAX_LENGTH}
+        return {
+            "max_length": getattr(config, "max_length", None) or DEFAULT_MAX_LENGTH,
+            "feature_cache_dir": getattr(config, "feature_cache_dir", None),
+        }
 
     def settings_of(self, data: TextData) -> dict:
         return {"max_length": data.max_length}
 
     def prepare(
-        self, dataset: Dataset, input_column: str, label_column: str, max_length: int = DEFAULT_MAX_LENGTH, **settings
+        self,
+        dataset: Dataset,
+        input_column: str,
+        label_column: str,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        feature_cache_dir: str | None = None,
+        **settings,
     ) -> TextData:
-        """Tokenises the text column (padded and truncated to `max_length` tokens) and reads the labels."""
+        """Tokenises the text column (padded and truncated to `max_length` tokens) and reads the labels; the
+        split's sentence embeddings will be cached in `feature_cache_dir` when given."""
         self._require_encoder()
         texts = read_texts(dataset, input_column)
         encoded = self.tokenizer(
@@ -162,6 +179,7 @@ class TextModality(Modality):
             class_names=class_names_of(dataset, label_column, labels),
             texts=texts,
             encoder=self.name_or_path,
+            feature_cache_dir=feature_cache_dir,
         )
 
     # ------------------------------------------------------------------ running the encoder
@@ -213,12 +231,37 @@ class TextModality(Modality):
         return out
 
     def features(self, data: TextData, show_progress: bool = True) -> torch.Tensor:
-        """The sentence embedding of every row of `data` (computed once, then kept on `data`)."""
-        if data.sentence_features is None:
-            data.sentence_features = self.sentence_embeddings(
-                data.inputs, show_progress=show_progress, desc=f"Encoding {len(data)} sentences"
-            )
+        """The sentence embedding of every row of `data`, `(N, D)`: computed once, then kept on `data` and, with
+        `data.feature_cache_dir`, on disk (read back by any later run with the same encoder and tokens)."""
+        if data.sentence_features is not None:
+            return data.sentence_features
+        path = self.feature_cache_path(data)
+        if path is not None and path.is_file():
+            data.sentence_features = load_file(str(path))["features"]
+            return data.sentence_features
+        data.sentence_features = self.sentence_embeddings(
+            data.inputs, show_progress=show_progress, desc=f"Encoding {len(data)} sentences"
+        )
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".tmp")
+            save_tensors({"features": data.sentence_features.contiguous()}, partial)
+            os.replace(partial, path)  # atomic: a killed run never leaves half a file to read back
         return data.sentence_features
+
+    def feature_cache_path(self, data: TextData) -> Path | None:
+        """Where `data`'s sentence embeddings are cached (`None` without `data.feature_cache_dir`): named by a digest
+        of the encoder's name and parameters' shapes, the pooling and every token id and mask."""
+        if not data.feature_cache_dir:
+            return None
+        digest = hashlib.sha256()
+        digest.update(
+            json.dumps(
+                [self.name_or_path, "mean-pooling-l2", self.encoder.config.to_dict()], sort_keys=True, default=str
+            ).encode()
+        )
+        digest.update(data.inputs.contiguous().numpy().tobytes())
+        return Path(data.feature_cache_dir) / f"sentence-features-{digest.hexdigest()[:16]}.safetensors"
 
     def pretrained_features(self, data: TextData) -> torch.Tensor:
         return self.features(data)

@@ -47,6 +47,8 @@ class TextData(LabelledSplit):
         class_names (`list[str]`): Name of every class.
         texts (`list[str]`): The sentences as they are in the dataset (what a selected row exports).
         encoder (`str`): The text model (Hub id or path) whose tokenizer made the ids.
+        feature_cache_dir (`str`, *optional*): Where the frozen encoder's sentence embeddings of the split are
+            cached on disk (see `TextModality.features`).
     """
 
     inputs: torch.Tensor
@@ -54,6 +56,7 @@ class TextData(LabelledSplit):
     class_names: list[str]
     texts: list[str]
     encoder: str
+    feature_cache_dir: str | None = None
     _indices_by_class: list[torch.Tensor] | None = field(default=None, init=False, repr=False)
     #: Sentence embeddings of every row under the frozen encoder, once computed (see `TextModality.features`).
     sentence_features: torch.Tensor | None = field(default=None, init=False, repr=False)
