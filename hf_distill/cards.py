@@ -224,6 +224,13 @@ def _cross_architecture_rows(results: dict) -> list[dict]:
 
 
 def _protocol_text(protocol: dict, modality: str = "image") -> str:
+    if modality == "text" and protocol.get("text_protocol") == "fine_tune":
+        return (
+            f"text protocol (b): copies of the pretrained encoder with a fresh linear head on its mean-pooled, "
+            f"L2-normalised sentence embedding, every parameter trained with SGD (lr {protocol.get('lr')}, momentum "
+            f"{protocol.get('momentum')}, weight decay {protocol.get('weight_decay')}), lr x0.1 at half the epochs, "
+            f"batch {protocol.get('batch_size')}, the final distilled set, seed {protocol.get('seed')}"
+        )
     if modality == "text":
         return (
             "text protocol (a): multinomial logistic regression (scikit-learn's objective, C = 1, L-BFGS to "
@@ -365,6 +372,7 @@ def render_dataset_card(
             cross_architecture_rows=_cross_architecture_rows(results),
             protocol_text=_protocol_text(results.get("protocol") or {}, modality),
             modality=modality,
+            text_protocol=(results.get("protocol") or {}).get("text_protocol", "linear_probe"),
             encoder=metadata.get("model_name_or_path"),
             max_length=(metadata.get("image_shape") or [None])[0],
             hidden_size=(metadata.get("architecture") or {}).get("hidden_size"),

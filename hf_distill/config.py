@@ -156,6 +156,14 @@ class DistillConfig:
     eval_steps_epochs: int | None = field(
         default=None, metadata={"help": "Epochs per evaluation during distillation (default: eval_epochs)."}
     )
+    eval_text_protocol: str = field(
+        default="linear_probe",
+        metadata={
+            "help": "Text: 'linear_probe' (protocol (a): a logistic regression on the frozen encoder's sentence "
+            "embeddings) or 'fine_tune' (protocol (b): eval_num_models copies of the encoder with a fresh linear "
+            "head, every parameter trained with the eval_* SGD settings)."
+        },
+    )
     eval_random_baseline: bool = field(
         default=True, metadata={"help": "Also evaluate a random real subset of the same size."}
     )
@@ -213,6 +221,10 @@ class DistillConfig:
             raise ValueError(f"mixed_precision must be one of {list(MIXED_PRECISIONS)}, got {self.mixed_precision!r}.")
         if self.init not in ("real", "noise"):
             raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}.")
+        if self.eval_text_protocol not in ("linear_probe", "fine_tune"):
+            raise ValueError(
+                f"eval_text_protocol must be 'linear_probe' or 'fine_tune', got {self.eval_text_protocol!r}."
+            )
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 tokens (with [CLS] and [SEP]), got {self.max_length}.")
         if self.image_size is not None and self.image_size < 1:

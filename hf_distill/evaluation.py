@@ -6,6 +6,7 @@ as the papers' `np.std`). Beside it: a random real subset of the same size, and 
 split. Any transformers vision classifier config can be the evaluation architecture.
 """
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,7 +20,8 @@ from transformers import PretrainedConfig
 from .augment import SiameseAugment
 from .data import ClassBalancedSampler
 from .modalities import ImageData, ImageModality, Modality
-from .modeling import fresh_model
+from .modeling import fresh_model, reinitialize_
+from .models import SentenceEncoderClassifier
 from .seeding import derive_generator
 from .training import TrainingCallback, accuracy, loss_for_targets, model_forward, train_classifier
 
@@ -37,6 +39,9 @@ class EvaluationProtocol:
         dsa_strategy (`str`, *optional*): Augmentation while training; `None` turns it off.
         test_batch_size (`int`): Batch size for testing.
         seed (`int`): Seed from which model initialisation, shuffling and augmentation are derived.
+        text_protocol (`str`): Text only: `"linear_probe"` (protocol (a): a logistic regression on the frozen
+            encoder, see `TextModality.evaluate`) or `"fine_tune"` (protocol (b): copies of the encoder with a fresh
+            linear head, every parameter trained by this protocol's SGD schedule).
     """
 
     num_models: int = 3
@@ -48,6 +53,7 @@ class EvaluationProtocol:
     dsa_strategy: str | None = None
     test_batch_size: int = 1024
     seed: int = 0
+    text_protocol: str = "linear_probe"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,8 +71,10 @@ def train_with_protocol(
     target_type: str = "hard",
     mixed_precision: str = "no",
     callbacks: Sequence[TrainingCallback] = (),
+    forward=None,
 ) -> torch.nn.Module:
     """Trains `model` on `inputs` with the protocol's SGD schedule and augmentation (see [`train_classifier`]).
+
 
     Args:
         model (`torch.nn.Module`): A classifier whose forward returns an object with `.logits`.
@@ -77,6 +85,8 @@ def train_with_protocol(
         input_name (`str`, *optional*): The model's input keyword (the modality's).
         target_type (`str`, *optional*): `"hard"`, `"soft"` or `"regression"` (trained with the squared loss).
         mixed_precision (`str`, *optional*), callbacks (*optional*): As [`train_classifier`]'s.
+        forward (*optional*): `inputs -> logits` (default: `model(**{input_name: inputs}).logits`; text: the
+            modality's, which passes the attention mask).
 
     Returns:
         `torch.nn.Module`: The trained model (in eval mode).
@@ -93,7 +103,7 @@ def train_with_protocol(
         batch_size=protocol.batch_size,
         generator=generator,
         augment=SiameseAugment(protocol.dsa_strategy),
-        forward=model_forward(model, input_name),
+        forward=forward or model_forward(model, input_name),
         lr_drop_epoch=protocol.epochs // 2,
         loss_function=loss_for_targets(target_type),
         mixed_precision=mixed_precision,
@@ -105,12 +115,30 @@ def train_with_protocol(
 
 
 def model_accuracy(
-    model: torch.nn.Module, data: ImageData, batch_size: int = 1024, input_name: str = "pixel_values"
+    model: torch.nn.Module,
+    data: ImageData,
+    batch_size: int = 1024,
+    input_name: str = "pixel_values",
+    forward=None,
 ) -> float:
-    """Top-1 accuracy (in [0, 1]) of `model` on every example of `data` (see [`accuracy`])."""
+    """Top-1 accuracy (in [0, 1]) of `model` on every example of `data` (see [`accuracy`]); `forward` as
+    [`train_with_protocol`]'s."""
     model.eval()
     device = next(model.parameters()).device
-    return accuracy(model_forward(model, input_name), data.inputs, data.labels, device, batch_size)
+    return accuracy(forward or model_forward(model, input_name), data.inputs, data.labels, device, batch_size)
+
+
+def fresh_classifier(
+    model_config: PretrainedConfig, generator: torch.Generator, modality: Modality
+) -> torch.nn.Module:
+    """A new classifier to train on a set: a freshly drawn network of `model_config`, or, for a modality that works
+    in a pretrained encoder's space (text), a copy of that encoder with a freshly drawn linear head (protocol (b))."""
+    encoder = getattr(modality, "encoder", None)
+    if encoder is None:
+        return fresh_model(model_config, generator)
+    classifier = SentenceEncoderClassifier(copy.deepcopy(encoder), model_config.num_labels)
+    reinitialize_(classifier.classifier, generator)
+    return classifier
 
 
 def evaluate_images(
@@ -136,7 +164,7 @@ def evaluate_images(
         `architecture` (the model type) and `num_images`.
     """
     modality = modality or ImageModality()
-    own = modality.evaluate(images, targets, test_data, key=key, target_type=target_type)
+    own = modality.evaluate(images, targets, test_data, key=key, target_type=target_type, protocol=protocol)
     if own is not None:  # the modality's own protocol (text: a linear probe on its frozen encoder)
         return own
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
@@ -145,8 +173,14 @@ def evaluate_images(
     images, targets = images.to(device), targets.to(device)
     results = []
     for index in range(rank, protocol.num_models, world):
-        model = fresh_model(model_config, derive_generator(protocol.seed, key, "model", index)).to(device)
+        model = fresh_classifier(model_config, derive_generator(protocol.seed, key, "model", index), modality).to(
+            device
+        )
         generator = derive_generator(protocol.seed, key, "train", index)
+
+        def forward(inputs: torch.Tensor, model=model) -> torch.Tensor:
+            return modality.logits(model, inputs)
+
         train_with_protocol(
             model,
             images,
@@ -157,8 +191,10 @@ def evaluate_images(
             desc=f"eval {key} {index + 1}/{protocol.num_models}",
             input_name=input_name,
             target_type=target_type,
+            forward=forward,
         )
-        results.append((index, 100.0 * model_accuracy(model, test_data, protocol.test_batch_size, input_name)))
+        accuracy_ = model_accuracy(model, test_data, protocol.test_batch_size, input_name, forward)
+        results.append((index, 100.0 * accuracy_))
     if world > 1:
         results = gather_object(results)
     accuracies = [accuracy for _, accuracy in sorted(results)]

@@ -66,6 +66,7 @@ class SetEvaluationMixin:
             batch_size=self.config.eval_batch_size,
             dsa_strategy=self.eval_dsa_strategy,
             seed=self.config.seed,
+            text_protocol=self.config.eval_text_protocol,
         )
 
     def _distilled_protocol(self, protocol: EvaluationProtocol) -> EvaluationProtocol:

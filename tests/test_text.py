@@ -340,3 +340,42 @@ def test_sentence_embeddings_are_cached_on_disk_and_read_back(tiny_encoder, tmp_
         text_config("herding", tiny_encoder, feature_cache_dir=str(tmp_path / "cache"), max_length=8), splits["train"]
     )
     assert len(list((tmp_path / "cache").glob("sentence-features-*.safetensors"))) == 2
+
+
+def test_protocol_b_fine_tunes_copies_of_the_encoder_with_a_fresh_head(tiny_encoder):
+    splits = make_text_dataset()
+    config = text_config(
+        "random", tiny_encoder, eval_text_protocol="fine_tune", eval_num_models=2, eval_epochs=3, eval_lr=0.05
+    )
+    trainer = DistillTrainer(config, splits["train"], splits["test"])
+    before = {name: p.detach().clone() for name, p in trainer.modality.encoder.named_parameters()}
+    results = trainer.evaluate(random_baseline=False)
+    distilled = results["distilled"]
+    assert distilled["num_models"] == 2 and len(distilled["accuracies"]) == 2 and "protocol" not in distilled
+    assert results["protocol"]["text_protocol"] == "fine_tune"
+    # The modality's encoder (protocol (a)'s, and the one methods embed with) stays as it was, and frozen.
+    for name, parameter in trainer.modality.encoder.named_parameters():
+        assert torch.equal(parameter, before[name]) and not parameter.requires_grad
+    # Seeded: the same figures again.
+    assert trainer.evaluate(random_baseline=False)["distilled"]["accuracies"] == distilled["accuracies"]
+    with pytest.raises(ValueError, match="eval_text_protocol must be 'linear_probe' or 'fine_tune'"):
+        text_config("random", tiny_encoder, eval_text_protocol="finetune")
+
+
+def test_the_fine_tuned_classifier_trains_the_encoder_copy_and_its_head(tiny_encoder):
+    from hf_distill.evaluation import EvaluationProtocol, fresh_classifier, train_with_protocol
+    from hf_distill.seeding import derive_generator
+
+    splits = make_text_dataset()
+    trainer = DistillTrainer(text_config("random", tiny_encoder), splits["train"])
+    modality, data = trainer.modality, trainer.train_data
+    classifier = fresh_classifier(trainer.model_config, derive_generator(0, "test"), modality)
+    assert classifier.encoder is not modality.encoder and classifier.classifier.out_features == 2
+    start = {name: p.detach().clone() for name, p in classifier.named_parameters()}
+    protocol = EvaluationProtocol(epochs=2, lr=0.05, batch_size=8)
+    train_with_protocol(
+        classifier, data.inputs, data.labels, protocol, derive_generator(0, "train"),
+        forward=lambda x: modality.logits(classifier, x),
+    )  # fmt: skip
+    changed = {name for name, p in classifier.named_parameters() if not torch.equal(p, start[name])}
+    assert "classifier.weight" in changed and any(name.startswith("encoder.") for name in changed)

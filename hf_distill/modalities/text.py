@@ -201,7 +201,13 @@ class TextModality(Modality):
         return (inputs[..., -1] if torch.is_floating_point(inputs) else inputs[..., 1]).detach()
 
     def forward(self, model: nn.Module, inputs: torch.Tensor, **kwargs):
-        """`model` on token ids (integer inputs) or on input embeddings (float inputs), with their attention mask."""
+        """`model` on token ids (integer inputs) or on input embeddings (float inputs), with their attention mask.
+
+        Sentences are right-padded, so the positions after the batch's longest one change nothing for a model that
+        reads the mask: they are not computed (the outputs are shorter than `max_length` accordingly).
+        """
+        length = int(self.attention_mask(inputs).sum(dim=1).max().clamp_min(1))
+        inputs = inputs[:, :length]
         if torch.is_floating_point(inputs):
             return model(inputs_embeds=inputs[..., :-1], attention_mask=self.attention_mask(inputs), **kwargs)
         return model(input_ids=inputs[..., 0], attention_mask=inputs[..., 1], **kwargs)
@@ -209,12 +215,9 @@ class TextModality(Modality):
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings `(B, D)` of a batch under the frozen encoder (differentiable w.r.t. learned inputs)."""
         self._require_encoder()
-        mask = self.attention_mask(inputs)
-        # Right padding: positions after the batch's longest sentence change nothing, so they are not computed.
-        length = int(mask.sum(dim=1).max().clamp_min(1))
-        inputs = inputs[:, :length].to(self.encoder.device)
+        inputs = inputs.to(self.encoder.device)
         hidden = self.forward(self.encoder, inputs).last_hidden_state
-        return mean_pooled(hidden, mask[:, :length].to(hidden.device))
+        return mean_pooled(hidden, self.attention_mask(inputs)[:, : hidden.shape[1]])
 
     @torch.no_grad()
     def sentence_embeddings(
@@ -269,10 +272,19 @@ class TextModality(Modality):
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(
-        self, inputs: torch.Tensor, targets: torch.Tensor, test_data: TextData, key: str = "distilled", **_
-    ) -> dict:
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        test_data: TextData,
+        key: str = "distilled",
+        protocol=None,
+        **_,
+    ) -> dict | None:
         """Protocol (a) for text: a linear classifier (logistic regression, see [`linear_probe`]) on the frozen
-        encoder's sentence embeddings of the set, tested on the whole test split."""
+        encoder's sentence embeddings of the set, tested on the whole test split. With `protocol.text_protocol ==
+        "fine_tune"`, `None`: protocol (b) fine-tunes copies of the encoder through the standard loop."""
+        if getattr(protocol, "text_protocol", "linear_probe") == "fine_tune":
+            return None
         train_features = self.sentence_embeddings(inputs.detach().cpu())
         test_features = self.features(test_data, show_progress=False)
         accuracy = 100.0 * linear_probe(

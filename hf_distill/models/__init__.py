@@ -2,6 +2,7 @@
 
 from .convnet import ConvNetConfig, ConvNetForImageClassification, ConvNetPreTrainedModel, default_convnet_config
 from .mlp import MLPConfig, MLPForImageClassification
+from .sentence_classifier import SentenceEncoderClassifier
 from .zoo import ARCHITECTURE_NAMES, named_architecture
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "MLPConfig",
     "MLPForImageClassification",
     "default_convnet_config",
+    "SentenceEncoderClassifier",
     "named_architecture",
 ]
