@@ -75,7 +75,11 @@ class DistillConfig:
     # Network used to distill (and, unless eval_model_name_or_path is set, to evaluate)
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "A transformers vision classifier (Hub id or local path); unset = the papers' ConvNet."},
+        metadata={
+            "help": "Images: a transformers vision classifier (Hub id or local path); unset = the papers' ConvNet. "
+            "Text: the pretrained text encoder with its tokenizer (required), e.g. "
+            "sentence-transformers/all-MiniLM-L6-v2."
+        },
     )
     net_width: int = field(default=128, metadata={"help": "ConvNet width (DC/DSA/DM papers: 128)."})
     net_depth: int = field(default=3, metadata={"help": "ConvNet depth (papers: 3)."})
