@@ -178,6 +178,12 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--epochs", type=_positive_int, default=None, help="Epochs per model (default: the config's).")
     parser.add_argument("--eval_model_name_or_path", default=None, help="Evaluate with another architecture.")
+    parser.add_argument(
+        "--text_protocol",
+        choices=("linear_probe", "fine_tune"),
+        default=None,
+        help="Text sets: protocol (a) 'linear_probe' or (b) 'fine_tune' (default: the recorded one).",
+    )
     parser.add_argument("--full_data", action="store_true", help="Also train on the whole training split.")
     parser.add_argument(
         "--no_random_baseline", action="store_true", help="Skip the random real subset of the same size."
@@ -200,6 +206,8 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
 
     output_dir = Path(args.output_dir)
     overrides = {"eval_model_name_or_path": args.eval_model_name_or_path} if args.eval_model_name_or_path else {}
+    if args.text_protocol:
+        overrides["eval_text_protocol"] = args.text_protocol
     trainer = DistillTrainer.from_output_dir(
         output_dir, dataset=args.dataset, dataset_config_name=args.dataset_config_name, **overrides
     )

@@ -379,3 +379,24 @@ def test_the_fine_tuned_classifier_trains_the_encoder_copy_and_its_head(tiny_enc
     )  # fmt: skip
     changed = {name for name, p in classifier.named_parameters() if not torch.equal(p, start[name])}
     assert "classifier.weight" in changed and any(name.startswith("encoder.") for name in changed)
+
+
+def test_the_command_line_distills_text_and_evaluates_it_with_either_protocol(tiny_encoder, tmp_path, capsys):
+    import json
+
+    from hf_distill.cli import main
+
+    source = tmp_path / "sentences"
+    make_text_dataset().save_to_disk(str(source))
+    output_dir = tmp_path / "run"
+    command = ["distill", "--dataset", str(source), "--method", "herding", "--images_per_class", "2"]
+    command += ["--model_name_or_path", tiny_encoder, "--max_length", "12", "--output_dir", str(output_dir)]
+    assert main(command) == 0
+    recorded = json.loads((output_dir / "eval_results.json").read_text())
+    assert recorded["distilled"]["architecture"] == "linear_probe" and "random_real" in recorded
+    assert (
+        main(["evaluate", str(output_dir), "--text_protocol", "fine_tune", "--num_models", "1", "--epochs", "2"]) == 0
+    )
+    fine_tuned = json.loads((output_dir / "eval_results_1models_2epochs_bert.json").read_text())
+    assert fine_tuned["protocol"]["text_protocol"] == "fine_tune" and fine_tuned["distilled"]["num_models"] == 1
+    assert json.loads((output_dir / "eval_results.json").read_text()) == recorded  # never replaced

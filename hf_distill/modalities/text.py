@@ -297,7 +297,8 @@ class TextModality(Modality):
             "num_models": 1,
             "epochs": None,
             "protocol": "linear_probe",
-            "architecture": f"logistic regression on {self.name_or_path} (frozen, mean pooling)",
+            "architecture": "linear_probe",  # a logistic regression on the frozen encoder's sentence embeddings
+            "encoder": self.name_or_path,
             "num_images": int(inputs.shape[0]),
         }
 
