@@ -15,9 +15,11 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from hf_distill import DistillTrainer
 from hf_distill.cards import render_dataset_card
+from hf_distill.methods import SelectionContext
 from hf_distill.modalities import TextData, TextModality, resolve_modality
 from hf_distill.modalities.text import linear_probe
 from hf_distill.modalities.text_data import find_text_columns
+from hf_distill.models import EmbeddingClassifier
 from hf_distill.registry import get_method_class
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -121,7 +123,9 @@ def test_missing_sentences_and_a_missing_encoder_are_clear_errors(tiny_encoder):
 
 
 def test_methods_without_text_support_say_which_methods_have_it(tiny_encoder):
-    with pytest.raises(ValueError, match="'dc' does not support text data yet.*dm, herding, k_center, random"):
+    with pytest.raises(
+        ValueError, match="'dc' does not support text data yet.*dm, el2n, forgetting, grand, herding, k_center, random"
+    ):
         DistillTrainer(text_config("dc", tiny_encoder), make_text_dataset()["train"])
 
 
@@ -241,6 +245,27 @@ def test_selection_methods_distill_text_to_real_sentences(tiny_encoder, method, 
     card = str(render_dataset_card(output_dir, "me/text-set"))
     assert "task_categories:\n- text-classification" in card and "selected real sentences" in card
     assert "inputs_embeds" in card and "synthetic_grid.png" not in card
+
+
+@pytest.mark.parametrize("method", ["forgetting", "el2n", "grand"])
+def test_scored_coresets_on_text_score_with_linear_heads_on_the_sentence_embeddings(tiny_encoder, method):
+    splits = make_text_dataset()
+    settings = {"selection_epochs": 2} if method != "grand" else {}
+    if method != "forgetting":
+        settings["num_score_models"] = 2
+    trainer = DistillTrainer(text_config(method, tiny_encoder, **settings), splits["train"])
+    context = SelectionContext(trainer.config, trainer.prepared)
+    inputs, input_name = context.selection_inputs()
+    assert input_name == "features" and torch.equal(inputs, trainer.modality.features(trainer.train_data))
+    network = context.network(epochs=0, key="probe")
+    assert isinstance(network, EmbeddingClassifier) and network.classifier.in_features == 16
+    torch.testing.assert_close(context.features(network), inputs)  # the head sees the sentence embedding
+    sentences = list(splits["train"]["text"])
+    rows = trainer.selected_rows.tolist()
+    assert trainer.to_dataset()["text"] == [sentences[row] for row in rows]
+    assert [splits["train"]["label"][row] for row in rows] == [0, 0, 0, 1, 1, 1]
+    # Seeded: the same selection again.
+    assert torch.equal(DistillTrainer(trainer.config, splits["train"]).selected_rows, trainer.selected_rows)
 
 
 def test_a_saved_text_set_loads_back_exactly(tiny_encoder, tmp_path):

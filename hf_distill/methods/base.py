@@ -29,7 +29,8 @@ from ..config import DistillConfig
 from ..data import ClassBalancedSampler
 from ..evaluation import EvaluationProtocol, train_with_protocol
 from ..functional import ParameterSpec
-from ..modeling import build_model, extract_features, fresh_model
+from ..modeling import build_model, extract_features, fresh_model, reinitialize_
+from ..models import EmbeddingClassifier
 from ..preparation import Prepared
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
@@ -64,9 +65,18 @@ class SelectionContext:
         """A network of the run's architecture: freshly drawn (`epochs=0`), or trained `epochs` epochs on the whole
         real training split with the evaluation protocol's schedule (`protocol`, default the standard one) and the
         run's augmentation, through the one training loop; `callbacks` see every batch (per-example losses,
-        forgetting events) and epoch. Returned in eval mode."""
+        forgetting events) and epoch. Returned in eval mode.
+
+        For a modality that embeds with a pretrained, frozen encoder (text) the network is a linear classifier on
+        that embedding ([`EmbeddingClassifier`]), trained the same way on the embeddings of the whole split."""
         prepared, config = self.prepared, self.config
-        model = fresh_model(prepared.model_config, derive_generator(config.seed, key, "init")).to(self.device)
+        inputs, input_name = self.selection_inputs()
+        generator = derive_generator(config.seed, key, "init")
+        if input_name == EmbeddingClassifier.input_name:
+            model = reinitialize_(EmbeddingClassifier(inputs.shape[1], prepared.train_data.num_classes), generator)
+        else:
+            model = fresh_model(prepared.model_config, generator)
+        model = model.to(self.device)
         if epochs:
             protocol = dataclasses.replace(
                 protocol or EvaluationProtocol(seed=config.seed), epochs=epochs, dsa_strategy=prepared.dsa_strategy
@@ -79,13 +89,13 @@ class SelectionContext:
                 return model.eval()
             train_with_protocol(
                 model,
-                prepared.train_data.images.to(self.device),
+                inputs.to(self.device),
                 prepared.train_data.labels.to(self.device),
                 protocol,
                 derive_generator(config.seed, key, "train"),
                 show_progress=self.accelerator is None or self.accelerator.is_local_main_process,
                 desc=f"Training the {key} network",
-                input_name=prepared.modality.input_name,
+                input_name=input_name,
                 mixed_precision=config.mixed_precision,
                 callbacks=callbacks,
             )
@@ -106,12 +116,22 @@ class SelectionContext:
         data = self.prepared.train_data
         digest = hashlib.sha256()
         digest.update(data.labels.numpy().tobytes())
-        digest.update(str(tuple(data.images.shape)).encode())
-        stride = max(1, len(data.images) // 4096)
-        digest.update(data.images[::stride].float().contiguous().numpy().tobytes())
+        inputs = self.selection_inputs()[0]
+        digest.update(str(tuple(inputs.shape)).encode())
+        stride = max(1, len(inputs) // 4096)
+        digest.update(inputs[::stride].float().contiguous().cpu().numpy().tobytes())
         settings = [self.prepared.model_config.to_json_string(), json.dumps(protocol.to_dict(), sort_keys=True)]
         digest.update(json.dumps([*settings, key, self.config.seed, self.config.mixed_precision]).encode())
         return Path(folder) / f"{key}-{digest.hexdigest()[:16]}.safetensors"
+
+    def selection_inputs(self) -> tuple[torch.Tensor, str]:
+        """`(inputs, keyword)` of the selection networks: the modality's pretrained embeddings of every row under
+        `"features"` (text), else the prepared inputs under the modality's keyword."""
+        data = self.prepared.train_data
+        features = self.prepared.modality.pretrained_features(data)
+        if features is not None:
+            return features, EmbeddingClassifier.input_name
+        return data.inputs, self.prepared.modality.input_name
 
     def embedding(self, epochs: int) -> torch.Tensor:
         """The embedding selection works in, `(N, D)` on the CPU in row order: the modality's pretrained model's when
@@ -122,15 +142,15 @@ class SelectionContext:
     @torch.no_grad()
     def features(self, network: nn.Module, batch_size: int = 1024) -> torch.Tensor:
         """The embedding `network` gives every real training example, `(N, D)` on the CPU, in row order."""
-        input_name = self.prepared.modality.input_name
-        batches = self.prepared.train_data.images.split(batch_size)
+        inputs, input_name = self.selection_inputs()
+        batches = inputs.split(batch_size)
         return torch.cat([extract_features(network, b.to(self.device), input_name=input_name).cpu() for b in batches])
 
     @torch.no_grad()
     def logits(self, network: nn.Module, batch_size: int = 1024) -> torch.Tensor:
         """The logits `network` gives every real training example, `(N, num_classes)` on the CPU, in row order."""
-        input_name = self.prepared.modality.input_name
-        batches = self.prepared.train_data.images.split(batch_size)
+        inputs, input_name = self.selection_inputs()
+        batches = inputs.split(batch_size)
         return torch.cat([network(**{input_name: b.to(self.device)}).logits.float().cpu() for b in batches])
 
 

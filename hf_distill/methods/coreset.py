@@ -7,6 +7,10 @@ IPC, as the DC/DM papers' baselines and DeepCore's `balance=True` do. Two shapes
   run's architecture, random or trained `selection_epochs` on the whole real split through the one training loop;
 - [`ScoredCoreset`]: ranks rows by a per-example score (forgetting events, EL2N, GraNd) and keeps the highest (the
   papers' and DeepCore's choice) or the lowest per class.
+
+On text (a modality that embeds with a pretrained, frozen encoder) the embedding is the encoder's sentence embedding
+and the scoring networks are linear classifiers on it (see `SelectionContext.network`); selections are real
+sentences either way.
 """
 
 from dataclasses import dataclass, field
@@ -104,6 +108,7 @@ class CoresetSelection(DistillationMethod):
 
     config_class = CoresetConfig
     selects_real_rows = True
+    modalities = ("image", "text")
 
     def per_class(self, choose) -> torch.LongTensor:
         """`images_per_class` rows of every class, class-major: `choose(rows, k)` returns positions into `rows`."""
@@ -123,8 +128,6 @@ class EmbeddingCoreset(CoresetSelection):
 
     The embedding is the run's network trained `selection_epochs` epochs (images), or the pretrained encoder a
     modality works in (text: its sentence embeddings; `selection_epochs` does not apply)."""
-
-    modalities = ("image", "text")
 
     def choose(self, features: torch.Tensor, k: int) -> torch.LongTensor:
         """Positions of the `k` rows to keep among `features` `(n, D)`, the rows of one class."""

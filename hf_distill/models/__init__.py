@@ -1,6 +1,7 @@
 """Model families shipped with hf_distill, registered with the `transformers` Auto classes on import."""
 
 from .convnet import ConvNetConfig, ConvNetForImageClassification, ConvNetPreTrainedModel, default_convnet_config
+from .embedding_classifier import EmbeddingClassifier
 from .mlp import MLPConfig, MLPForImageClassification
 from .sentence_classifier import SentenceEncoderClassifier
 from .zoo import ARCHITECTURE_NAMES, named_architecture
@@ -10,6 +11,7 @@ __all__ = [
     "ConvNetConfig",
     "ConvNetForImageClassification",
     "ConvNetPreTrainedModel",
+    "EmbeddingClassifier",
     "MLPConfig",
     "MLPForImageClassification",
     "default_convnet_config",
