@@ -124,9 +124,9 @@ def test_missing_sentences_and_a_missing_encoder_are_clear_errors(tiny_encoder):
 
 def test_methods_without_text_support_say_which_methods_have_it(tiny_encoder):
     with pytest.raises(
-        ValueError, match="'dc' does not support text data yet.*dm, el2n, forgetting, grand, herding, k_center, random"
+        ValueError, match="'dsa' does not support text data yet.*dc, dm, el2n, forgetting, grand, herding, k_center"
     ):
-        DistillTrainer(text_config("dc", tiny_encoder), make_text_dataset()["train"])
+        DistillTrainer(text_config("dsa", tiny_encoder), make_text_dataset()["train"])
 
 
 # ---------------------------------------------------------------------------------------------------- tensors
@@ -425,3 +425,24 @@ def test_the_command_line_distills_text_and_evaluates_it_with_either_protocol(ti
     fine_tuned = json.loads((output_dir / "eval_results_1models_2epochs_bert.json").read_text())
     assert fine_tuned["protocol"]["text_protocol"] == "fine_tune" and fine_tuned["distilled"]["num_models"] == 1
     assert json.loads((output_dir / "eval_results.json").read_text()) == recorded  # never replaced
+
+
+def test_dc_on_text_matches_gradients_of_linear_heads_on_the_frozen_embedding(tiny_encoder):
+    splits = make_text_dataset()
+    settings = {"init": "real", "num_iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 4}
+    trainer = DistillTrainer(text_config("dc", tiny_encoder, **settings), splits["train"], splits["test"])
+    method = trainer.method
+    assert isinstance(method.network, EmbeddingClassifier) and method.network_input_name == "features"
+    rows = torch.tensor([0, 5])
+    torch.testing.assert_close(method.real_inputs(rows), trainer.modality.features(trainer.train_data)[rows])
+    initial = trainer.synthetic.images.detach().clone()
+    loss = method.loss(trainer.synthetic, [0, 1], 0)
+    loss.backward()
+    grad = trainer.synthetic.images.grad
+    assert torch.isfinite(loss) and grad[..., :-1].abs().sum() > 0 and grad[..., -1].abs().sum() == 0
+    trainer.synthetic.images.grad = None
+    trainer.train()
+    learned = trainer.synthetic.images.detach()
+    assert not torch.equal(learned[..., :-1], initial[..., :-1]) and torch.equal(learned[..., -1], initial[..., -1])
+    with pytest.raises(ValueError, match="init='noise' is for images"):
+        DistillTrainer(text_config("dc", tiny_encoder), splits["train"])

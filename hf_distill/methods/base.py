@@ -203,6 +203,47 @@ class DistillationMethod:
         self.augment = prepared.augment
         self.sampler = ClassBalancedSampler(self.train_data.labels, self.train_data.num_classes)
 
+    # ------------------------------------------------------------------ frozen pretrained encoders (text)
+    #
+    # A modality that embeds with a pretrained, frozen encoder (text) gives methods that train networks a linear
+    # classifier on that embedding as their network: real rows enter it as their (cached) embeddings, synthetic
+    # examples through the encoder, differentiably. For images these are the run's architecture and its inputs.
+
+    @property
+    def frozen_embedding(self) -> torch.Tensor | None:
+        """The modality's pretrained, frozen embedding of every real row, `(N, D)` (text); `None` for images."""
+        return self.modality.pretrained_features(self.train_data)
+
+    @property
+    def network_input_name(self) -> str:
+        """The keyword the method's networks take their inputs under."""
+        return EmbeddingClassifier.input_name if self.frozen_embedding is not None else self.modality.input_name
+
+    def build_network(self) -> nn.Module:
+        """An (untrained) network of the method: the run's architecture, or a linear classifier on the frozen
+        embedding."""
+        frozen = self.frozen_embedding
+        if frozen is None:
+            return build_model(self.model_config)
+        return EmbeddingClassifier(frozen.shape[1], self.train_data.num_classes)
+
+    def real_inputs(self, rows: torch.LongTensor) -> torch.Tensor:
+        """What the networks take for real rows `rows`: their frozen embeddings, or the prepared inputs."""
+        frozen = self.frozen_embedding
+        source = frozen if frozen is not None else self.train_data.inputs
+        return source[rows.to(source.device)]
+
+    def network_inputs(self, examples: torch.Tensor) -> torch.Tensor:
+        """What the networks take for synthetic `examples`: the frozen encoder's embedding of them (differentiable
+        w.r.t. them), or the examples themselves."""
+        return self.modality.embed(examples) if self.frozen_embedding is not None else examples
+
+    def network_logits(self, network: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """`network`'s logits on inputs of [`network_input_name`] (through the modality for its own inputs)."""
+        if self.frozen_embedding is not None:
+            return network(**{EmbeddingClassifier.input_name: inputs}).logits
+        return self.modality.logits(network, inputs)
+
     # ------------------------------------------------------------------ shared pieces
 
     def prepare_network(self, network: nn.Module) -> nn.Module:

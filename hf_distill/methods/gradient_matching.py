@@ -25,7 +25,7 @@ from torch.func import functional_call
 
 from ..augment import strategy_or_none
 from ..config import SyntheticOptimizationConfig
-from ..modeling import batch_norm_layers, build_model, reinitialize_
+from ..modeling import batch_norm_layers, reinitialize_
 from ..registry import register_method
 from ..seeding import derive_generator, derive_seed, seeded_rng
 from ..synthetic import SyntheticSet
@@ -257,6 +257,7 @@ class GradientMatching(DistillationMethod):
     """
 
     config_class = GradientMatchingConfig
+    modalities = ("image", "text")  # text: a linear classifier on the frozen encoder's embedding (see base.py)
     paper = {
         "title": "Dataset Condensation with Gradient Matching",
         "authors": "Bo Zhao, Konda Reddy Mopuri, Hakan Bilen",
@@ -267,7 +268,7 @@ class GradientMatching(DistillationMethod):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.network = self.prepare_network(build_model(self.model_config))
+        self.network = self.prepare_network(self.build_network())
         self.batch_norms = batch_norm_layers(self.network)
         # The real pass and the inner-loop training may run compiled; the synthetic pass stays eager (see
         # `_synthetic_gradients`): compiled graphs do not support double backward. The batch-norm pass is a single
@@ -278,10 +279,10 @@ class GradientMatching(DistillationMethod):
         self._network_iteration: int | None = None
 
     def _logits_function(self, compiled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-        network, modality = self.network, self.modality
+        network = self.network
 
         def logits(images: torch.Tensor) -> torch.Tensor:
-            return modality.logits(network, images)
+            return self.network_logits(network, images)
 
         # The compiled function reads the parameters at call time, so in-place re-draws and SGD steps need no
         # recompilation (train/eval modes of batch norm each get their own graph, once).
@@ -351,7 +352,7 @@ class GradientMatching(DistillationMethod):
 
         def loss_of(parameters: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
             with self.autocast(device):
-                logits = functional_call(self.network, parameters, (), {self.modality.input_name: images}).logits
+                logits = functional_call(self.network, parameters, (), {self.network_input_name: images}).logits
             return F.cross_entropy(logits.float(), targets)
 
         grads = torch.func.grad(loss_of)(parameters, images)
@@ -374,8 +375,8 @@ class GradientMatching(DistillationMethod):
         parameters = [p for p in network.parameters() if p.requires_grad]
 
         n_real, n_syn = config.batch_real, synthetic.images_per_class
-        real = self.train_data.images[self.sample_real(classes, n_real, iteration, update)].to(device)
-        syn = synthetic.images_of(classes)
+        real = self.real_inputs(self.sample_real(classes, n_real, iteration, update)).to(device)
+        syn = self.network_inputs(synthetic.images_of(classes))
         real, syn = self.siamese_augment(real, syn, classes, n_real, n_syn, iteration, update)
         real, syn = self.prepare_inputs(real), self.prepare_inputs(syn)
         syn_targets = synthetic.targets_of(classes)
@@ -406,10 +407,12 @@ class GradientMatching(DistillationMethod):
             raise RuntimeError(f"after_update of iteration {iteration} called before its loss at update 0.")
         device = synthetic.images.device
         # Train mode throughout (batch norm normalises with batch statistics), as the authors' training epoch does.
+        with torch.no_grad():
+            inputs = self.network_inputs(synthetic.images.detach())
         with self._in_model_randomness(device, iteration, update, "inner-network"):
             train_classifier(
                 self.network,
-                synthetic.images.detach(),
+                inputs,
                 synthetic.targets().detach(),
                 optimizer=self.network_optimizer,
                 epochs=config.inner_loop,
@@ -431,6 +434,7 @@ class DifferentiableSiameseAugmentation(GradientMatching):
     """
 
     config_class = DifferentiableSiameseAugmentationConfig
+    modalities = ("image",)  # its augmentation is of images; on text it would be `dc`
     paper = {
         "title": "Dataset Condensation with Differentiable Siamese Augmentation",
         "authors": "Bo Zhao, Hakan Bilen",
