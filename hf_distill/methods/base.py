@@ -120,7 +120,9 @@ class SelectionContext:
         digest.update(str(tuple(inputs.shape)).encode())
         stride = max(1, len(inputs) // 4096)
         digest.update(inputs[::stride].float().contiguous().cpu().numpy().tobytes())
-        settings = [self.prepared.model_config.to_json_string(), json.dumps(protocol.to_dict(), sort_keys=True)]
+        # `text_protocol` is read by text evaluation only: leaving it out keeps networks cached before it existed.
+        schedule = {name: value for name, value in protocol.to_dict().items() if name != "text_protocol"}
+        settings = [self.prepared.model_config.to_json_string(), json.dumps(schedule, sort_keys=True)]
         digest.update(json.dumps([*settings, key, self.config.seed, self.config.mixed_precision]).encode())
         return Path(folder) / f"{key}-{digest.hexdigest()[:16]}.safetensors"
 
