@@ -59,7 +59,7 @@ PLOT_NAME = "accuracy_vs_time.png"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 SCHEMA_VERSION = 1
 
-DATASET_ORDER = {"mnist": 0, "fashion_mnist": 1, "cifar10": 2}
+DATASET_ORDER = {"mnist": 0, "fashion_mnist": 1, "cifar10": 2, "sst2": 3}
 METHOD_ORDER = {
     "random": 0,
     "herding": 1,
@@ -75,7 +75,13 @@ METHOD_ORDER = {
     "frepo": 11,
     "dd": 12,
 }
-DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits"}
+DATASET_NAMES = {
+    "mnist": "MNIST",
+    "fashion_mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "sst2": "SST-2",
+    "digits": "digits",
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Published figures, transcribed from shared/reference/published.md (ConvNet-3, test accuracy %, mean ± std).
@@ -177,6 +183,8 @@ def format_accuracy(result: dict | None) -> str:
     """`'97.12 ± 0.10 (n=3, 300 ep)'` from an `eval_results.json` entry, or `'—'`."""
     if not result or result.get("mean") is None:
         return "—"
+    if result.get("protocol") == "linear_probe":  # text protocol (a): one convex fit, no models or epochs
+        return f"{result['mean']:.2f} (linear probe)"
     return f"{result['mean']:.2f} ± {result['std']:.2f} (n={result['num_models']}, {result['epochs']} ep)"
 
 
