@@ -204,7 +204,9 @@ class DistillTrainer(SetEvaluationMixin):
         classes = list(range(data.num_classes))
         if self.method.selects_real_rows:
             context = SelectionContext(config, self.prepared, self.accelerator)
+            started = time.perf_counter()
             self.selected_rows = self.method.select(context).cpu()
+            self.distill_seconds = time.perf_counter() - started  # a coreset's cost is its selection
             images = self.modality.to_learnable(data.inputs[self.selected_rows.to(data.inputs.device)])
         elif config.init == "real":
             rows = self.method.sample_real(classes, config.images_per_class, "init").to(data.inputs.device)

@@ -226,6 +226,7 @@ def test_selection_methods_distill_text_to_real_sentences(tiny_encoder, method, 
     trainer.train()
     distilled = trainer.to_dataset()
     assert distilled.column_names == ["text", "inputs_embeds", "attention_mask", "label"]
+    assert trainer.distill_seconds > 0  # a coreset's cost is its selection
     assert distilled.num_rows == 6 and distilled["label"] == [0, 0, 0, 1, 1, 1]
     sentences = list(splits["train"]["text"])
     rows = trainer.selected_rows.tolist()
