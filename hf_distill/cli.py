@@ -123,7 +123,8 @@ def _print_summary(
     output_dir,
     results_name: str = EVAL_RESULTS_NAME,
 ) -> None:
-    size = f"{config.images_per_class} images/class"
+    has_grid = (Path(output_dir) / "synthetic_grid.png").is_file()  # image sets have one
+    size = f"{config.images_per_class} {'images' if has_grid else 'examples'}/class"
     lines = [f"Distilled with {config.method} ({size}, {iterations} iterations, {seconds:.1f} s)"]
     if results:
         lines.append(f"  test accuracy, distilled set     : {format_result(results['distilled'])}")
@@ -141,7 +142,8 @@ def _print_summary(
             lines.append(
                 f"  kernel ridge regression (method's kernel, {kernel['num_models']} networks): {kernel['mean']:.2f}"
             )
-    lines.append(f"Wrote {output_dir}/ (dataset/, {CONFIG_NAME}, {results_name}, synthetic_grid.png)")
+    grid = ", synthetic_grid.png" if has_grid else ""
+    lines.append(f"Wrote {output_dir}/ (dataset/, {CONFIG_NAME}, {results_name}{grid})")
     print("\n".join(lines))
 
 
