@@ -18,7 +18,9 @@ from .checkpointing import write_json_atomic
 from .data import load_source
 from .methods import SelectionContext
 from .methods.coreset import CoresetConfig
+from .modalities import ImageData
 from .modeling import describe_architecture
+from .models import EmbeddingClassifier
 from .preparation import prepare
 
 ANALYSIS_NAME = "analysis.json"
@@ -51,27 +53,42 @@ class AnalysisConfig(CoresetConfig):
             raise ValueError("outlier_z must be > 0, max_listed >= 0 and chunk_size >= 1.")
 
 
-def class_statistics(images: torch.Tensor, labels: torch.Tensor, class_names: list[str], mean, std) -> dict:
-    """Rows per class, the imbalance ratio, and per-class per-channel pixel mean and std in [0, 1] units."""
-    mean = torch.tensor(mean).view(1, -1, 1, 1)
-    std = torch.tensor(std).view(1, -1, 1, 1)
+def class_counts(labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Rows in all and per class, and the imbalance ratio (largest class / smallest)."""
     counts = torch.bincount(labels, minlength=len(class_names))
-    per_class = {}
-    for index, name in enumerate(class_names):
-        pixels = images[labels == index] * std + mean  # undo the normalisation: pixel units
-        per_class[name] = {
-            "rows": int(counts[index]),
-            "pixel_mean": [round(float(v), 4) for v in pixels.mean(dim=(0, 2, 3))],
-            "pixel_std": [round(float(v), 4) for v in pixels.std(dim=(0, 2, 3))],
-        }
     return {
         "num_rows": int(labels.numel()),
         "num_classes": len(class_names),
         "imbalance_ratio": round(float(counts.max()) / max(float(counts.min()), 1.0), 3),
         "smallest_class": class_names[int(counts.argmin())],
         "largest_class": class_names[int(counts.argmax())],
-        "per_class": per_class,
+        "per_class": {name: {"rows": int(counts[index])} for index, name in enumerate(class_names)},
     }
+
+
+def class_statistics(images: torch.Tensor, labels: torch.Tensor, class_names: list[str], mean, std) -> dict:
+    """[`class_counts`] and per-class per-channel pixel mean and std in [0, 1] units."""
+    report = class_counts(labels, class_names)
+    mean = torch.tensor(mean).view(1, -1, 1, 1)
+    std = torch.tensor(std).view(1, -1, 1, 1)
+    for index, name in enumerate(class_names):
+        pixels = images[labels == index] * std + mean  # undo the normalisation: pixel units
+        report["per_class"][name]["pixel_mean"] = [round(float(v), 4) for v in pixels.mean(dim=(0, 2, 3))]
+        report["per_class"][name]["pixel_std"] = [round(float(v), 4) for v in pixels.std(dim=(0, 2, 3))]
+    return report
+
+
+def token_statistics(tokens: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """[`class_counts`] and, per class, the mean and std of the tokens per sentence and how many sentences fill all
+    `max_length` positions (probably truncated); `tokens` as `TextData.inputs` (ids and mask)."""
+    report = class_counts(labels, class_names)
+    lengths = tokens[..., 1].sum(dim=1).float()
+    for index, name in enumerate(class_names):
+        own = lengths[labels == index]
+        report["per_class"][name]["tokens_mean"] = round(float(own.mean()), 2)
+        report["per_class"][name]["tokens_std"] = round(float(own.std()), 2)
+        report["per_class"][name]["at_max_length"] = int((own >= tokens.shape[1]).sum())
+    return report
 
 
 def near_duplicates(features: torch.Tensor, threshold: float, chunk_size: int) -> dict:
@@ -121,14 +138,18 @@ def analyze_prepared(config: AnalysisConfig, prepared, source: str | None = None
     data = prepared.train_data
     names, labels = list(data.class_names), data.labels
     report = {"dataset": source, "split": config.train_split}
-    report.update(class_statistics(data.images, labels, names, data.mean, data.std))
+    if isinstance(data, ImageData):
+        report.update(class_statistics(data.images, labels, names, data.mean, data.std))
+    else:
+        report.update(token_statistics(data.inputs, labels, names))
 
     context = SelectionContext(config, prepared)
-    network = context.network(epochs=config.selection_epochs)
-    features = context.features(network)
+    features = context.embedding(config.selection_epochs)
+    frozen = context.selection_inputs()[1] == EmbeddingClassifier.input_name
     report["embedding"] = {
-        "network": describe_architecture(prepared.model_config.to_dict()),
-        "selection_epochs": config.selection_epochs,
+        "network": describe_architecture(prepared.model_config.to_dict())
+        + (" (pretrained, frozen)" if frozen else ""),
+        "selection_epochs": 0 if frozen else config.selection_epochs,
         "dim": int(features.shape[1]),
     }
 
@@ -204,9 +225,9 @@ def analyze_dataset(
     dataset_config_name: str | None = None,
     command: str | None = None,
 ) -> dict:
-    """Reports what a dataset holds before it is condensed: class balance, per-class pixel statistics, near-duplicate
-    pairs (and those across two labels), outliers of each class and rows nearer another class's mean, in the
-    embedding of a network of the run's architecture.
+    """Reports what a dataset holds before it is condensed: class balance, per-class pixel statistics (text: tokens
+    per sentence), near-duplicate pairs (and those across two labels), outliers of each class and rows nearer another
+    class's mean, in the embedding of a network of the run's architecture (text: the frozen encoder's).
 
     Args:
         dataset (`str`, `os.PathLike`, `Dataset` or `DatasetDict`): As [`distill_dataset`]'s (its train split).

@@ -447,3 +447,19 @@ def test_dc_on_text_matches_gradients_of_linear_heads_on_the_frozen_embedding(ti
     assert not torch.equal(learned[..., :-1], initial[..., :-1]) and torch.equal(learned[..., -1], initial[..., -1])
     with pytest.raises(ValueError, match="init='noise' is for images"):
         DistillTrainer(text_config("dc", tiny_encoder), splits["train"])
+
+
+def test_analyze_reports_token_lengths_and_uses_the_encoders_embedding(tiny_encoder, tmp_path):
+    from hf_distill.analysis import AnalysisConfig, analyze_dataset
+
+    duplicated = make_text_dataset()["train"]
+    rows = list(range(len(duplicated))) + [0]  # row 0 twice: one near-duplicate pair
+    config = AnalysisConfig(model_name_or_path=tiny_encoder, max_length=12)
+    report = analyze_dataset(duplicated.select(rows), config, tmp_path / "analysis")
+    assert report["num_rows"] == 25 and report["per_class"]["negative"]["rows"] == 13
+    assert report["per_class"]["positive"]["tokens_mean"] > 2 and "pixel_mean" not in report["per_class"]["positive"]
+    assert report["embedding"]["dim"] == 16 and report["embedding"]["network"].endswith("(pretrained, frozen)")
+    assert report["near_duplicates"]["pairs"] >= 1 and [0, 24] in [
+        pair["rows"] for pair in report["near_duplicates"]["listed"]
+    ]
+    assert (tmp_path / "analysis" / "analysis.png").is_file()
