@@ -463,3 +463,23 @@ def test_analyze_reports_token_lengths_and_uses_the_encoders_embedding(tiny_enco
         pair["rows"] for pair in report["near_duplicates"]["listed"]
     ]
     assert (tmp_path / "analysis" / "analysis.png").is_file()
+
+
+def test_the_full_data_baseline_reads_the_cached_embeddings_of_the_split(tiny_encoder, monkeypatch):
+    splits = make_text_dataset()
+    trainer = DistillTrainer(text_config("herding", tiny_encoder), splits["train"], splits["test"])
+    expected = 100.0 * linear_probe(
+        trainer.modality.features(trainer.train_data),
+        trainer.train_data.labels,
+        trainer.modality.features(trainer.test_data),
+        trainer.test_data.labels,
+        2,
+    )
+    encoded = []
+    original = TextModality.sentence_embeddings
+    monkeypatch.setattr(
+        TextModality, "sentence_embeddings", lambda self, x, **kw: encoded.append(len(x)) or original(self, x, **kw)
+    )
+    results = trainer.evaluate(random_baseline=False, full_data=True)
+    assert results["full_data"]["mean"] == pytest.approx(expected)
+    assert encoded == [6]  # the set itself; the whole split (24 rows) came from its cached embeddings

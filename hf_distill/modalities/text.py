@@ -96,6 +96,9 @@ class TextModality(Modality):
 
     def __init__(self, encoder: PreTrainedModel | None = None, tokenizer=None, name_or_path: str | None = None):
         self.encoder, self.tokenizer, self.name_or_path = encoder, tokenizer, name_or_path
+        # The splits this modality prepared: a whole split handed back (e.g. the full-data baseline) is embedded from
+        # its (cached) features instead of being encoded again.
+        self._prepared: list[TextData] = []
         if encoder is not None:
             self._freeze(encoder)
 
@@ -173,7 +176,7 @@ class TextModality(Modality):
             texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
         )
         labels = read_labels(dataset, label_column)
-        return TextData(
+        data = TextData(
             inputs=pack_tokens(encoded["input_ids"], encoded["attention_mask"]),
             labels=torch.tensor(labels, dtype=torch.long),
             class_names=class_names_of(dataset, label_column, labels),
@@ -181,6 +184,8 @@ class TextModality(Modality):
             encoder=self.name_or_path,
             feature_cache_dir=feature_cache_dir,
         )
+        self._prepared.append(data)
+        return data
 
     # ------------------------------------------------------------------ running the encoder
 
@@ -285,7 +290,8 @@ class TextModality(Modality):
         "fine_tune"`, `None`: protocol (b) fine-tunes copies of the encoder through the standard loop."""
         if getattr(protocol, "text_protocol", "linear_probe") == "fine_tune":
             return None
-        train_features = self.sentence_embeddings(inputs.detach().cpu())
+        split = next((data for data in self._prepared if inputs is data.inputs), None)
+        train_features = self.features(split) if split is not None else self.sentence_embeddings(inputs.detach().cpu())
         test_features = self.features(test_data, show_progress=False)
         accuracy = 100.0 * linear_probe(
             train_features, targets.detach().cpu(), test_features, test_data.labels, test_data.num_classes
