@@ -308,7 +308,8 @@ def render_dataset_card(
     distill_architecture = describe_architecture(metadata.get("architecture"))
     license_ = license or source_license(source_id, revision=source.get("revision"), token=token) or "unknown"
     modality = metadata.get("modality") or "image"
-    unit = "sentences" if modality == "text" else "images"
+    selects_real_rows = bool(getattr(method_class, "selects_real_rows", False))
+    unit = ("sentences" if selects_real_rows else "examples") if modality == "text" else "images"
     pretty_name = f"{source_short_name(source_id)} distilled with {method} ({images_per_class} {unit} per class)"
     summary = {
         "method": method,
@@ -339,7 +340,7 @@ def render_dataset_card(
             method=method,
             method_title=paper.get("title") or method,
             paper=paper,
-            selects_real_rows=bool(getattr(method_class, "selects_real_rows", False)),
+            selects_real_rows=selects_real_rows,
             source_link=source_link(source_id),
             source_config=source.get("config_name"),
             source_revision=source.get("revision"),
