@@ -483,3 +483,23 @@ def test_the_full_data_baseline_reads_the_cached_embeddings_of_the_split(tiny_en
     results = trainer.evaluate(random_baseline=False, full_data=True)
     assert results["full_data"]["mean"] == pytest.approx(expected)
     assert encoded == [6]  # the set itself; the whole split (24 rows) came from its cached embeddings
+
+
+def test_dc_on_text_learns_soft_labels_and_the_probe_trains_on_them(tiny_encoder):
+    splits = make_text_dataset()
+    settings = {"init": "real", "num_iterations": 3, "learn_soft_labels": True, "lr_labels": 5.0, "batch_real": 4}
+    trainer = DistillTrainer(text_config("dc", tiny_encoder, **settings), splits["train"], splits["test"])
+    before = trainer.synthetic.targets().detach().clone()
+    trainer.train()
+    after = trainer.synthetic.targets().detach()
+    assert not torch.allclose(after, before)
+    distilled = trainer.to_dataset()
+    np.testing.assert_allclose(np.asarray(distilled["soft_label"]), after.numpy(), rtol=1e-6)
+    expected = 100.0 * linear_probe(
+        trainer.modality.sentence_embeddings(trainer.synthetic.images.detach()),
+        after,
+        trainer.modality.features(trainer.test_data),
+        trainer.test_data.labels,
+        2,
+    )
+    assert trainer.evaluate(random_baseline=False)["distilled"]["mean"] == pytest.approx(expected)
