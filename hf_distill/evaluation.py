@@ -18,11 +18,11 @@ from accelerate.utils import gather_object
 from transformers import PretrainedConfig
 
 from .augment import SiameseAugment
-from .data import ClassBalancedSampler
 from .modalities import ImageData, ImageModality, Modality
 from .modeling import fresh_model, reinitialize_
 from .models import SentenceEncoderClassifier
 from .seeding import derive_generator
+from .splits import ClassBalancedSampler
 from .training import TrainingCallback, accuracy, loss_for_targets, model_forward, train_classifier
 
 

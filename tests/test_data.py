@@ -15,9 +15,10 @@ from datasets.exceptions import DatasetNotFoundError
 
 import hf_distill.data as data_module
 from hf_distill.constants import DIGITS_SOURCE
-from hf_distill.data import ClassBalancedSampler, load_source, make_digits_dataset
+from hf_distill.data import load_source, make_digits_dataset
 from hf_distill.modalities.image_data import ImageData, find_columns, validate_image_dataset
 from hf_distill.modalities.image_decoding import prepare_images
+from hf_distill.splits import ClassBalancedSampler
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NAMES = ["cat", "dog", "frog"]

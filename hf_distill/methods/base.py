@@ -26,13 +26,13 @@ from transformers import PretrainedConfig
 
 from ..checkpointing import save_tensors
 from ..config import DistillConfig
-from ..data import ClassBalancedSampler
 from ..evaluation import EvaluationProtocol, train_with_protocol
 from ..functional import ParameterSpec
 from ..modeling import build_model, extract_features, fresh_model, reinitialize_
 from ..models import EmbeddingClassifier
 from ..preparation import Prepared
 from ..seeding import derive_generator
+from ..splits import ClassBalancedSampler
 from ..synthetic import SyntheticSet
 from ..training import TrainingCallback, autocast_context
 

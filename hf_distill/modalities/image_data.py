@@ -16,12 +16,12 @@ from datasets import Array2D, Array3D, Dataset, Features, Image, LargeList, List
 
 from ..data import (
     COLUMN_MAPPING_HINT,
-    LabelledSplit,
     checked_column_mapping,
     describe_columns,
     find_label_column,
     validate_labels,
 )
+from ..splits import LabelledSplit
 from .zca import ZCAWhitening
 
 

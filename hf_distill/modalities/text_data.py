@@ -20,12 +20,12 @@ from datasets import Dataset, Value
 
 from ..data import (
     COLUMN_MAPPING_HINT,
-    LabelledSplit,
     checked_column_mapping,
     describe_columns,
     find_label_column,
     validate_labels,
 )
+from ..splits import LabelledSplit
 
 TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "document")
 """Names preferred, in this order, when a dataset has several string columns."""
