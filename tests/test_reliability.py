@@ -360,14 +360,16 @@ def test_an_empty_saved_dataset_is_a_clear_error(tmp_path, capsys):
     assert "a split in it has no rows" in capsys.readouterr().err
 
 
-def test_a_text_dataset_is_told_that_text_is_not_built_yet(tmp_path, capsys):
+def test_a_text_dataset_without_a_text_model_is_told_to_name_one(tmp_path, capsys):
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
     features = Features({"sentence": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
     split = Dataset.from_dict({"sentence": ["good", "bad"] * 3, "label": [1, 0] * 3}, features=features)
     DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "text"))
     assert distill(tmp_path / "x", "--dataset", str(tmp_path / "text"), "--num_iterations", "1") == 2
-    assert "holds text ('sentence') and no image column" in capsys.readouterr().err
+    assert "Text is distilled in the input-embedding space of a pretrained text model: set model_name_or_path" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_coreset_run_is_refused_a_folder_holding_another_run_too(tmp_path, capsys):
