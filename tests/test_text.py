@@ -503,3 +503,26 @@ def test_dc_on_text_learns_soft_labels_and_the_probe_trains_on_them(tiny_encoder
         2,
     )
     assert trainer.evaluate(random_baseline=False)["distilled"]["mean"] == pytest.approx(expected)
+
+
+def test_a_text_set_is_pushed_and_loads_back_with_its_card(hub, tiny_encoder, tmp_path):
+    from huggingface_hub import DatasetCard
+
+    from hf_distill.hub import push_distilled_to_hub
+
+    splits = make_text_dataset()
+    trainer = DistillTrainer(text_config("dm", tiny_encoder, num_iterations=2), splits["train"], splits["test"])
+    trainer.train()
+    trainer.evaluate()
+    run = trainer.save(tmp_path / "run")
+    push_distilled_to_hub(run, "org/tiny-text")
+    files = hub.files("org/tiny-text")
+    assert {"README.md", "distill_config.json", "eval_results.json"} <= set(files)
+    assert "synthetic_grid.png" not in files
+    pushed = load_dataset("org/tiny-text", split="train").with_format("numpy")
+    expected = trainer.to_dataset().with_format("numpy")
+    np.testing.assert_array_equal(pushed["inputs_embeds"][:], expected["inputs_embeds"][:])
+    np.testing.assert_array_equal(pushed["attention_mask"][:], expected["attention_mask"][:])
+    assert list(pushed["text"]) == list(trainer.to_dataset()["text"])
+    card = DatasetCard(files["README.md"].decode())
+    assert card.data.task_categories == ["text-classification"] and "inputs_embeds" in card.text
