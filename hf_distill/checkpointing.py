@@ -35,6 +35,17 @@ def save_tensors(
     os.chmod(path, 0o666 & ~umask)
 
 
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """[`save_tensors`] under a temporary name beside `path` (its folder created), then renamed into place: a reader
+    (or a run killed mid-write) finds the whole file or none, never half of one (caches read back by later runs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_tensors(tensors, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any, *, sort_keys: bool = False) -> Path:
     """Writes `payload` as indented JSON beside `path` under a temporary name, then renames it into place.
 

@@ -75,7 +75,6 @@ def train_with_protocol(
 ) -> torch.nn.Module:
     """Trains `model` on `inputs` with the protocol's SGD schedule and augmentation (see [`train_classifier`]).
 
-
     Args:
         model (`torch.nn.Module`): A classifier whose forward returns an object with `.logits`.
         inputs (`torch.Tensor`): Normalised training examples (on the model's device), e.g. `(N, C, H, W)` images.

@@ -203,11 +203,11 @@ def write_run(
     config.save_pretrained(staging, extra=metadata)
     (output_dir / CONFIG_NAME).unlink(missing_ok=True)
     commit_folder(staging / DATASET_DIR, output_dir / DATASET_DIR)
-    for name, written in ((ZCA_NAME, zca is not None), (GRID_NAME, grid is not None)):
+    optional = {GRID_NAME: grid is not None, ZCA_NAME: zca is not None}
+    for name, written in optional.items():
         if not written:  # an older run's file would describe another set
             (output_dir / name).unlink(missing_ok=True)
-    optional = [name for name, written in ((GRID_NAME, grid is not None), (ZCA_NAME, zca is not None)) if written]
-    for name in (EVAL_RESULTS_NAME, *optional, CONFIG_NAME):
+    for name in (EVAL_RESULTS_NAME, *[name for name, written in optional.items() if written], CONFIG_NAME):
         os.replace(staging / name, output_dir / name)
     shutil.rmtree(staging, ignore_errors=True)
     return output_dir

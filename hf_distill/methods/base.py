@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PretrainedConfig
 
-from ..checkpointing import save_tensors
+from ..checkpointing import save_tensors_atomic
 from ..config import DistillConfig
 from ..evaluation import EvaluationProtocol, train_with_protocol
 from ..functional import ParameterSpec
@@ -100,10 +99,9 @@ class SelectionContext:
                 callbacks=callbacks,
             )
             if cached is not None and (self.accelerator is None or self.accelerator.is_main_process):
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                partial = cached.with_suffix(".tmp")
-                save_tensors({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}, partial)
-                os.replace(partial, cached)  # atomic: a killed run never leaves half a network to load
+                save_tensors_atomic(
+                    {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}, cached
+                )
         return model.eval()
 
     def cached_network_path(self, key: str, protocol: EvaluationProtocol) -> Path | None:
@@ -138,8 +136,10 @@ class SelectionContext:
     def embedding(self, epochs: int) -> torch.Tensor:
         """The embedding selection works in, `(N, D)` on the CPU in row order: the modality's pretrained model's when
         it has one (text), else that of the run's network trained `epochs` epochs (see [`network`])."""
-        features = self.prepared.modality.pretrained_features(self.prepared.train_data)
-        return features if features is not None else self.features(self.network(epochs=epochs))
+        inputs, input_name = self.selection_inputs()
+        if input_name == EmbeddingClassifier.input_name:
+            return inputs
+        return self.features(self.network(epochs=epochs))
 
     @torch.no_grad()
     def features(self, network: nn.Module, batch_size: int = 1024) -> torch.Tensor:

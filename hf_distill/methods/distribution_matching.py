@@ -135,7 +135,7 @@ class DistributionMatching(DistillationMethod):
         A frozen network never changes, so the real side of the loss is a constant: it is computed once, over the
         whole split (exactly the expectation that DM's sampled real batches estimate).
         """
-        features = self.modality.pretrained_features(self.train_data)
+        features = self.frozen_embedding
         if features is None:
             return None
         if self.config.feature_layers is not None or self.config.network_pool_path:
@@ -149,7 +149,7 @@ class DistributionMatching(DistillationMethod):
         """DM's loss against the constant class means of a frozen encoder (see [`_frozen_class_means`])."""
         device = synthetic.images.device
         with self.autocast(device):
-            syn_features = self.modality.embed(synthetic.images_of(classes)).float()
+            syn_features = self.network_inputs(synthetic.images_of(classes)).float()
         syn_means = syn_features.view(len(classes), synthetic.images_per_class, -1).mean(dim=1)
         return ((self.frozen_class_means[classes].to(device) - syn_means) ** 2).sum()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
-from ..checkpointing import save_tensors
+from ..checkpointing import save_tensors_atomic
 from ..data import class_names_of, read_labels
 from ..registry import register_modality
 from .base import Modality
@@ -251,15 +250,12 @@ class TextModality(Modality):
             data.inputs, show_progress=show_progress, desc=f"Encoding {len(data)} sentences"
         )
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".tmp")
-            save_tensors({"features": data.sentence_features.contiguous()}, partial)
-            os.replace(partial, path)  # atomic: a killed run never leaves half a file to read back
+            save_tensors_atomic({"features": data.sentence_features.contiguous()}, path)
         return data.sentence_features
 
     def feature_cache_path(self, data: TextData) -> Path | None:
         """Where `data`'s sentence embeddings are cached (`None` without `data.feature_cache_dir`): named by a digest
-        of the encoder's name and parameters' shapes, the pooling and every token id and mask."""
+        of the encoder's name and config, the pooling and every token id and mask."""
         if not data.feature_cache_dir:
             return None
         digest = hashlib.sha256()
