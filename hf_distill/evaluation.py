@@ -21,7 +21,7 @@ from .augment import SiameseAugment
 from .modalities import ImageData, ImageModality, Modality
 from .modeling import fresh_model, reinitialize_
 from .models import SentenceEncoderClassifier
-from .seeding import derive_generator
+from .seeding import derive_generator, seeded_rng
 from .splits import ClassBalancedSampler
 from .training import TrainingCallback, accuracy, loss_for_targets, model_forward, train_classifier
 
@@ -93,23 +93,26 @@ def train_with_protocol(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
     )
-    train_classifier(
-        model,
-        inputs,
-        targets,
-        optimizer=optimizer,
-        epochs=protocol.epochs,
-        batch_size=protocol.batch_size,
-        generator=generator,
-        augment=SiameseAugment(protocol.dsa_strategy),
-        forward=forward or model_forward(model, input_name),
-        lr_drop_epoch=protocol.epochs // 2,
-        loss_function=loss_for_targets(target_type),
-        mixed_precision=mixed_precision,
-        callbacks=callbacks,
-        show_progress=show_progress,
-        desc=desc,
-    )
+    # Dropout (text encoders, ViT) draws from the global generator: fork it, keyed by this model's generator, so a
+    # figure does not depend on what ran before it.
+    with seeded_rng(generator.initial_seed(), [inputs.device]):
+        train_classifier(
+            model,
+            inputs,
+            targets,
+            optimizer=optimizer,
+            epochs=protocol.epochs,
+            batch_size=protocol.batch_size,
+            generator=generator,
+            augment=SiameseAugment(protocol.dsa_strategy),
+            forward=forward or model_forward(model, input_name),
+            lr_drop_epoch=protocol.epochs // 2,
+            loss_function=loss_for_targets(target_type),
+            mixed_precision=mixed_precision,
+            callbacks=callbacks,
+            show_progress=show_progress,
+            desc=desc,
+        )
     return model.eval()
 
 

@@ -42,6 +42,7 @@ import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image  # noqa: E402
 from hub_server import HubServer  # noqa: E402 - tests/ is on sys.path, as for this conftest
+from text_helpers import save_tiny_encoder  # noqa: E402
 
 from hf_distill import DistributionMatchingConfig  # noqa: E402
 
@@ -181,3 +182,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A folder holding a tiny BERT and its WordPiece tokenizer (loaded by path like a Hub id)."""
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))

@@ -5,13 +5,12 @@ to a temporary folder once and loaded by path, as a Hub id would be; the real al
 `../shared` are used where present (skipped otherwise).
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from datasets import ClassLabel, Dataset, Features, Value, load_dataset
+from text_helpers import MINILM, SST2, make_text_dataset
+from transformers import AutoTokenizer
 
 from hf_distill import DistillTrainer
 from hf_distill.cards import render_dataset_card
@@ -22,54 +21,6 @@ from hf_distill.modalities.text_data import find_text_columns
 from hf_distill.models import EmbeddingClassifier
 from hf_distill.registry import get_method_class
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
-SST2 = SHARED / "data" / "sst2"
-
-POSITIVE = ["good", "great", "fine", "nice", "superb", "lovely"]
-NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "ugly"]
-NEUTRAL = ["the", "film", "movie", "is", "was", "a", "plot", "story", "very", "quite", "and", "it"]
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory) -> str:
-    """A folder holding a tiny BERT and its WordPiece tokenizer (loaded by path like a Hub id)."""
-    folder = tmp_path_factory.mktemp("tiny_encoder")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *NEUTRAL, ",", "."]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    BertModel(config).save_pretrained(folder)
-    return str(folder)
-
-
-def make_text_dataset(rows_per_class: int = 12, test_rows_per_class: int = 8, seed: int = 0) -> DatasetDict:
-    """Two-class sentences: a few neutral words around one or two sentiment words of the class."""
-    rng = np.random.default_rng(seed)
-    features = Features({"text": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
-
-    def split(rows: int) -> Dataset:
-        texts, labels = [], []
-        for _ in range(rows):
-            for label, words in enumerate((NEGATIVE, POSITIVE)):
-                sentence = list(rng.choice(NEUTRAL, size=int(rng.integers(2, 7))))
-                for word in rng.choice(words, size=int(rng.integers(1, 3))):
-                    sentence.insert(int(rng.integers(0, len(sentence) + 1)), str(word))
-                texts.append(" ".join(sentence))
-                labels.append(label)
-        return Dataset.from_dict({"text": texts, "label": labels}, features=features)
-
-    return DatasetDict(train=split(rows_per_class), test=split(test_rows_per_class))
-
 
 def text_config(method: str, encoder: str, **overrides):
     settings = {"images_per_class": 3, "model_name_or_path": encoder, "max_length": 12, **overrides}
@@ -77,6 +28,13 @@ def text_config(method: str, encoder: str, **overrides):
 
 
 # ---------------------------------------------------------------------------------------------------- columns, checks
+
+
+def test_the_tiny_encoders_tokenizer_knows_every_word_of_the_sentences(tiny_encoder):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    sentences = list(make_text_dataset()["train"]["text"])
+    ids = tokenizer(sentences)["input_ids"]
+    assert len(tokenizer) == 31 and tokenizer.unk_token_id not in {i for row in ids for i in row}
 
 
 def test_a_string_column_resolves_to_the_text_modality():
@@ -319,7 +277,7 @@ def test_real_encoder_on_sst2_sentences_selects_and_evaluates(tmp_path):
 def test_dm_on_text_matches_the_frozen_encoders_class_means(tiny_encoder, tmp_path):
     splits = make_text_dataset()
     config = text_config(
-        "dm", tiny_encoder, images_per_class=1, num_iterations=30, lr_images=1.0, save_steps=0, logging_steps=1
+        "dm", tiny_encoder, images_per_class=1, num_iterations=30, lr_images=0.3, save_steps=0, logging_steps=1
     )
     trainer = DistillTrainer(config, splits["train"], splits["test"])
     modality, data = trainer.modality, trainer.train_data
