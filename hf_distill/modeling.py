@@ -49,19 +49,20 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def build_model(config: PretrainedConfig) -> PreTrainedModel:
+def build_model(config: PretrainedConfig, model_class=AutoModelForImageClassification) -> PreTrainedModel:
     """
-    Build a randomly initialised image classifier from a configuration.
+    Build a randomly initialised classifier from a configuration.
 
     Args:
         config ([`~transformers.PretrainedConfig`]):
-            Any configuration registered with [`~transformers.AutoModelForImageClassification`], including
-            [`ConvNetConfig`].
+            Any configuration registered with `model_class`, e.g. [`ConvNetConfig`] for the default.
+        model_class (*optional*, defaults to [`~transformers.AutoModelForImageClassification`]): The Auto class
+            (a modality's `classifier_class`, e.g. `AutoModelForSequenceClassification` for text).
 
     Returns:
         [`~transformers.PreTrainedModel`]
     """
-    return AutoModelForImageClassification.from_config(config)
+    return model_class.from_config(config)
 
 
 def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
@@ -141,7 +142,11 @@ def reinitialize_(model: nn.Module, generator: torch.Generator) -> nn.Module:
     return model
 
 
-def fresh_model(template: PretrainedConfig | PreTrainedModel, generator: torch.Generator) -> PreTrainedModel:
+def fresh_model(
+    template: PretrainedConfig | PreTrainedModel,
+    generator: torch.Generator,
+    model_class=AutoModelForImageClassification,
+) -> PreTrainedModel:
     """
     A new, randomly initialised model with the architecture of `template`.
 
@@ -153,6 +158,7 @@ def fresh_model(template: PretrainedConfig | PreTrainedModel, generator: torch.G
             A configuration (built with [`build_model`], on CPU), or a model (deep-copied, so device, dtype and
             train/eval mode are kept).
         generator (`torch.Generator`): Source of randomness; the result depends only on its state.
+        model_class (*optional*): The Auto class a config is built with (see [`build_model`]).
 
     Returns:
         [`~transformers.PreTrainedModel`]: The new model; the global RNG state is unchanged.
@@ -160,7 +166,7 @@ def fresh_model(template: PretrainedConfig | PreTrainedModel, generator: torch.G
     if isinstance(template, PretrainedConfig):
         # Construction draws from the global RNG (default layer init); fork it so callers' streams are untouched.
         with seeded_rng(_draw_seed(generator)):
-            model = build_model(template)
+            model = build_model(template, model_class)
     elif isinstance(template, nn.Module):
         model = copy.deepcopy(template)
         for param in model.parameters():

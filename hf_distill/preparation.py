@@ -169,12 +169,18 @@ def build_model_config(
             net_act=config.net_act,
             net_pooling=config.net_pooling,
         )
-    id2label = dict(enumerate(data.class_names))
-    fitted = architecture.__class__.from_dict(architecture.to_dict())
-    fitted.num_labels = data.num_classes
-    fitted.id2label, fitted.label2id = id2label, {v: k for k, v in id2label.items()}
+    fitted = with_classes(architecture, data.class_names)
     if hasattr(fitted, "num_channels"):
         fitted.num_channels = data.num_channels
+    return fitted
+
+
+def with_classes(architecture: PretrainedConfig, class_names: list[str]) -> PretrainedConfig:
+    """A copy of `architecture` whose head predicts `class_names` (`num_labels`, `id2label`, `label2id`)."""
+    id2label = dict(enumerate(class_names))
+    fitted = architecture.__class__.from_dict(architecture.to_dict())
+    fitted.num_labels = len(id2label)
+    fitted.id2label, fitted.label2id = id2label, {v: k for k, v in id2label.items()}
     return fitted
 
 

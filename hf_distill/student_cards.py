@@ -77,8 +77,9 @@ def _teacher_text(teacher: Any) -> str:
     return text + (f", {accuracy:.2f}% test accuracy" if isinstance(accuracy, int | float) else "")
 
 
-def _distilled_size(kd: dict, distilled: str | None) -> str | None:
-    """`'30 images, 10 per class'` from kd_config.json, or from the distilled set's folder when it is local."""
+def _distilled_size(kd: dict, distilled: str | None, unit: str = "images") -> str | None:
+    """`'30 images, 10 per class'` (`unit`: what an example is) from kd_config.json, or from the distilled set's
+    folder when it is local."""
     count, ipc = kd.get("num_distilled_images"), kd.get("images_per_class")
     if (count is None or ipc is None) and distilled and (Path(distilled) / CONFIG_NAME).is_file():
         metadata = json.loads((Path(distilled) / CONFIG_NAME).read_text())
@@ -86,7 +87,7 @@ def _distilled_size(kd: dict, distilled: str | None) -> str | None:
         count = ipc * metadata["num_classes"] if ipc and metadata.get("num_classes") else None
     if count is None:
         return None
-    return f"{count} images, {ipc} per class" if ipc else f"{count} images"
+    return f"{count} {unit}, {ipc} per class" if ipc else f"{count} {unit}"
 
 
 def render_student_card(
@@ -139,7 +140,9 @@ def render_student_card(
     architecture = describe_architecture(model_config)
     license_ = license or source_license(source, token=token) or "unknown"
 
-    task = get_modality_class(kd.get("modality") or "image").task
+    modality = kd.get("modality") or "image"
+    task = get_modality_class(modality).task
+    unit = "sentences" if modality == "text" else "images"
     eval_results = None
     if isinstance(accuracy, int | float):
         eval_results = [
@@ -190,7 +193,9 @@ def render_student_card(
             num_labels=len(model_config.get("id2label") or {}) or model_config.get("num_labels", "?"),
             teacher=_teacher_text(kd.get("teacher")),
             distilled_link=_dataset_link(distilled),
-            distilled_size=_distilled_size(kd, distilled),
+            distilled_size=_distilled_size(kd, distilled, unit),
+            modality=modality,
+            unit=unit,
             source_link=source_link(source),
             source_id=source if is_hub_id(source) else None,
             test_split=test_split,

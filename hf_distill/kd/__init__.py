@@ -18,6 +18,7 @@ and its target), `metrics` (accuracy), `processing` (the saved image processor),
 """
 
 # `X as X`: importable from `hf_distill.kd` as before the split, but outside `__all__`.
+from ..modalities.image import build_image_processor
 from .api import TEACHER_DIR as TEACHER_DIR
 from .api import train_student
 from .config import SOFT_LABEL_CHOICES as SOFT_LABEL_CHOICES
@@ -26,7 +27,6 @@ from .data import DistilledSet, KDDataCollator, load_distilled_set, prepare_test
 from .losses import distillation_loss, kd_target_probabilities
 from .metrics import METRICS_DIR as METRICS_DIR
 from .metrics import load_accuracy_metric
-from .processing import build_image_processor
 from .student import build_student
 from .teacher import describe_teacher as describe_teacher
 from .teacher import load_teacher, train_teacher

@@ -4,6 +4,7 @@ real test split normalised like it ([`prepare_test_split`]) and the batches ([`K
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..modalities import ImageData, ImageModality, Modality
 from ..modalities.zca import ZCAWhitening
 from ..preparation import prepare_split
 from ..registry import get_modality_class
+from ..splits import LabelledSplit
 
 
 @dataclass
@@ -45,18 +47,14 @@ class DistilledSet:
                 f"({ZCA_NAME}, saved beside it) was not loaded: without it every real image would be compared with "
                 "the set in the wrong space. Load the set with load_distilled_set from its folder or Hub repository."
             )
-        missing = [key for key in ("image_mean", "image_std") if key not in self.metadata]
-        if missing:
-            raise ValueError(
-                f"The distilled set's metadata lacks {missing}: it must come from DistillTrainer.save "
-                f"({CONFIG_NAME} records the normalisation of pixel_values)."
-            )
+        needed = {*self.modality.stored_columns(), "label"}
         columns = set(self.dataset.column_names)
-        if not {"pixel_values", "label"} <= columns:
+        if not needed <= columns:
             raise ValueError(
-                f"The distilled set needs `pixel_values` and `label` columns, it has {sorted(columns)}. Pass a set "
-                "written by DistillTrainer.save."
+                f"The distilled set needs the columns {sorted(needed)}, it has {sorted(columns)}. Pass a set written "
+                "by DistillTrainer.save."
             )
+        self.preparation_settings()  # fails now, saying what is missing, if the metadata cannot prepare real data
 
     @property
     def class_names(self) -> list[str]:
@@ -74,18 +72,18 @@ class DistilledSet:
 
     @property
     def image_mean(self) -> list[float]:
-        return [float(v) for v in self.metadata["image_mean"]]
+        return [float(v) for v in self.metadata.get("image_mean") or []]
 
     @property
     def image_std(self) -> list[float]:
-        return [float(v) for v in self.metadata["image_std"]]
+        return [float(v) for v in self.metadata.get("image_std") or []]
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """`(C, H, W)` of `pixel_values`."""
+    def image_shape(self) -> tuple[int, ...]:
+        """The shape of one example as the set's metadata records it (images: `(C, H, W)` of `pixel_values`)."""
         if self.metadata.get("image_shape"):
             return tuple(int(v) for v in self.metadata["image_shape"])
-        return tuple(np.asarray(self.dataset[0]["pixel_values"]).shape)
+        return tuple(np.asarray(self.dataset[0][self.modality.input_column]).shape)
 
     @property
     def source(self) -> dict:
@@ -103,27 +101,37 @@ class DistilledSet:
         return SOFT_LABEL_COLUMN in self.dataset.column_names
 
     def preparation_settings(self) -> dict:
-        """The settings that prepare a real split like the set's inputs (its normalisation, size and channels)."""
-        channels, height, width = self.image_shape
-        settings = {
-            "mean": self.image_mean,
-            "std": self.image_std,
-            "image_size": (height, width),
-            "num_channels": channels,
-        }
+        """The settings that prepare a real split like the set's inputs (images: its normalisation, size, channels
+        and ZCA transform; text: its encoder and `max_length`), read from its metadata by its modality."""
+        metadata = (
+            self.metadata if self.metadata.get("image_shape") else {**self.metadata, "image_shape": self.image_shape}
+        )
+        settings = self.modality.recorded_settings(metadata)
         return settings | ({"zca": self.zca} if self.zca is not None else {})
 
-    @property
+    @cached_property
     def modality(self) -> Modality:
-        """The kind of input the set holds (recorded by the distillation; sets without a record are images)."""
-        return get_modality_class(self.metadata.get("modality") or "image")()
+        """The kind of input the set holds (recorded by the distillation; sets without a record are images), with
+        what it needs loaded (text: the encoder and tokenizer)."""
+        modality = get_modality_class(self.metadata.get("modality") or "image")()
+        modality.recorded_settings(self.metadata)
+        return modality
+
+    def inputs(self) -> torch.Tensor:
+        """The set's exact inputs, one row per example (images: `pixel_values`; text: `inputs_embeds` with the
+        attention mask as a last channel, see `TextModality`)."""
+        columns = self.modality.stored_columns()
+        return self.modality.inputs_from_columns(self.dataset.with_format("numpy", columns=columns)[:])
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.dataset["label"]), dtype=torch.long)
 
     def image_data(self) -> ImageData:
         """The set as an [`ImageData`] (exact `pixel_values`, labels, class names, normalisation)."""
-        data = self.dataset.with_format("numpy", columns=["pixel_values", "label"])[:]
         return ImageData(
-            images=torch.as_tensor(np.asarray(data["pixel_values"]), dtype=torch.float32),
-            labels=torch.as_tensor(np.asarray(data["label"]), dtype=torch.long),
+            images=self.inputs(),
+            labels=self.labels,
             class_names=self.class_names,
             mean=self.image_mean,
             std=self.image_std,
@@ -131,9 +139,12 @@ class DistilledSet:
         )
 
     def training_dataset(self, soft_labels: bool) -> Dataset:
-        """The columns the student trains on, as torch tensors (the preview images are never decoded)."""
-        columns = ["pixel_values", "label"] + ([SOFT_LABEL_COLUMN] if soft_labels else [])
-        return self.dataset.select_columns(columns).with_format("torch")
+        """The rows the student trains on, as torch tensors: the exact inputs under the modality's input column,
+        `label`, and `soft_label` when asked (previews are never decoded)."""
+        columns = {self.modality.input_column: self.inputs().numpy(), "label": self.labels.numpy()}
+        if soft_labels:
+            columns[SOFT_LABEL_COLUMN] = np.asarray(self.dataset[SOFT_LABEL_COLUMN], dtype=np.float32)
+        return Dataset.from_dict(columns).with_format("torch")
 
 
 def load_distilled_set(name_or_path: str | os.PathLike, revision: str | None = None, token=None) -> DistilledSet:
@@ -195,11 +206,12 @@ def load_distilled_set(name_or_path: str | os.PathLike, revision: str | None = N
     return DistilledSet(dataset, metadata, repo_id, zca)
 
 
-def prepare_test_split(distilled: DistilledSet, test_dataset: Dataset | ImageData) -> ImageData:
-    """Converts a real split into tensors normalised exactly like the distilled set's `pixel_values`.
+def prepare_test_split(distilled: DistilledSet, test_dataset: Dataset | LabelledSplit) -> LabelledSplit:
+    """Converts a real split into tensors prepared exactly like the distilled set's inputs.
 
-    Uses the set's `image_mean`/`image_std`, image size and channel count (the statistics of the train split it was
-    distilled from), as `DistillTrainer` prepares its test split.
+    Uses [`DistilledSet.preparation_settings`] (images: the set's normalisation, size and channels, the statistics of
+    the train split it was distilled from; text: its encoder's tokenizer and `max_length`), as `DistillTrainer`
+    prepares its test split.
 
     Raises:
         ValueError: If the split's classes differ from the set's.
@@ -228,8 +240,8 @@ def load_source_splits(distilled: DistilledSet, source_dataset: str | None) -> t
 
 
 class KDDataCollator:
-    """Stacks a list of examples into a batch: the inputs (float32, under the modality's input keyword, default
-    `pixel_values`), `labels` (int64), `soft_labels` (float32).
+    """Stacks a list of examples into a batch: the inputs (under the modality's input keyword, default `pixel_values`;
+    float32 unless they are integer token ids), `labels` (int64), `soft_labels` (float32).
 
     Examples may name the label `label` or `labels` and the soft label `soft_label` or `soft_labels`; other keys (e.g.
     a preview `image`) are dropped.
@@ -245,7 +257,9 @@ class KDDataCollator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         first = features[0]
         column = self.modality.input_column if self.modality.input_column in first else self.modality.input_name
-        inputs = torch.stack([torch.as_tensor(f[column], dtype=torch.float32) for f in features])
+        # Real sentences are token ids (integers): only floating-point inputs are cast to float32.
+        inputs = torch.stack([torch.as_tensor(f[column]) for f in features])
+        inputs = inputs.float() if torch.is_floating_point(inputs) else inputs
         batch = {self.modality.input_name: inputs}
         label_key = next((k for k in ("labels", "label") if k in first), None)
         if label_key is not None:
@@ -256,10 +270,11 @@ class KDDataCollator:
         return batch
 
 
-class ImageDataDataset(torch.utils.data.Dataset):
-    """An [`ImageData`] as a map-style dataset of `{input_name, "labels"}` rows (the real test split)."""
+class SplitRows(torch.utils.data.Dataset):
+    """A prepared split ([`ImageData`], [`TextData`]) as a map-style dataset of `{input_name, "labels"}` rows (the
+    real test split)."""
 
-    def __init__(self, data: ImageData, input_name: str = "pixel_values"):
+    def __init__(self, data: LabelledSplit, input_name: str = "pixel_values"):
         self.data = data
         self.input_name = input_name
 
@@ -267,4 +282,4 @@ class ImageDataDataset(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {self.input_name: self.data.images[index], "labels": self.data.labels[index]}
+        return {self.input_name: self.data.inputs[index], "labels": self.data.labels[index]}

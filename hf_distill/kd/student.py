@@ -3,28 +3,38 @@
 
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from ..modeling import fresh_model
-from ..preparation import build_model_config, convnet_config
+from ..preparation import convnet_config, with_classes
 from ..seeding import derive_generator
 from .config import KDConfig
 from .data import DistilledSet
 
 
 def build_student(config: KDConfig, distilled: DistilledSet) -> tuple[PreTrainedModel, str | None]:
-    """The student: a checkpoint (`student_name_or_path`) or a fresh model of `student_config` (default ConvNet-3).
+    """The student: a checkpoint, or a fresh model of `student_config`.
+
+    The checkpoint is `student_name_or_path`, else the one the set's modality starts from (text: the encoder the
+    set was distilled with, so the student reads its `inputs_embeds`). Without either, a fresh model of
+    `student_config` (images: default ConvNet-3). Checkpoints are loaded with the modality's classifier class
+    (`AutoModelForImageClassification`, `AutoModelForSequenceClassification`), the head resized to the set's
+    classes. The modality then binds it to the set's inputs (text: the encoder's word-embedding table, frozen, see
+    `TextModality.bind_classifier`).
 
     Returns:
         `tuple`: the model, and `base_model` (the Hub id when the student starts from a Hub checkpoint, else `None`).
     """
-    channels, height, width = distilled.image_shape
+    modality = distilled.modality
+    example_shape = tuple(distilled.inputs().shape[1:])
     class_names = distilled.class_names
     id2label = dict(enumerate(class_names))
-    if config.student_name_or_path:
-        name = config.student_name_or_path
+    name = config.student_name_or_path
+    if name is None and config.student_config is None:
+        name = modality.pretrained_student(distilled.metadata)
+    if name:
         try:
-            model = AutoModelForImageClassification.from_pretrained(
+            model = modality.classifier_class.from_pretrained(
                 name,
                 num_labels=len(class_names),
                 id2label=id2label,
@@ -35,11 +45,12 @@ def build_student(config: KDConfig, distilled: DistilledSet) -> tuple[PreTrained
             raise ValueError(
                 f"Could not load the student checkpoint {name!r}: {type(error).__name__}: {error}"
             ) from error
-        _check_student_geometry(model.config, channels, height, width)
-        return model, (None if Path(name).expanduser().exists() else name)
+        modality.check_classifier(model.config, example_shape)
+        return modality.bind_classifier(model), (None if Path(name).expanduser().exists() else name)
 
     value = config.student_config
     if value is None or (isinstance(value, dict) and "model_type" not in value):
+        channels, height, width = example_shape
         model_config = convnet_config(channels, (height, width), class_names, **dict(value or {}))
     else:
         if isinstance(value, dict):
@@ -53,25 +64,22 @@ def build_student(config: KDConfig, distilled: DistilledSet) -> tuple[PreTrained
                     f"Could not load a student config from {value!r}: {type(error).__name__}: {error}. Pass a JSON "
                     "string/file, a folder with config.json or a reachable Hub id."
                 ) from error
-        model_config = build_model_config(architecture, distilled.image_data(), None)
-        if model_config.model_type == "hf_distill_convnet":  # its classifier is sized by the images
-            model_config.image_size = height if height == width else [height, width]
-        elif isinstance(getattr(model_config, "image_size", None), int):  # e.g. ViT: patch grid of the set's images
-            model_config.image_size = height
-    _check_student_geometry(model_config, channels, height, width)
-    return fresh_model(model_config, derive_generator(config.seed, "kd-student", "init")), None
+        model_config = _fitted(architecture, distilled)
+    modality.check_classifier(model_config, example_shape)
+    generator = derive_generator(config.seed, "kd-student", "init")
+    return modality.bind_classifier(fresh_model(model_config, generator, modality.classifier_class)), None
 
 
-def _check_student_geometry(model_config: PretrainedConfig, channels: int, height: int, width: int) -> None:
-    model_channels = getattr(model_config, "num_channels", channels)
-    if model_channels != channels:
-        raise ValueError(
-            f"The student expects {model_channels}-channel images but the distilled set has {channels} channels."
-        )
-    if getattr(model_config, "model_type", None) == "hf_distill_convnet":
-        size = model_config.image_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        if size != (height, width):
-            raise ValueError(
-                f"The student ConvNet is sized for {size} images but the distilled set's are {(height, width)}."
-            )
+def _fitted(architecture: PretrainedConfig, distilled: DistilledSet) -> PretrainedConfig:
+    """`architecture` with the set's classes; an image classifier (a config with `num_channels`) also with the set's
+    channels and, where the architecture is sized by it, image size."""
+    model_config = with_classes(architecture, distilled.class_names)
+    if not hasattr(model_config, "num_channels"):
+        return model_config
+    channels, height, width = distilled.image_shape
+    model_config.num_channels = channels
+    if model_config.model_type == "hf_distill_convnet":  # its classifier is sized by the images
+        model_config.image_size = height if height == width else [height, width]
+    elif isinstance(getattr(model_config, "image_size", None), int):  # e.g. ViT: patch grid of the set's images
+        model_config.image_size = height
+    return model_config

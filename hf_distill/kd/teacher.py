@@ -8,28 +8,33 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from ..evaluation import EvaluationProtocol, model_accuracy, train_with_protocol
 from ..hub_utils import check_hub_access, is_hub_id, looks_like_local_path
-from ..modalities import ImageData, ImageModality
+from ..modalities import ImageData, ImageModality, Modality
+from ..modalities.image import build_image_processor
 from ..modeling import fresh_model
 from ..preparation import build_model_config, convnet_config, prepare_split
 from ..seeding import derive_generator
-from .processing import build_image_processor
 
 
 def load_teacher(
-    teacher: str | os.PathLike | nn.Module, device: str | torch.device | None = None, **from_pretrained_kwargs
+    teacher: str | os.PathLike | nn.Module,
+    device: str | torch.device | None = None,
+    modality: Modality | None = None,
+    **from_pretrained_kwargs,
 ) -> nn.Module:
     """A frozen teacher in eval mode.
 
     Args:
-        teacher (`str`, `os.PathLike` or `nn.Module`): A Hub id or a local folder (loaded with
-            `AutoModelForImageClassification.from_pretrained`; a folder written by [`train_teacher`] records the
-            normalisation it was trained with), a `PreTrainedModel`, or any `nn.Module` mapping `(B, C, H, W)` images
+        teacher (`str`, `os.PathLike` or `nn.Module`): A Hub id or a local folder (loaded with the modality's
+            classifier class, `AutoModelForImageClassification` by default, `AutoModelForSequenceClassification` for
+            text; a folder written by [`train_teacher`] records the normalisation it was trained with), a
+            `PreTrainedModel`, or any `nn.Module` mapping a batch of the set's inputs (e.g. `(B, C, H, W)` images)
             to logits (or to an output with `.logits`).
         device (`str` or `torch.device`, *optional*): Where to put it.
+        modality ([`Modality`], *optional*): The distilled set's (default: images).
         **from_pretrained_kwargs: Passed to `from_pretrained` (`revision`, `token`, ...).
 
     Returns:
@@ -37,6 +42,7 @@ def load_teacher(
         processor, the processor's mean/std/size are attached as `teacher.hf_distill_input_settings` so
         [`KDTrainer`] can re-normalise the student's inputs for it.
     """
+    modality = modality or ImageModality()
     if isinstance(teacher, (str, os.PathLike)):
         name = os.fspath(teacher)
         if not os.path.isdir(name):
@@ -45,15 +51,15 @@ def load_teacher(
             # One request first: no network fails at once, not after from_pretrained's retries.
             check_hub_access(name, repo_type="model", revision=from_pretrained_kwargs.get("revision"))
         try:
-            model = AutoModelForImageClassification.from_pretrained(name, **from_pretrained_kwargs)
+            model = modality.classifier_class.from_pretrained(name, **from_pretrained_kwargs)
         except Exception as error:
             raise ValueError(
-                f"Could not load a teacher image classifier from {name!r}: {type(error).__name__}: {error}. Pass a "
-                "folder written by save_pretrained / train_teacher (e.g. <kd output>/teacher), a reachable Hub id, "
-                "or an nn.Module."
+                f"Could not load a teacher ({modality.classifier_class.__name__}) from {name!r}: "
+                f"{type(error).__name__}: {error}. Pass a folder written by save_pretrained / train_teacher (e.g. "
+                "<kd output>/teacher), a reachable Hub id, or an nn.Module."
             ) from error
-        if getattr(model.config, "image_mean", None) is None:
-            settings = ImageModality().model_settings(name)
+        if isinstance(modality, ImageModality) and getattr(model.config, "image_mean", None) is None:
+            settings = modality.model_settings(name)
             if settings:
                 model.hf_distill_input_settings = settings
     elif isinstance(teacher, nn.Module):
@@ -90,7 +96,10 @@ def describe_teacher(teacher: nn.Module | None, name_or_path: str | None = None)
     model_type = getattr(config, "model_type", None) or type(teacher).__name__
     if trained:
         dataset, split = trained.get("dataset") or "real", trained.get("train_split") or "train"
-        description = f"ConvNet trained on the full {dataset} {split} split"
+        if trained.get("encoder"):  # a text teacher: the set's encoder, fine-tuned
+            description = f"{trained['encoder']} fine-tuned on the full {dataset} {split} split"
+        else:
+            description = f"ConvNet trained on the full {dataset} {split} split"
         accuracy = trained.get("test_accuracy")
     else:
         description = f"{model_type} from {name_or_path}" if name_or_path else f"{type(teacher).__name__} (in memory)"

@@ -1,8 +1,10 @@
 """[`KDTrainer`]: a [`~transformers.Trainer`] that distills a frozen teacher (and/or soft labels) into a student.
 
-The output folder (see [`KDTrainer.save_pretrained`]) holds the student (`config.json`, `model.safetensors`), an image
-processor (`preprocessor_config.json`) so `AutoImageProcessor` + `AutoModelForImageClassification` classify raw PIL
-images, `kd_config.json` (every setting, the teacher, the distilled set and its source) and `eval_results.json`.
+The output folder (see [`KDTrainer.save_pretrained`]) holds the student (`config.json`, `model.safetensors`), what
+prepares raw inputs for it (images: `preprocessor_config.json`, so `AutoImageProcessor` +
+`AutoModelForImageClassification` classify raw PIL images; text: the encoder's tokenizer, so `AutoTokenizer` +
+`AutoModelForSequenceClassification` classify raw sentences), `kd_config.json` (every setting, the teacher, the
+distilled set and its source) and `eval_results.json`.
 """
 
 import logging
@@ -20,14 +22,14 @@ from transformers import PreTrainedModel, Trainer
 from ..augment import SiameseAugment, strategy_or_none
 from ..checkpointing import save_tensors, write_json_atomic
 from ..constants import EVAL_RESULTS_NAME, KD_CONFIG_NAME, SOFT_LABEL_COLUMN, __version__
-from ..modalities import ImageData, ImageModality
+from ..modalities import ImageModality
 from ..seeding import derive_generator
+from ..splits import LabelledSplit
 from ..training import accuracy
 from .config import KDConfig
-from .data import DistilledSet, ImageDataDataset, KDDataCollator, prepare_test_split
+from .data import DistilledSet, KDDataCollator, SplitRows, prepare_test_split
 from .losses import distillation_loss, soft_labels_are_probabilities
 from .metrics import argmax_logits, compute_accuracy
-from .processing import build_image_processor
 from .student import build_student
 from .teacher import describe_teacher, load_teacher, teacher_input_settings
 
@@ -49,11 +51,12 @@ class KDTrainer(Trainer):
         teacher (`nn.Module` or `str`, *optional*): The teacher (see [`load_teacher`]); frozen and moved to the
             training device here. May be `None` when `alpha == 1` or the set has soft labels.
         distilled ([`DistilledSet`], *optional*): The distilled set: the default training data, the augmentation for
-            `augmentation="auto"`, the normalisation for the image processor and for a raw `eval_dataset`.
-        train_dataset (*optional*): Rows with `pixel_values`, `label(s)` and optionally `soft_label(s)`; default: the
-            distilled set.
-        eval_dataset (*optional*): The real test split: an [`ImageData`], a `datasets.Dataset` of raw images
-            (prepared with the set's statistics), or any dataset of `{"pixel_values", "labels"}` rows.
+            `augmentation="auto"`, the processor saved with the student and the preparation of a raw `eval_dataset`
+            (see [`DistilledSet.preparation_settings`]).
+        train_dataset (*optional*): Rows with the modality's input column (`pixel_values`, `inputs_embeds`),
+            `label(s)` and optionally `soft_label(s)`; default: the distilled set.
+        eval_dataset (*optional*): The real test split: a prepared split ([`ImageData`], [`TextData`]), a
+            `datasets.Dataset` of raw examples (prepared like the set), or any dataset of `{input, "labels"}` rows.
         teacher_info (`dict`, *optional*): Teacher description for `kd_config.json` (default: [`describe_teacher`]).
         **kwargs: Any other [`~transformers.Trainer`] argument (`callbacks`, `optimizers`, ...).
     """
@@ -109,7 +112,7 @@ class KDTrainer(Trainer):
 
         if teacher is not None and not isinstance(teacher, nn.Module):
             teacher_name = os.fspath(teacher)
-            teacher = load_teacher(teacher)
+            teacher = load_teacher(teacher, modality=self.modality)
             teacher_info = teacher_info or describe_teacher(teacher, teacher_name)
         if teacher is None and args.alpha < 1 and not self.use_soft_labels:
             raise ValueError(
@@ -126,21 +129,18 @@ class KDTrainer(Trainer):
                     "A raw eval_dataset is prepared with the distilled set's statistics: pass `distilled`."
                 )
             eval_dataset = prepare_test_split(distilled, eval_dataset)
-        if isinstance(eval_dataset, ImageData):
+        if isinstance(eval_dataset, LabelledSplit):
             if distilled is not None and eval_dataset.num_classes != distilled.num_classes:
                 raise ValueError(
                     f"The eval split has {eval_dataset.num_classes} classes, the distilled set "
                     f"{distilled.num_classes}: evaluate on a split of the dataset the set was distilled from."
                 )
-            eval_dataset = ImageDataDataset(eval_dataset, self.modality.input_name)
+            eval_dataset = SplitRows(eval_dataset, self.modality.input_name)
         if compute_metrics is None and eval_dataset is not None:
             compute_metrics = compute_accuracy
             kwargs.setdefault("preprocess_logits_for_metrics", argmax_logits)
-        if processing_class is None and distilled is not None:
-            channels, height, width = distilled.image_shape
-            processing_class = build_image_processor(
-                distilled.image_mean, distilled.image_std, (height, width), channels
-            )
+        if processing_class is None and distilled is not None:  # saved with the student: raw inputs -> tensors
+            processing_class = self.modality.processor(distilled.preparation_settings())
 
         super().__init__(
             model=model,
@@ -167,7 +167,7 @@ class KDTrainer(Trainer):
         self.teacher = None
         self.teacher_info = teacher_info
         if teacher is not None:
-            self.teacher = load_teacher(teacher, device=self.args.device)
+            self.teacher = load_teacher(teacher, device=self.args.device, modality=self.modality)
             if self.teacher_info is None:
                 self.teacher_info = describe_teacher(self.teacher, args.teacher_name_or_path)
             self._teacher_settings = teacher_input_settings(self.teacher)
@@ -198,7 +198,7 @@ class KDTrainer(Trainer):
             logits = self.teacher_logits(sample)
         except Exception as error:
             raise ValueError(
-                f"The teacher failed on a {tuple(sample.shape[1:])} image of the distilled set: "
+                f"The teacher failed on a {tuple(sample.shape[1:])} example of the distilled set: "
                 f"{type(error).__name__}: {error}"
             ) from error
         if logits.ndim != 2 or logits.shape[-1] != expected:
@@ -218,8 +218,9 @@ class KDTrainer(Trainer):
                 )
 
     def _teacher_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The batch as the teacher expects it: un-whitened (a ZCA set), re-normalised (exact, it is affine) and
-        resized when they differ. Teachers see images normalised per channel, never whitened."""
+        """The batch as the teacher expects it. Images: un-whitened (a ZCA set), re-normalised (exact, it is affine)
+        and resized when they differ (teachers see images normalised per channel, never whitened). Other inputs (text:
+        the teacher reads the set's `inputs_embeds` as they are) pass unchanged."""
         settings = self._teacher_settings
         if self.distilled is None:
             return pixel_values
@@ -253,12 +254,12 @@ class KDTrainer(Trainer):
             return output[0]
         return output
 
-    def teacher_accuracy(self, data: ImageData) -> float | None:
+    def teacher_accuracy(self, data: LabelledSplit) -> float | None:
         """The teacher's top-1 accuracy (percent) on `data` (prepared like the distilled set)."""
         if self.teacher is None:
             return None
         return 100.0 * accuracy(
-            self.teacher_logits, data.images, data.labels, self.args.device, self.args.per_device_eval_batch_size
+            self.teacher_logits, data.inputs, data.labels, self.args.device, self.args.per_device_eval_batch_size
         )
 
     # ------------------------------------------------------------------ augmentation
@@ -368,6 +369,7 @@ class KDTrainer(Trainer):
         return {
             "hf_distill_version": __version__,
             **self.args.kd_settings(),
+            "modality": self.modality.name,
             "augmentation_resolved": self.augmentation_resolved,
             "soft_labels_used": self.use_soft_labels,
             "soft_label_kind": (

@@ -30,6 +30,8 @@ class Modality:
     task: ClassVar[str] = ""
     #: The role of the input column in `column_mapping` and the config (`image` -> `image_column`).
     column_role: ClassVar[str] = ""
+    #: The `transformers` Auto class of a classifier of this modality's inputs (a KD teacher or student).
+    classifier_class: ClassVar[type | None] = None
 
     @classmethod
     def detect(cls, features: Features) -> bool:
@@ -56,6 +58,31 @@ class Modality:
     def preparation_settings(self, config: Any, architecture: Any, model_settings: dict) -> dict:
         """The [`prepare`] settings of the training split for a run's `config` and `architecture`."""
         return {}
+
+    def recorded_settings(self, metadata: dict) -> dict:
+        """The [`prepare`] settings a distilled set records (its `distill_config.json`), which prepare a real split
+        like the set's inputs; loads what they name (text: the encoder). Raises a `ValueError` naming what is
+        missing."""
+        return {}
+
+    def processor(self, settings: dict):
+        """What turns raw inputs into the tensors of data prepared with `settings` (an image processor, a tokenizer),
+        saved beside a classifier so it can be used without hf_distill; `None` when there is none."""
+        return None
+
+    def pretrained_student(self, metadata: dict) -> str | None:
+        """The checkpoint a KD student starts from when none is given, for a set with this `metadata` (`None`: a
+        fresh model)."""
+        return None
+
+    def check_classifier(self, model_config, example_shape: tuple[int, ...]) -> None:
+        """Raises a `ValueError` saying what to change when a classifier of `model_config` cannot take examples of
+        `example_shape` (the set's inputs, as [`inputs_from_columns`] returns them)."""
+
+    def bind_classifier(self, model: nn.Module) -> nn.Module:
+        """Makes a classifier trained on a set read raw inputs the way the set's were made (text: the encoder's
+        word-embedding table, frozen); returns it."""
+        return model
 
     def fit_preprocessing(self, data: Any, config: Any) -> Any:
         """Preprocessing fitted on the prepared training split (images: ZCA whitening with `config.zca`); the

@@ -3,7 +3,7 @@
 import torch
 from datasets import Array3D, Dataset, Features, Image
 from PIL import Image as PILImage
-from transformers import AutoImageProcessor, PretrainedConfig
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
 
 from ..augment import SiameseAugment, resolve_strategy
 from ..registry import register_modality
@@ -28,6 +28,32 @@ def _architecture_image_size(config: PretrainedConfig | None) -> tuple[int, int]
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
+def build_image_processor(mean: list[float], std: list[float], image_size: tuple[int, int], num_channels: int):
+    """An image processor that turns raw images into the tensors a model trained on this data expects.
+
+    Resize to `image_size` (bilinear), rescale by 1/255, normalise with `mean`/`std`; 3-channel data converts inputs
+    to RGB. Saved as a `ViTImageProcessor`, so `AutoImageProcessor.from_pretrained(folder)` and the
+    `image-classification` pipeline load it without hf_distill. Single-channel data expects mode `L` images (the
+    processor cannot convert RGB to grayscale).
+    """
+    try:  # transformers 5: the PIL backend (always available); the torchvision one is chosen at load when installed
+        from transformers import ViTImageProcessorPil as processor_class
+    except ImportError:  # transformers 4: the PIL/NumPy processor
+        from transformers import ViTImageProcessor as processor_class
+    height, width = (int(s) for s in image_size)
+    return processor_class(
+        do_resize=True,
+        size={"height": height, "width": width},
+        resample=2,  # PIL bilinear
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[float(m) for m in mean],
+        image_std=[float(s) for s in std],
+        do_convert_rgb=num_channels == 3,
+    )
+
+
 @register_modality("image")
 class ImageModality(Modality):
     """Images: a `datasets.Image` (or numeric array) column, normalised `(C, H, W)` float tensors, `pixel_values`."""
@@ -37,6 +63,7 @@ class ImageModality(Modality):
     preview_column = "image"
     task = "image-classification"
     column_role = "image"
+    classifier_class = AutoModelForImageClassification
 
     @classmethod
     def detect(cls, features: Features) -> bool:
@@ -104,6 +131,48 @@ class ImageModality(Modality):
     def settings_of(self, data: ImageData) -> dict:
         settings = dict(mean=data.mean, std=data.std, image_size=data.image_size, num_channels=data.num_channels)
         return settings | ({"zca": data.zca} if data.zca is not None else {})
+
+    def recorded_settings(self, metadata: dict) -> dict:
+        """The set's normalisation (`image_mean`, `image_std`) and, when recorded, size and channels (`image_shape`,
+        `C x H x W`)."""
+        missing = [key for key in ("image_mean", "image_std") if key not in metadata]
+        if missing:
+            raise ValueError(
+                f"The distilled set's metadata lacks {missing}: it must come from DistillTrainer.save (its config "
+                "records the normalisation of pixel_values)."
+            )
+        settings = {
+            "mean": [float(v) for v in metadata["image_mean"]],
+            "std": [float(v) for v in metadata["image_std"]],
+        }
+        if metadata.get("image_shape"):
+            channels, height, width = (int(v) for v in metadata["image_shape"])
+            settings |= {"image_size": (height, width), "num_channels": channels}
+        return settings
+
+    def processor(self, settings: dict):
+        """A `ViTImageProcessor` that resizes and normalises raw images like `settings` (see
+        [`build_image_processor`])."""
+        return build_image_processor(
+            settings["mean"], settings["std"], settings["image_size"], settings["num_channels"]
+        )
+
+    def check_classifier(self, model_config: PretrainedConfig, example_shape: tuple[int, ...]) -> None:
+        """The classifier must take the set's channels (and, for the ConvNet, whose head is sized by the image,
+        its size)."""
+        channels, height, width = example_shape
+        model_channels = getattr(model_config, "num_channels", channels)
+        if model_channels != channels:
+            raise ValueError(
+                f"The model expects {model_channels}-channel images but the distilled set has {channels} channels."
+            )
+        if getattr(model_config, "model_type", None) == "hf_distill_convnet":
+            size = model_config.image_size
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            if size != (height, width):
+                raise ValueError(
+                    f"The ConvNet is sized for {size} images but the distilled set's are {(height, width)}."
+                )
 
     def augmentation(self, strategy: str | None, class_names: list[str]) -> SiameseAugment:
         return SiameseAugment(resolve_strategy(strategy, class_names))

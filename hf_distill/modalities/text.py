@@ -19,7 +19,7 @@ from datasets import Array2D, Dataset, Features, List, Value
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from ..checkpointing import save_tensors_atomic
 from ..data import class_names_of, read_labels
@@ -92,6 +92,7 @@ class TextModality(Modality):
     preview_column = "text"
     task = "text-classification"
     column_role = "text"
+    classifier_class = AutoModelForSequenceClassification
 
     def __init__(self, encoder: PreTrainedModel | None = None, tokenizer=None, name_or_path: str | None = None):
         self.encoder, self.tokenizer, self.name_or_path = encoder, tokenizer, name_or_path
@@ -154,6 +155,57 @@ class TextModality(Modality):
             "max_length": getattr(config, "max_length", None) or DEFAULT_MAX_LENGTH,
             "feature_cache_dir": getattr(config, "feature_cache_dir", None),
         }
+
+    def recorded_settings(self, metadata: dict) -> dict:
+        """Loads the set's encoder (`model_name_or_path`) and returns its `max_length`."""
+        if not metadata.get("model_name_or_path"):
+            raise ValueError(
+                "The text set's metadata lacks model_name_or_path: it must come from DistillTrainer.save (its config "
+                "records the encoder whose input-embedding space the set lives in)."
+            )
+        self.model_settings(metadata["model_name_or_path"])
+        return {"max_length": int(metadata.get("max_length") or DEFAULT_MAX_LENGTH)}
+
+    def processor(self, settings: dict):
+        """The encoder's tokenizer (sentences are tokenised by it)."""
+        self._require_encoder()
+        return self.tokenizer
+
+    def pretrained_student(self, metadata: dict) -> str | None:
+        """The set's encoder: the model whose input-embedding space the set lives in."""
+        return metadata.get("model_name_or_path")
+
+    def check_classifier(self, model_config, example_shape: tuple[int, ...]) -> None:
+        """The classifier must read the set's `inputs_embeds`: the same width as the encoder's word embeddings (and
+        the same vocabulary, since the tokenizer saved with it is the encoder's)."""
+        width = example_shape[-1] - 1  # inputs_embeds and the attention mask
+        hidden = getattr(model_config, "hidden_size", None)
+        if hidden is not None and hidden != width:
+            raise ValueError(
+                f"The model's hidden size is {hidden} but the set's inputs_embeds have {width} values per position "
+                f"(the encoder {self.name_or_path}'s): use a model with hidden_size={width} (e.g. the encoder, or a "
+                "smaller config of the same family with fewer layers)."
+            )
+        vocabulary = getattr(model_config, "vocab_size", None)
+        if self.tokenizer is not None and vocabulary is not None and vocabulary < len(self.tokenizer):
+            raise ValueError(
+                f"The model's vocabulary has {vocabulary} entries but the encoder's tokenizer {len(self.tokenizer)}: "
+                "use the encoder's vocab_size."
+            )
+
+    def bind_classifier(self, model: nn.Module) -> nn.Module:
+        """Copies the encoder's word-embedding table into `model` and freezes it.
+
+        The set's `inputs_embeds` are rows of (or points near) that table, and a raw sentence reaches a classifier
+        through its own table: a student trained on the set must look its tokens up in the same table, whatever its
+        other weights (a fresh config of the same family, another checkpoint of the same width)."""
+        self._require_encoder()
+        table = model.get_input_embeddings().weight
+        source = self.encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            table[: source.shape[0]].copy_(source.to(table))
+        table.requires_grad_(False)
+        return model
 
     def settings_of(self, data: TextData) -> dict:
         return {"max_length": data.max_length}
