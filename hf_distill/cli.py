@@ -444,11 +444,13 @@ def _print_kd_summary(trainer) -> None:
     if results:
         lines.append(
             f"  student test accuracy: {results['accuracy']:.2f}% on {results['num_test_images']} "
-            f"{results['test_split']} images of {results['dataset']}"
+            f"{results['test_split']} {'sentences' if trainer.modality.name == 'text' else 'images'} of "
+            f"{results['dataset']}"
         )
     else:
         lines.append("  no real test split available: the student was not evaluated (pass --source_dataset)")
-    lines.append(f"Wrote {args.output_dir}/ (model, preprocessor_config.json, kd_config.json, eval_results.json)")
+    processor = "tokenizer" if trainer.modality.name == "text" else "preprocessor_config.json"
+    lines.append(f"Wrote {args.output_dir}/ (model, {processor}, kd_config.json, eval_results.json)")
     print("\n".join(lines))
 
 

@@ -15,8 +15,15 @@ from text_helpers import make_text_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from hf_distill import DistillTrainer
-from hf_distill.kd import KDConfig, KDDataCollator, KDTrainer, build_student, load_distilled_set, train_student
-from hf_distill.kd.text_teacher import train_text_teacher
+from hf_distill.kd import (
+    KDConfig,
+    KDDataCollator,
+    KDTrainer,
+    build_student,
+    load_distilled_set,
+    train_student,
+    train_text_teacher,
+)
 from hf_distill.modalities import TextData, TextModality
 from hf_distill.registry import get_method_class
 from hf_distill.student_cards import render_student_card
