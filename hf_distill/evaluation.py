@@ -6,7 +6,6 @@ as the papers' `np.std`). Beside it: a random real subset of the same size, and 
 split. Any transformers vision classifier config can be the evaluation architecture.
 """
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from transformers import PretrainedConfig
 from .augment import SiameseAugment
 from .modalities import ImageData, ImageModality, Modality
 from .modeling import fresh_model, reinitialize_
-from .models import SentenceEncoderClassifier
+from .models import MeanPoolingForSequenceClassification
 from .seeding import derive_generator, seeded_rng
 from .splits import ClassBalancedSampler
 from .training import TrainingCallback, accuracy, loss_for_targets, model_forward, train_classifier
@@ -138,7 +137,7 @@ def fresh_classifier(
     encoder = getattr(modality, "encoder", None)
     if encoder is None:
         return fresh_model(model_config, generator)
-    classifier = SentenceEncoderClassifier(copy.deepcopy(encoder), model_config.num_labels)
+    classifier = MeanPoolingForSequenceClassification.from_encoder(encoder, model_config.num_labels)
     reinitialize_(classifier.classifier, generator)
     return classifier
 

@@ -189,7 +189,8 @@ def render_student_card(
             repo_id=repo_id or "<user>/<model-name>",
             model_title=model_name,
             architecture=architecture,
-            needs_hf_distill=model_config.get("model_type") == "hf_distill_convnet",
+            # hf_distill's own architectures (the ConvNet, the mean-pooling text classifier) load once it is imported.
+            needs_hf_distill=str(model_config.get("model_type", "")).startswith("hf_distill_"),
             num_labels=len(model_config.get("id2label") or {}) or model_config.get("num_labels", "?"),
             teacher=_teacher_text(kd.get("teacher")),
             distilled_link=_dataset_link(distilled),

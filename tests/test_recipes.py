@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_distill.cli import parse_distill_args
+from hf_distill.cli import parse_distill_args, parse_kd_args
 from hf_distill.methods import METHODS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "recipes"
-# Every YAML under recipes/ except the accelerate launcher configs is a `hf-distill distill` recipe.
-RECIPES = sorted(p for p in RECIPES_DIR.rglob("*.yaml") if "accelerate_configs" not in p.parts)
+# Every YAML under recipes/ except the accelerate launcher configs and the `hf-distill kd` recipes (recipes/kd/) is a
+# `hf-distill distill` recipe.
+RECIPES = sorted(p for p in RECIPES_DIR.rglob("*.yaml") if not {"accelerate_configs", "kd"} & set(p.parts))
+KD_RECIPES = sorted((RECIPES_DIR / "kd").glob("*.yaml"))
 RECIPE_NAME = re.compile(r"^(?P<method>[a-z_]+)_ipc(?P<ipc>\d+)\.yaml$")
 
 
@@ -59,6 +61,19 @@ def test_recipe_parses(path):
     if config.method == "dm":
         # Every checkpoint is kept: the benchmark evaluates each of them for the accuracy-vs-time curve.
         assert config.save_total_limit is None and config.save_steps > 0
+
+
+@pytest.mark.parametrize("path", KD_RECIPES, ids=lambda p: p.name)
+def test_kd_recipe_parses_and_names_a_set_made_by_a_distill_recipe(path):
+    values = yaml.safe_load(path.read_text())
+    config = parse_kd_args(["--config", str(path)])  # unknown keys and bad values raise
+    for key, value in values.items():
+        assert getattr(config, key) == value, f"{path}: {key} was not applied"
+    # `<dataset>_<method>_ipc<N>.yaml` trains on the set `recipes/<dataset>/<method>_ipc<N>.yaml` writes.
+    dataset, set_name = path.stem.split("_", 1)
+    distill_recipe = RECIPES_DIR / dataset / f"{set_name}.yaml"
+    assert yaml.safe_load(distill_recipe.read_text())["output_dir"] == config.distilled_dataset
+    assert config.output_dir == f"benchmarks/runs/{dataset}_kd/{set_name}"
 
 
 def test_accelerate_config_parses():

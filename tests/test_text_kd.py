@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from text_helpers import make_text_dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from hf_distill import DistillTrainer
 from hf_distill.kd import (
@@ -25,6 +25,8 @@ from hf_distill.kd import (
     train_text_teacher,
 )
 from hf_distill.modalities import TextData, TextModality
+from hf_distill.modalities.text import TokenDropout
+from hf_distill.models import MeanPoolingForSequenceClassification
 from hf_distill.registry import get_method_class
 from hf_distill.student_cards import render_student_card
 
@@ -122,17 +124,87 @@ def test_the_collator_keeps_token_ids_as_integers_and_embeddings_as_floats():
     assert ids["labels"].tolist() == [1, 1] and embeds["labels"].tolist() == [0, 0]
 
 
-def test_the_default_text_student_is_the_encoder_with_a_head_and_reads_ids_like_embeddings(text_set):
+def test_the_default_text_student_is_the_encoder_with_a_mean_pooling_head_and_reads_ids_like_embeddings(text_set):
     distilled = load_distilled_set(text_set)
     student, base_model = build_student(KDConfig(output_dir="unused", disable_tqdm=True), distilled)
-    assert student.config.model_type == "bert" and student.config.num_labels == 2 and base_model is None
-    assert student.config.id2label == {0: "negative", 1: "positive"}
+    assert isinstance(student, MeanPoolingForSequenceClassification) and base_model is None  # a local encoder
+    assert student.config.num_labels == 2 and student.config.id2label == {0: "negative", 1: "positive"}
     modality = distilled.modality
     table = modality.encoder.get_input_embeddings().weight
     assert not student.get_input_embeddings().weight.requires_grad
+    assert all(p.requires_grad for name, p in student.named_parameters() if "word_embeddings" not in name)
+    # A copy: training the student leaves the modality's (frozen) encoder alone.
+    assert student.encoder is not modality.encoder and not any(p.requires_grad for p in modality.encoder.parameters())
     student.eval()
     from_ids, from_embeds = sentence_logits_both_ways(student, modality.tokenizer, table, "the film was great")
     torch.testing.assert_close(from_ids, from_embeds)
+
+
+def test_a_text_student_from_a_checkpoint_is_that_checkpoints_sequence_classifier(text_set, tiny_encoder):
+    distilled = load_distilled_set(text_set)
+    config = KDConfig(output_dir="unused", student_name_or_path=tiny_encoder, disable_tqdm=True)
+    student, _ = build_student(config, distilled)
+    assert student.config.model_type == "bert" and student.config.num_labels == 2
+    table = distilled.modality.encoder.get_input_embeddings().weight
+    torch.testing.assert_close(student.get_input_embeddings().weight, table, rtol=0, atol=0)
+
+
+def test_the_mean_pooling_classifier_saves_and_loads_with_the_auto_class(tiny_encoder, tmp_path):
+    encoder = AutoModel.from_pretrained(tiny_encoder)
+    model = MeanPoolingForSequenceClassification.from_encoder(encoder, id2label={0: "neg", 1: "pos"}).eval()
+    model.save_pretrained(tmp_path / "model")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    assert isinstance(loaded, MeanPoolingForSequenceClassification) and loaded.config.id2label == {0: "neg", 1: "pos"}
+    ids = torch.tensor([[2, 6, 17, 3, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask).logits, expected)
+        # The pooled embedding is the sentence-transformers one: padding changes nothing.
+        torch.testing.assert_close(model(input_ids=ids[:, :4], attention_mask=mask[:, :4]).logits, expected)
+    output = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([1]))
+    assert output.loss is not None and output.loss.ndim == 0
+
+
+def test_token_dropout_leaves_words_out_of_the_mask_only(tiny_encoder):
+    dropout = TokenDropout(0.5)
+    inputs = torch.randn(64, 10, 17)
+    inputs[..., -1] = 1.0
+    dropped = dropout(inputs, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(dropped[..., :-1], inputs[..., :-1], rtol=0, atol=0)
+    assert torch.all(dropped[:, 0, -1] == 1)  # [CLS] stays
+    assert 0.4 < 1 - dropped[:, 1:, -1].mean().item() < 0.6
+    again = dropout(inputs, torch.Generator().manual_seed(0))
+    assert torch.equal(again, dropped) and torch.equal(inputs[..., -1], torch.ones(64, 10))  # seeded, not in place
+    tokens = torch.ones(4, 6, 2, dtype=torch.int64)
+    assert dropout(tokens, torch.Generator().manual_seed(1))[..., 0].eq(1).all()  # ids untouched, mask channel 1
+    modality = TextModality()
+    assert isinstance(modality.augmentation("token_dropout", []), TokenDropout)
+    assert not modality.augmentation("auto", []).enabled
+    with pytest.raises(ValueError, match="Text sets take the augmentation 'token_dropout' or none"):
+        modality.augmentation("color_crop", [])
+
+
+def test_head_learning_rate_gives_the_head_its_own_rate(text_set, tmp_path):
+    distilled = load_distilled_set(text_set)
+    args = KDConfig(
+        distilled_dataset=str(text_set),
+        output_dir=str(tmp_path / "student"),
+        alpha=1.0,
+        optim="adamw_torch",
+        optim_args=None,
+        learning_rate=1e-5,
+        head_learning_rate=1e-2,
+        augmentation="token_dropout",
+        disable_tqdm=True,
+    )
+    trainer = KDTrainer(args=args, distilled=distilled)
+    optimizer = trainer.create_optimizer()
+    body, head = optimizer.param_groups
+    assert body["lr"] == 1e-5 and head["lr"] == 1e-2
+    assert {id(p) for p in head["params"]} == {id(p) for p in trainer.model.classifier.parameters()}
+    assert isinstance(trainer.augment, TokenDropout)
+    assert json.loads(json.dumps(trainer.kd_config_dict()))["head_learning_rate"] == 1e-2
 
 
 def test_a_fresh_text_student_gets_the_encoders_word_embeddings(text_set):
@@ -191,6 +263,7 @@ def test_train_student_on_a_text_set_trains_the_teacher_and_saves_a_plain_transf
     assert card.data.pipeline_tag == "text-classification"
     assert "AutoModelForSequenceClassification" in card.text and "AutoTokenizer" in card.text
     assert "AutoImageProcessor" not in card.text and "text classifier" in card.text
+    assert "import hf_distill" in card.text  # the default student is hf_distill's mean-pooling classifier
     assert "4 sentences, 2 per class" in card.text
 
 

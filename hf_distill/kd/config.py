@@ -14,6 +14,7 @@ from transformers.trainer_utils import SaveStrategy, SchedulerType
 from transformers.training_args import OptimizerNames
 
 from ..augment import SiameseAugment
+from ..modalities.text import TOKEN_DROPOUT
 
 SOFT_LABEL_CHOICES = ("auto", "yes", "no")
 #: Epochs of a teacher trained with `train_teacher=True` unless `teacher_epochs` says otherwise: a ConvNet on real
@@ -135,8 +136,17 @@ class KDConfig(TrainingArguments):
         default="auto",
         metadata={
             "help": "Augmentation of every training batch (student and teacher see the same augmented batch): "
-            "'auto' (the distilled set's dsa_strategy_resolved), 'none', or a DSA strategy such as "
-            "'color_crop_cutout_flip_scale_rotate'."
+            "'auto' (the distilled set's dsa_strategy_resolved), 'none', a DSA strategy such as "
+            "'color_crop_cutout_flip_scale_rotate' (images), or 'token_dropout' (text: 20%% of the tokens left out "
+            "of each view)."
+        },
+    )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the student's classification head (its `classifier` module), when it should "
+            "differ from learning_rate: a pretrained encoder fine-tuned on a handful of examples keeps its features "
+            "at a small learning_rate while its fresh head learns fast (the SST-2 recipe: 1e-5 and 1e-2)."
         },
     )
     lr_decay_at_half: bool = field(
@@ -192,7 +202,7 @@ class KDConfig(TrainingArguments):
             value = getattr(self, name)
             if value is None:
                 setattr(self, name, "none")
-            elif value != "auto":
+            elif value not in ("auto", TOKEN_DROPOUT):
                 SiameseAugment(value)  # raises a ValueError naming the valid families
         if self.teacher_name_or_path and self.train_teacher:
             raise ValueError("Pass either teacher_name_or_path (an existing teacher) or train_teacher=True, not both.")
@@ -234,6 +244,7 @@ class KDConfig(TrainingArguments):
             "student_name_or_path",
             "student_config",
             "lr_decay_at_half",
+            "head_learning_rate",
             "num_train_epochs",
             "learning_rate",
             "per_device_train_batch_size",

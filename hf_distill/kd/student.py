@@ -13,14 +13,14 @@ from .data import DistilledSet
 
 
 def build_student(config: KDConfig, distilled: DistilledSet) -> tuple[PreTrainedModel, str | None]:
-    """The student: a checkpoint, or a fresh model of `student_config`.
+    """The student: a checkpoint, the modality's default, or a fresh model of `student_config`.
 
-    The checkpoint is `student_name_or_path`, else the one the set's modality starts from (text: the encoder the
-    set was distilled with, so the student reads its `inputs_embeds`). Without either, a fresh model of
-    `student_config` (images: default ConvNet-3). Checkpoints are loaded with the modality's classifier class
-    (`AutoModelForImageClassification`, `AutoModelForSequenceClassification`), the head resized to the set's
-    classes. The modality then binds it to the set's inputs (text: the encoder's word-embedding table, frozen, see
-    `TextModality.bind_classifier`).
+    A checkpoint (`student_name_or_path`) is loaded with the modality's classifier class
+    (`AutoModelForImageClassification`, `AutoModelForSequenceClassification`), the head resized to the set's classes.
+    Without one nor a `student_config`, the modality's default student (text: the encoder the set was distilled with,
+    with a fresh head on its mean-pooled embedding, [`MeanPoolingForSequenceClassification`]), else a fresh model of
+    `student_config` (images: the papers' ConvNet-3). The modality then binds it to the set's inputs (text: the
+    encoder's word-embedding table, frozen, see `TextModality.bind_classifier`).
 
     Returns:
         `tuple`: the model, and `base_model` (the Hub id when the student starts from a Hub checkpoint, else `None`).
@@ -30,8 +30,11 @@ def build_student(config: KDConfig, distilled: DistilledSet) -> tuple[PreTrained
     class_names = distilled.class_names
     id2label = dict(enumerate(class_names))
     name = config.student_name_or_path
-    if name is None and config.student_config is None:
-        name = modality.pretrained_student(distilled.metadata)
+    default = modality.default_student(class_names) if name is None and config.student_config is None else None
+    if default is not None:
+        model, name = default
+        modality.check_classifier(model.config, example_shape)
+        return modality.bind_classifier(model), _hub_name(name)
     if name:
         try:
             model = modality.classifier_class.from_pretrained(
@@ -46,7 +49,7 @@ def build_student(config: KDConfig, distilled: DistilledSet) -> tuple[PreTrained
                 f"Could not load the student checkpoint {name!r}: {type(error).__name__}: {error}"
             ) from error
         modality.check_classifier(model.config, example_shape)
-        return modality.bind_classifier(model), (None if Path(name).expanduser().exists() else name)
+        return modality.bind_classifier(model), _hub_name(name)
 
     value = config.student_config
     if value is None or (isinstance(value, dict) and "model_type" not in value):
@@ -68,6 +71,11 @@ def build_student(config: KDConfig, distilled: DistilledSet) -> tuple[PreTrained
     modality.check_classifier(model_config, example_shape)
     generator = derive_generator(config.seed, "kd-student", "init")
     return modality.bind_classifier(fresh_model(model_config, generator, modality.classifier_class)), None
+
+
+def _hub_name(name: str | None) -> str | None:
+    """`name` when it is a Hub checkpoint (the card's `base_model`), `None` for a local folder."""
+    return None if not name or Path(name).expanduser().exists() else name
 
 
 def _fitted(architecture: PretrainedConfig, distilled: DistilledSet) -> PretrainedConfig:

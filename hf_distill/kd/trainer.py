@@ -19,7 +19,7 @@ from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 
-from ..augment import SiameseAugment, strategy_or_none
+from ..augment import strategy_or_none
 from ..checkpointing import save_tensors, write_json_atomic
 from ..constants import EVAL_RESULTS_NAME, KD_CONFIG_NAME, SOFT_LABEL_COLUMN, __version__
 from ..modalities import ImageModality
@@ -160,7 +160,8 @@ class KDTrainer(Trainer):
         if strategy == "auto":
             strategy = distilled.dsa_strategy if distilled is not None else None
         self.augmentation_resolved = strategy_or_none(strategy)
-        self.augment = SiameseAugment(self.augmentation_resolved)
+        class_names = distilled.class_names if distilled is not None else []
+        self.augment = self.modality.augmentation(self.augmentation_resolved, class_names)
         self._augment_step = (-1, 0)  # (global step, micro-step) of the last draw
 
         # Teacher: frozen, eval mode, on the training device.
@@ -324,6 +325,32 @@ class KDTrainer(Trainer):
                     logs[f"{prefix}{name}"] = float(np.mean(values))
             metrics.clear()
         super().log(logs, start_time)
+
+    def create_optimizer(self, model=None):
+        """With `args.head_learning_rate`, the optimizer trains the head (`classifier`) at that rate and the rest at
+        `learning_rate`; otherwise the Trainer's."""
+        model = model if model is not None else self.model
+        if self.optimizer is not None or self.args.head_learning_rate is None:
+            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+        head = getattr(self.accelerator.unwrap_model(model), "classifier", None)
+        if not isinstance(head, nn.Module):
+            raise ValueError(
+                "head_learning_rate needs a student whose classification head is its `classifier` module (as "
+                f"transformers' classifiers name it); {type(model).__name__} has none. Unset head_learning_rate."
+            )
+        head_ids = {id(p) for p in head.parameters()}
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer_class, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+        groups = [
+            {"params": [p for p in trainable if id(p) not in head_ids], "weight_decay": self.args.weight_decay},
+            {
+                "params": [p for p in trainable if id(p) in head_ids],
+                "lr": self.args.head_learning_rate,
+                "weight_decay": self.args.weight_decay,
+            },
+        ]
+        self.optimizer = optimizer_class(groups, **optimizer_kwargs)
+        return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The protocol's schedule (lr x0.1 at half the steps) when `args.lr_decay_at_half`, else the Trainer's."""

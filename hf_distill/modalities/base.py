@@ -70,9 +70,9 @@ class Modality:
         saved beside a classifier so it can be used without hf_distill; `None` when there is none."""
         return None
 
-    def pretrained_student(self, metadata: dict) -> str | None:
-        """The checkpoint a KD student starts from when none is given, for a set with this `metadata` (`None`: a
-        fresh model)."""
+    def default_student(self, class_names: list[str]) -> tuple[nn.Module, str] | None:
+        """The model a KD student starts from when none is given, with the name of the checkpoint it comes from;
+        `None`: a fresh model of the student config (images: the papers' ConvNet)."""
         return None
 
     def check_classifier(self, model_config, example_shape: tuple[int, ...]) -> None:

@@ -3,7 +3,7 @@
 from .convnet import ConvNetConfig, ConvNetForImageClassification, ConvNetPreTrainedModel, default_convnet_config
 from .embedding_classifier import EmbeddingClassifier
 from .mlp import MLPConfig, MLPForImageClassification
-from .sentence_classifier import SentenceEncoderClassifier
+from .sentence_classifier import MeanPoolingClassifierConfig, MeanPoolingForSequenceClassification, mean_pooled
 from .zoo import ARCHITECTURE_NAMES, named_architecture
 
 __all__ = [
@@ -15,6 +15,8 @@ __all__ = [
     "MLPConfig",
     "MLPForImageClassification",
     "default_convnet_config",
-    "SentenceEncoderClassifier",
+    "MeanPoolingClassifierConfig",
+    "MeanPoolingForSequenceClassification",
+    "mean_pooled",
     "named_architecture",
 ]
