@@ -134,6 +134,16 @@ def convnet_config(
     )
 
 
+def prepare_train_and_test(
+    train_split: Dataset | ImageData, test_split: Dataset | ImageData | None, modality: Modality, settings: dict
+) -> tuple[ImageData, ImageData | None]:
+    """The training split prepared with `settings`, and the test split (when given) prepared like it."""
+    train_data = prepare_split(train_split, modality, settings, "train")
+    if test_split is None:
+        return train_data, None
+    return train_data, prepare_split(test_split, modality, modality.settings_of(train_data), "test")
+
+
 def prepare_split(
     split: Dataset | ImageData,
     modality: Modality,

@@ -15,7 +15,7 @@ from ..hub_utils import check_hub_access, is_hub_id, looks_like_local_path
 from ..modalities import ImageData, ImageModality, Modality
 from ..modalities.image import build_image_processor
 from ..modeling import fresh_model
-from ..preparation import build_model_config, convnet_config, prepare_split
+from ..preparation import build_model_config, convnet_config, prepare_train_and_test
 from ..seeding import derive_generator
 
 
@@ -170,10 +170,7 @@ def train_teacher(
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     modality = ImageModality()
     settings = {"mean": image_mean, "std": image_std, "image_size": image_size, "num_channels": num_channels}
-    train_data = prepare_split(train_split, modality, settings, "train")
-    test_data = None
-    if test_split is not None:
-        test_data = prepare_split(test_split, modality, modality.settings_of(train_data), "test")
+    train_data, test_data = prepare_train_and_test(train_split, test_split, modality, settings)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if model_config is None:
         overrides = {"net_width": net_width} | ({"net_depth": net_depth} if net_depth else {})

@@ -18,7 +18,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Tr
 
 from ..evaluation import model_accuracy
 from ..modalities import TextData, TextModality
-from ..preparation import prepare_split
+from ..preparation import prepare_train_and_test
 from ..seeding import seeded_rng
 
 logger = logging.getLogger(__name__)
@@ -92,10 +92,7 @@ def train_text_teacher(
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     modality = TextModality()
     modality.model_settings(encoder_name_or_path)
-    train_data = prepare_split(train_split, modality, {"max_length": max_length}, "train")
-    test_data = None
-    if test_split is not None:
-        test_data = prepare_split(test_split, modality, modality.settings_of(train_data), "test")
+    train_data, test_data = prepare_train_and_test(train_split, test_split, modality, {"max_length": max_length})
     id2label = dict(enumerate(train_data.class_names))
     with seeded_rng(seed):  # the new head is drawn from the global generator: fork it, keyed by the seed
         model = AutoModelForSequenceClassification.from_pretrained(
