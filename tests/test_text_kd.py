@@ -138,6 +138,12 @@ def test_the_default_text_student_is_the_encoder_with_a_mean_pooling_head_and_re
     student.eval()
     from_ids, from_embeds = sentence_logits_both_ways(student, modality.tokenizer, table, "the film was great")
     torch.testing.assert_close(from_ids, from_embeds)
+    # The fresh head is keyed by the seed, whatever the global RNG did before.
+    torch.manual_seed(123)
+    again, _ = build_student(KDConfig(output_dir="unused", disable_tqdm=True), distilled)
+    assert torch.equal(again.classifier.weight, student.classifier.weight)
+    other, _ = build_student(KDConfig(output_dir="unused", disable_tqdm=True, seed=1), distilled)
+    assert not torch.equal(other.classifier.weight, student.classifier.weight)
 
 
 def test_a_text_student_from_a_checkpoint_is_that_checkpoints_sequence_classifier(text_set, tiny_encoder):

@@ -7,7 +7,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from ..modeling import fresh_model
 from ..preparation import convnet_config, with_classes
-from ..seeding import derive_generator
+from ..seeding import derive_generator, derive_seed, seeded_rng
 from .config import KDConfig
 from .data import DistilledSet
 
@@ -30,20 +30,24 @@ def build_student(config: KDConfig, distilled: DistilledSet) -> tuple[PreTrained
     class_names = distilled.class_names
     id2label = dict(enumerate(class_names))
     name = config.student_name_or_path
-    default = modality.default_student(class_names) if name is None and config.student_config is None else None
+    default = None
+    if name is None and config.student_config is None:
+        with seeded_rng(derive_seed(config.seed, "kd-student", "head")):  # its fresh head draws from the global RNG
+            default = modality.default_student(class_names)
     if default is not None:
         model, name = default
         modality.check_classifier(model.config, example_shape)
         return modality.bind_classifier(model), _hub_name(name)
     if name:
         try:
-            model = modality.classifier_class.from_pretrained(
-                name,
-                num_labels=len(class_names),
-                id2label=id2label,
-                label2id={v: k for k, v in id2label.items()},
-                ignore_mismatched_sizes=True,  # the head is re-initialised for the set's classes
-            )
+            with seeded_rng(derive_seed(config.seed, "kd-student", "head")):  # the resized head is drawn afresh
+                model = modality.classifier_class.from_pretrained(
+                    name,
+                    num_labels=len(class_names),
+                    id2label=id2label,
+                    label2id={v: k for k, v in id2label.items()},
+                    ignore_mismatched_sizes=True,  # the head is re-initialised for the set's classes
+                )
         except Exception as error:
             raise ValueError(
                 f"Could not load the student checkpoint {name!r}: {type(error).__name__}: {error}"
