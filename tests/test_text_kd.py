@@ -15,6 +15,7 @@ from text_helpers import make_text_dataset
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from hf_distill import DistillTrainer
+from hf_distill.hub import push_student_to_hub
 from hf_distill.kd import (
     KDConfig,
     KDDataCollator,
@@ -271,6 +272,21 @@ def test_train_student_on_a_text_set_trains_the_teacher_and_saves_a_plain_transf
     assert "AutoImageProcessor" not in card.text and "text classifier" in card.text
     assert "import hf_distill" in card.text  # the default student is hf_distill's mean-pooling classifier
     assert "4 sentences, 2 per class" in card.text
+
+
+def test_a_text_student_is_pushed_with_its_tokenizer_and_loads_from_the_hub(hub, text_set, tmp_path):
+    config = KDConfig(distilled_dataset=str(text_set), output_dir=str(tmp_path / "student"), alpha=1.0, **TINY_TEXT_KD)
+    trainer = train_student(config)
+    push_student_to_hub(config.output_dir, "org/text-student")
+    files = hub.files("org/text-student", repo_type="model")
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json", "kd_config.json"} <= set(files)
+    tokenizer = AutoTokenizer.from_pretrained("org/text-student")
+    student = AutoModelForSequenceClassification.from_pretrained("org/text-student").eval()
+    local = trainer.accelerator.unwrap_model(trainer.model).eval()
+    tokens = tokenizer(["the plot was dull", "a lovely film"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(student(**tokens).logits, local(**tokens).logits)
+    assert "pipeline_tag: text-classification" in files["README.md"].decode()
 
 
 def test_kd_on_a_text_set_moves_the_student_towards_the_teachers_logits(text_set, tiny_encoder, tmp_path):
