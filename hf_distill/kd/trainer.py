@@ -329,9 +329,9 @@ class KDTrainer(Trainer):
     def create_optimizer(self, model=None):
         """With `args.head_learning_rate`, the optimizer trains the head (`classifier`) at that rate and the rest at
         `learning_rate`; otherwise the Trainer's."""
-        model = model if model is not None else self.model
         if self.optimizer is not None or self.args.head_learning_rate is None:
-            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+            return super().create_optimizer(model)
+        model = model if model is not None else self.model
         head = getattr(self.accelerator.unwrap_model(model), "classifier", None)
         if not isinstance(head, nn.Module):
             raise ValueError(
