@@ -295,7 +295,8 @@ def test_kd_on_a_text_set_moves_the_student_towards_the_teachers_logits(text_set
     with torch.no_grad():
         teacher.classifier.weight.copy_(5.0 * torch.randn(2, 16, generator=torch.Generator().manual_seed(0)))
     distilled = load_distilled_set(text_set)
-    args = KDConfig(distilled_dataset=str(text_set), output_dir=str(tmp_path / "student"), alpha=0.0, **TINY_TEXT_KD)
+    settings = TINY_TEXT_KD | {"optim": "adamw_torch", "optim_args": None, "learning_rate": 1e-2, "weight_decay": 0.0}
+    args = KDConfig(distilled_dataset=str(text_set), output_dir=str(tmp_path / "student"), alpha=0.0, **settings)
     trainer = KDTrainer(args=args, teacher=teacher, distilled=distilled)
     inputs = distilled.inputs()
 
@@ -308,6 +309,6 @@ def test_kd_on_a_text_set_moves_the_student_towards_the_teachers_logits(text_set
             ).item()
 
     before = gap()
-    trainer.args.num_train_epochs, trainer.args.learning_rate = 30, 1e-2
+    trainer.args.num_train_epochs = 60
     trainer.train()
-    assert gap() < 0.5 * before
+    assert gap() < 0.2 * before
