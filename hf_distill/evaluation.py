@@ -19,7 +19,6 @@ from transformers import PretrainedConfig
 from .augment import SiameseAugment
 from .modalities import ImageData, ImageModality, Modality
 from .modeling import fresh_model, reinitialize_
-from .models import MeanPoolingForSequenceClassification
 from .seeding import derive_generator, seeded_rng
 from .splits import ClassBalancedSampler
 from .training import TrainingCallback, accuracy, loss_for_targets, model_forward, train_classifier
@@ -132,12 +131,14 @@ def model_accuracy(
 def fresh_classifier(
     model_config: PretrainedConfig, generator: torch.Generator, modality: Modality
 ) -> torch.nn.Module:
-    """A new classifier to train on a set: a freshly drawn network of `model_config`, or, for a modality that works
-    in a pretrained encoder's space (text), a copy of that encoder with a freshly drawn linear head (protocol (b))."""
-    encoder = getattr(modality, "encoder", None)
-    if encoder is None:
+    """A new classifier to train on a set: a freshly drawn network of `model_config`, or, for a modality with a
+    default student (text: a copy of its encoder with a linear head on the mean-pooled embedding, protocol (b)), that
+    student with its head drawn from `generator`."""
+    class_names = [model_config.id2label[index] for index in range(model_config.num_labels)]
+    default = modality.default_student(class_names)
+    if default is None:
         return fresh_model(model_config, generator)
-    classifier = MeanPoolingForSequenceClassification.from_encoder(encoder, model_config.num_labels)
+    classifier, _ = default
     reinitialize_(classifier.classifier, generator)
     return classifier
 
