@@ -33,6 +33,7 @@ from .modalities import ImageData, ImageModality, Modality
 from .modeling import build_model, fresh_model
 from .preparation import prepare
 from .seeding import derive_generator
+from .splits import LabelledSplit
 from .training import TrainingCallback, model_forward, resolve_mixed_precision, train_classifier
 from .trajectories import (
     EXPERTS_FORMAT,
@@ -60,6 +61,10 @@ def _flat_parameters(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float().cpu()
 
 
+def _build(template: PretrainedConfig | torch.nn.Module) -> torch.nn.Module:
+    return build_model(template) if isinstance(template, PretrainedConfig) else template
+
+
 def _default_device(images: torch.Tensor) -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else images.device
 
@@ -70,8 +75,8 @@ def _default_device(images: torch.Tensor) -> torch.device:
 
 
 def train_experts(
-    train_data: ImageData,
-    model_config: PretrainedConfig,
+    train_data: LabelledSplit,
+    model_config: PretrainedConfig | torch.nn.Module,
     output_dir: str | os.PathLike,
     num_experts: int,
     num_epochs: int,
@@ -88,6 +93,7 @@ def train_experts(
     source: dict | None = None,
     show_progress: bool = True,
     modality: Modality | None = None,
+    input_name: str | None = None,
 ) -> Path:
     """Trains `num_experts` networks on the whole training split and stores their trajectories in `output_dir`.
 
@@ -98,9 +104,10 @@ def train_experts(
     adds experts to an existing folder.
 
     Args:
-        train_data ([`ImageData`]): The normalised training split (as `DistillTrainer.train_data`).
-        model_config (`PretrainedConfig`): The architecture; it must be the one the distillation uses
-            (`DistillTrainer.model_config`).
+        train_data ([`ImageData`] or another `LabelledSplit`): The normalised training split (as
+            `DistillTrainer.train_data`), or its frozen embeddings (a `FeatureSplit`, text).
+        model_config (`PretrainedConfig` or `torch.nn.Module`): The architecture; it must be the one the distillation
+            uses (`DistillTrainer.model_config`, or `Prepared.network_template()`: a module is copied and re-drawn).
         output_dir (`str` or `os.PathLike`): Folder of the expert files and `experts.json`.
         num_experts (`int`): Number of experts the folder should hold (MTT: 100).
         num_epochs (`int`): Epochs per expert (MTT: 50). MTT needs `max_start_epoch + expert_epochs - 1` of them.
@@ -124,6 +131,8 @@ def train_experts(
         show_progress (`bool`, *optional*, defaults to `True`): tqdm progress bars.
         modality ([`Modality`], *optional*): How the networks take the inputs and how they are augmented (default:
             images).
+        input_name (`str`, *optional*): The keyword the networks take their inputs under (default: the modality's;
+            `Prepared.network_input_name`).
 
     Returns:
         `Path`: `output_dir`; load it with [`ExpertTrajectories.from_pretrained`].
@@ -150,14 +159,15 @@ def train_experts(
             f"Need lr > 0, momentum >= 0, weight_decay >= 0 and batch_size >= 1; got {lr}, {momentum}, "
             f"{weight_decay}, {batch_size}."
         )
-    device = torch.device(device) if device is not None else _default_device(train_data.images)
+    device = torch.device(device) if device is not None else _default_device(train_data.inputs)
     mixed_precision = resolve_mixed_precision(mixed_precision, device)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     modality = modality or ImageModality()
+    input_name = input_name or modality.input_name
     augment = modality.augmentation(dsa_strategy, train_data.class_names)
     strategy = augment.strategy
-    spec = ParameterSpec.from_module(build_model(model_config))
+    spec = ParameterSpec.from_module(_build(model_config))
     training = {
         "optimizer": "sgd",
         "lr": lr,
@@ -170,7 +180,7 @@ def train_experts(
     }
     index = _start_index(output_dir, spec, model_config, num_epochs, training, train_data, source)
 
-    images = train_data.images.to(device)
+    images = train_data.inputs.to(device)
     labels = train_data.labels.to(device)
     records = {record["file"]: record for record in index["experts"]}
     progress = tqdm(range(num_experts), desc="Experts", disable=not show_progress)
@@ -180,7 +190,7 @@ def train_experts(
             continue  # resume: stored by an earlier run
         if (output_dir / name).is_file():
             # The file was written but the run stopped before the index was: keep it, re-measure what we can.
-            record = _record_from_file(output_dir / name, name, model_config, spec, test_data, device, modality)
+            record = _record_from_file(output_dir / name, name, model_config, spec, test_data, device, input_name)
         else:
             record = _train_one_expert(
                 expert,
@@ -197,7 +207,7 @@ def train_experts(
                 device,
                 show_progress,
                 torch_compile,
-                modality,
+                input_name,
             )
         records[name] = record
         index["experts"] = [records[key] for key in sorted(records)]
@@ -260,14 +270,16 @@ def train_experts_for_config(
     settings.setdefault("mixed_precision", config.mixed_precision)
     settings.setdefault("torch_compile", config.torch_compile)
     settings.setdefault("dsa_strategy", config.dsa_strategy)
+    test_data = prepared.test_data
     return train_experts(
-        prepared.train_data,
-        prepared.model_config,
+        prepared.network_split(prepared.train_data),
+        prepared.network_template(),
         output_dir,
         num_experts=num_experts,
         num_epochs=num_epochs,
-        test_data=prepared.test_data,
+        test_data=None if test_data is None else prepared.network_split(test_data),
         modality=prepared.modality,
+        input_name=prepared.network_input_name,
         source=source,
         **settings,
     )
@@ -276,10 +288,10 @@ def train_experts_for_config(
 def _start_index(
     output_dir: Path,
     spec: ParameterSpec,
-    model_config: PretrainedConfig,
+    model_config: PretrainedConfig | torch.nn.Module,
     num_epochs: int,
     training: dict,
-    train_data: ImageData,
+    train_data: LabelledSplit,
     source: dict | None,
 ) -> dict:
     """The index to extend: the folder's own when its settings match, else a new one."""
@@ -293,9 +305,10 @@ def _start_index(
         "model_config": model_config.to_dict(),
         "num_epochs": num_epochs,
         "training": training,
-        "image_mean": list(train_data.mean),
-        "image_std": list(train_data.std),
-        "image_shape": list(train_data.image_shape),
+        # Images only (frozen embeddings have no pixel statistics): `ExpertTrajectories.check_data` compares them.
+        "image_mean": list(train_data.mean) if hasattr(train_data, "mean") else None,
+        "image_std": list(train_data.std) if hasattr(train_data, "std") else None,
+        "image_shape": list(train_data.example_shape),
         "class_names": list(train_data.class_names),
         "num_train_images": len(train_data),
         "source": source or {},
@@ -361,18 +374,18 @@ def _train_one_expert(
     expert: int,
     name: str,
     output_dir: Path,
-    model_config: PretrainedConfig,
+    model_config: PretrainedConfig | torch.nn.Module,
     spec: ParameterSpec,
     images: torch.Tensor,
     labels: torch.Tensor,
     num_epochs: int,
     training: dict,
     augment: SiameseAugment,
-    test_data: ImageData | None,
+    test_data: LabelledSplit | None,
     device: torch.device,
     show_progress: bool,
     torch_compile: bool,
-    modality: Modality,
+    input_name: str,
 ) -> dict:
     started = time.perf_counter()
     model = fresh_model(model_config, derive_generator(training["seed"], "expert", expert)).to(device)
@@ -395,7 +408,7 @@ def _train_one_expert(
         batch_size=training["batch_size"],
         generator=generator,
         augment=augment,
-        forward=model_forward(forward, modality.input_name),
+        forward=model_forward(forward, input_name),
         mixed_precision=training["mixed_precision"],
         callbacks=[recorder],
         show_progress=show_progress,
@@ -406,7 +419,7 @@ def _train_one_expert(
     tmp = output_dir / f".{name}.tmp"
     save_tensors(trajectory, tmp, metadata=metadata)
     os.replace(tmp, output_dir / name)
-    test = None if test_data is None else 100.0 * model_accuracy(model, test_data, input_name=modality.input_name)
+    test = None if test_data is None else 100.0 * model_accuracy(model, test_data, input_name=input_name)
     return {
         "file": name,
         "train_accuracy": round(train_accuracy, 4),
@@ -418,11 +431,11 @@ def _train_one_expert(
 def _record_from_file(
     path: Path,
     name: str,
-    model_config: PretrainedConfig,
+    model_config: PretrainedConfig | torch.nn.Module,
     spec: ParameterSpec,
-    test_data: ImageData | None,
+    test_data: LabelledSplit | None,
     device: torch.device,
-    modality: Modality,
+    input_name: str,
 ) -> dict:
     test = None
     if test_data is not None:
@@ -430,5 +443,5 @@ def _record_from_file(
             keys = sorted(handle.keys())
             final = handle.get_tensor(keys[-1])
         model = spec.copy_into(fresh_model(model_config, derive_generator(0, "expert-record")).to(device), final)
-        test = round(100.0 * model_accuracy(model, test_data, input_name=modality.input_name), 4)
+        test = round(100.0 * model_accuracy(model, test_data, input_name=input_name), 4)
     return {"file": name, "train_accuracy": None, "test_accuracy": test, "train_seconds": None}

@@ -277,6 +277,8 @@ def describe_architecture(config: dict | None) -> str:
             f"ConvNet-{config.get('net_depth')} (width {config.get('net_width')}, {config.get('net_norm')}, "
             f"{config.get('net_act')}, {config.get('net_pooling')})"
         )
+    if config.get("model_type") == "hf_distill_embedding_classifier":
+        return f"a linear classifier on {config.get('embedding_size')}-d frozen embeddings"
     if config.get("model_type") == "hf_distill_mlp":
         return f"MLP ({config.get('num_hidden_layers')} hidden layers of {config.get('hidden_size')})"
     name = (config.get("architectures") or [config.get("model_type") or "model"])[0]

@@ -8,7 +8,9 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+import torch
 from datasets import Dataset
+from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from .augment import SiameseAugment
@@ -16,7 +18,9 @@ from .config import DistillConfig
 from .hub_utils import check_hub_access, looks_like_local_path
 from .modalities import ImageData, Modality, TextData, resolve_modality
 from .modeling import default_convnet_config
+from .models import EmbeddingClassifier
 from .registry import get_method_class
+from .splits import FeatureSplit, LabelledSplit
 
 #: Splits already converted to tensors by a modality (given as they are, e.g. by tests and benchmarks).
 PREPARED_TYPES = (ImageData, TextData)
@@ -215,6 +219,35 @@ class Prepared:
     modality: Modality
     dsa_strategy: str | None
     augment: SiameseAugment
+
+    # A modality that embeds with a pretrained, frozen encoder (text) gives the methods that train networks a linear
+    # classifier on that embedding as their network: real rows enter it as their (cached) embeddings. For images
+    # these are the run's architecture and its inputs.
+
+    @property
+    def frozen_features(self) -> torch.Tensor | None:
+        """The modality's pretrained, frozen embedding of every training row, `(N, D)` (text); `None` for images."""
+        return self.modality.pretrained_features(self.train_data)
+
+    @property
+    def network_input_name(self) -> str:
+        """The keyword the methods' networks take their inputs under."""
+        return EmbeddingClassifier.input_name if self.frozen_features is not None else self.modality.input_name
+
+    def network_template(self) -> PretrainedConfig | nn.Module:
+        """What the methods' networks are built from (`modeling.fresh_model` takes either): the run's network config,
+        or a linear classifier on the frozen embedding."""
+        frozen = self.frozen_features
+        if frozen is None:
+            return self.model_config
+        return EmbeddingClassifier(frozen.shape[1], self.train_data.num_classes)
+
+    def network_split(self, split: LabelledSplit) -> LabelledSplit:
+        """`split` (one this run prepared) as the methods' networks take it: itself, or its frozen embedding."""
+        frozen = self.modality.pretrained_features(split)
+        if frozen is None:
+            return split
+        return FeatureSplit(frozen, split.labels, list(split.class_names))
 
 
 def prepare(

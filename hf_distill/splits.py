@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -51,6 +52,23 @@ class LabelledSplit:
         if self._indices_by_class is None:
             self._indices_by_class = indices_by_class(self.labels, self.num_classes)
         return self._indices_by_class
+
+
+@dataclass
+class FeatureSplit(LabelledSplit):
+    """A split as fixed embeddings `(N, D)` (a frozen pretrained encoder's): what a linear classifier on that encoder
+    trains on (e.g. MTT's experts on text).
+
+    Args:
+        inputs (`torch.Tensor`): The embeddings `(N, D)`.
+        labels (`torch.Tensor`): Class indices `(N,)`, `int64`.
+        class_names (`list[str]`): Name of every class.
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    _indices_by_class: list[torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -207,27 +207,25 @@ class DistillationMethod:
 
     # ------------------------------------------------------------------ frozen pretrained encoders (text)
     #
-    # A modality that embeds with a pretrained, frozen encoder (text) gives methods that train networks a linear
-    # classifier on that embedding as their network: real rows enter it as their (cached) embeddings, synthetic
-    # examples through the encoder, differentiably. For images these are the run's architecture and its inputs.
+    # See `Prepared.frozen_features`: with a frozen encoder (text), methods that train networks train a linear
+    # classifier on its embedding; real rows enter it as their cached embeddings, synthetic examples through the
+    # encoder, differentiably.
 
     @property
     def frozen_embedding(self) -> torch.Tensor | None:
         """The modality's pretrained, frozen embedding of every real row, `(N, D)` (text); `None` for images."""
-        return self.modality.pretrained_features(self.train_data)
+        return self.prepared.frozen_features
 
     @property
     def network_input_name(self) -> str:
         """The keyword the method's networks take their inputs under."""
-        return EmbeddingClassifier.input_name if self.frozen_embedding is not None else self.modality.input_name
+        return self.prepared.network_input_name
 
     def build_network(self) -> nn.Module:
         """An (untrained) network of the method: the run's architecture, or a linear classifier on the frozen
         embedding."""
-        frozen = self.frozen_embedding
-        if frozen is None:
-            return build_model(self.model_config)
-        return EmbeddingClassifier(frozen.shape[1], self.train_data.num_classes)
+        template = self.prepared.network_template()
+        return build_model(template) if isinstance(template, PretrainedConfig) else template
 
     def real_inputs(self, rows: torch.LongTensor) -> torch.Tensor:
         """What the networks take for real rows `rows`: their frozen embeddings, or the prepared inputs."""
@@ -412,7 +410,9 @@ class UnrolledSGDMethod(DistillationMethod):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.network = build_model(self.student_config()).requires_grad_(False)
+        # With a frozen encoder (text) the student is the linear classifier on its embedding.
+        student = self.build_network() if self.frozen_embedding is not None else build_model(self.student_config())
+        self.network = student.requires_grad_(False)
         self.network.train()
         self.spec = ParameterSpec.from_module(self.network)
 

@@ -137,6 +137,9 @@ class TrajectoryMatching(UnrolledSGDMethod):
     """Matching training trajectories: long-range parameter matching against expert trajectories."""
 
     config_class = TrajectoryMatchingConfig
+    # Text: the student is a linear classifier on the frozen encoder's embedding (experts trained on the cached
+    # embeddings); the synthetic examples enter it through the encoder.
+    modalities = ("image", "text")
     # The loss is one unroll over every class at once: each process computes all of it (the trainer averages).
     class_separable = False
     paper = {
@@ -198,7 +201,7 @@ class TrajectoryMatching(UnrolledSGDMethod):
             network,
             self.spec,
             start,
-            synthetic.images,
+            self.network_inputs(synthetic.images),
             synthetic.targets(),
             self.student_step_size(synthetic),
             num_steps=config.syn_steps,
@@ -207,7 +210,7 @@ class TrajectoryMatching(UnrolledSGDMethod):
             augment=self.augment,
             memory=config.unroll_memory,
             autocast_dtype=self.autocast_dtype(),
-            input_name=self.modality.input_name,
+            input_name=self.network_input_name,
         )
         # MTT divides both distances by the number of parameters; the ratio is the same.
         return ((final - target) ** 2).sum() / ((start - target) ** 2).sum()

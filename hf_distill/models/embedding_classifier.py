@@ -17,10 +17,20 @@ class EmbeddingClassifier(nn.Module):
 
     #: The keyword the forward takes its inputs under.
     input_name = "features"
+    #: How [`to_dict`] names the architecture (as a `config.json`'s `model_type`).
+    model_type = "hf_distill_embedding_classifier"
 
     def __init__(self, embedding_size: int, num_classes: int):
         super().__init__()
         self.classifier = nn.Linear(embedding_size, num_classes)
+
+    def to_dict(self) -> dict:
+        """The architecture as a `config.json`-like dict (what expert trajectories record of their network)."""
+        return {
+            "model_type": self.model_type,
+            "embedding_size": self.classifier.in_features,
+            "num_labels": self.classifier.out_features,
+        }
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return features
