@@ -30,7 +30,7 @@ from .constants import EXPERTS_INDEX_NAME, __version__
 from .evaluation import model_accuracy
 from .functional import ParameterSpec
 from .modalities import ImageData, ImageModality, Modality
-from .modeling import build_model, fresh_model
+from .modeling import build_network, fresh_model
 from .preparation import prepare
 from .seeding import derive_generator
 from .splits import LabelledSplit
@@ -61,12 +61,8 @@ def _flat_parameters(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float().cpu()
 
 
-def _build(template: PretrainedConfig | torch.nn.Module) -> torch.nn.Module:
-    return build_model(template) if isinstance(template, PretrainedConfig) else template
-
-
-def _default_device(images: torch.Tensor) -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else images.device
+def _default_device(inputs: torch.Tensor) -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else inputs.device
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -167,7 +163,7 @@ def train_experts(
     input_name = input_name or modality.input_name
     augment = modality.augmentation(dsa_strategy, train_data.class_names)
     strategy = augment.strategy
-    spec = ParameterSpec.from_module(_build(model_config))
+    spec = ParameterSpec.from_module(build_network(model_config))
     training = {
         "optimizer": "sgd",
         "lr": lr,
@@ -180,7 +176,7 @@ def train_experts(
     }
     index = _start_index(output_dir, spec, model_config, num_epochs, training, train_data, source)
 
-    images = train_data.inputs.to(device)
+    inputs = train_data.inputs.to(device)
     labels = train_data.labels.to(device)
     records = {record["file"]: record for record in index["experts"]}
     progress = tqdm(range(num_experts), desc="Experts", disable=not show_progress)
@@ -198,7 +194,7 @@ def train_experts(
                 output_dir,
                 model_config,
                 spec,
-                images,
+                inputs,
                 labels,
                 num_epochs,
                 training,
@@ -376,7 +372,7 @@ def _train_one_expert(
     output_dir: Path,
     model_config: PretrainedConfig | torch.nn.Module,
     spec: ParameterSpec,
-    images: torch.Tensor,
+    inputs: torch.Tensor,
     labels: torch.Tensor,
     num_epochs: int,
     training: dict,
@@ -401,7 +397,7 @@ def _train_one_expert(
     recorder = _TrajectoryRecorder(model, labels)
     train_classifier(
         model,
-        images,
+        inputs,
         labels,
         optimizer=optimizer,
         epochs=num_epochs,

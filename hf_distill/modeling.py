@@ -65,6 +65,12 @@ def build_model(config: PretrainedConfig, model_class=AutoModelForImageClassific
     return model_class.from_config(config)
 
 
+def build_network(template: PretrainedConfig | nn.Module) -> nn.Module:
+    """A network from what `Prepared.network_template()` gives: a config is built ([`build_model`]), a module (the
+    linear classifier on a frozen embedding) is returned as it is (re-draw it with [`fresh_model`])."""
+    return build_model(template) if isinstance(template, PretrainedConfig) else template
+
+
 def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
     """Every batch-norm layer of `model` (any dimension, synchronised or not): the layers whose output depends on
     which examples share a forward pass."""

@@ -27,7 +27,7 @@ from ..checkpointing import save_tensors_atomic
 from ..config import DistillConfig
 from ..evaluation import EvaluationProtocol, train_with_protocol
 from ..functional import ParameterSpec
-from ..modeling import build_model, extract_features, fresh_model, reinitialize_
+from ..modeling import build_model, build_network, extract_features, fresh_model, reinitialize_
 from ..models import EmbeddingClassifier
 from ..preparation import Prepared
 from ..seeding import derive_generator
@@ -224,8 +224,7 @@ class DistillationMethod:
     def build_network(self) -> nn.Module:
         """An (untrained) network of the method: the run's architecture, or a linear classifier on the frozen
         embedding."""
-        template = self.prepared.network_template()
-        return build_model(template) if isinstance(template, PretrainedConfig) else template
+        return build_network(self.prepared.network_template())
 
     def real_inputs(self, rows: torch.LongTensor) -> torch.Tensor:
         """What the networks take for real rows `rows`: their frozen embeddings, or the prepared inputs."""
