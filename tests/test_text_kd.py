@@ -26,7 +26,7 @@ from hf_distill.kd import (
     train_text_teacher,
 )
 from hf_distill.modalities import TextData, TextModality
-from hf_distill.modalities.text import TokenDropout
+from hf_distill.modalities.text_augment import SentenceSplice, TextAugmentation, TokenDropout
 from hf_distill.models import MeanPoolingForSequenceClassification
 from hf_distill.registry import get_method_class
 from hf_distill.student_cards import render_student_card
@@ -186,10 +186,56 @@ def test_token_dropout_leaves_words_out_of_the_mask_only(tiny_encoder):
     tokens = torch.ones(4, 6, 2, dtype=torch.int64)
     assert dropout(tokens, torch.Generator().manual_seed(1))[..., 0].eq(1).all()  # ids untouched, mask channel 1
     modality = TextModality()
-    assert isinstance(modality.augmentation("token_dropout", []), TokenDropout)
+    augmentation = modality.augmentation("token_dropout", [])
+    assert isinstance(augmentation, TextAugmentation) and [type(step) for step in augmentation.steps] == [TokenDropout]
     assert not modality.augmentation("auto", []).enabled
-    with pytest.raises(ValueError, match="Text sets take the augmentation 'token_dropout' or none"):
+    with pytest.raises(ValueError, match="Text sets take the augmentations \\['splice', 'token_dropout'\\]"):
         modality.augmentation("color_crop", [])
+
+
+def _token_examples(lengths: list[int], length: int = 8) -> torch.Tensor:
+    """Token examples `(B, L, 2)` whose ids say where they came from: 100 * (row + 1) + position."""
+    examples = torch.zeros(len(lengths), length, 2, dtype=torch.int64)
+    for row, n in enumerate(lengths):
+        examples[row, :n, 0] = 100 * (row + 1) + torch.arange(n)
+        examples[row, :n, 1] = 1
+    return examples
+
+
+def test_splicing_joins_a_head_of_each_sentence_to_the_tail_of_another():
+    lengths = [5, 3, 8, 2, 6]
+    examples = _token_examples(lengths)
+    spliced = SentenceSplice()(examples, torch.Generator().manual_seed(0))
+    for row in range(len(lengths)):
+        n = int(spliced[row, :, 1].sum())
+        assert torch.equal(spliced[row, :n, 1], torch.ones(n, dtype=torch.int64)) and spliced[row, n:, 1].eq(0).all()
+        ids = spliced[row, :n, 0].tolist()
+        rows = [i // 100 - 1 for i in ids]
+        positions = [i % 100 for i in ids]
+        cut = rows.index(next(r for r in rows if r != row))  # where the partner's tail starts
+        partner = rows[cut]
+        # [CLS] and at least one more position of the sentence itself, then one run of the partner's positions
+        # that ends with its last token ([SEP]), cut at the example length.
+        assert cut >= 1 and positions[:cut] == list(range(cut)) and set(rows[cut:]) == {partner}
+        assert positions[cut:] == list(range(positions[cut], positions[cut] + n - cut)) and positions[cut] >= 1
+        assert positions[-1] == lengths[partner] - 1 or n == examples.shape[1]
+    assert torch.equal(SentenceSplice()(examples, torch.Generator().manual_seed(0)), spliced)  # seeded
+    assert torch.equal(SentenceSplice(0.0)(examples, torch.Generator().manual_seed(0)), examples)
+    # Learned examples: the embeddings move with their tokens, the mask (last channel) follows the join.
+    learned = torch.cat([examples[..., :1].float(), examples[..., 1:].float()], dim=-1)
+    torch.testing.assert_close(SentenceSplice()(learned, torch.Generator().manual_seed(0)), spliced.float())
+
+
+def test_text_strategies_join_with_a_plus_and_apply_in_order():
+    augmentation = TextModality().augmentation("splice+token_dropout", [])
+    assert [type(step) for step in augmentation.steps] == [SentenceSplice, TokenDropout]
+    examples = _token_examples([6, 7, 5, 8])
+    out = augmentation(examples, torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    expected = TokenDropout()(SentenceSplice()(examples, generator), generator)
+    assert torch.equal(out, expected)
+    with pytest.raises(ValueError, match="augmentation"):
+        KDConfig(distilled_dataset="x", output_dir="y", augmentation="splice+flip")
 
 
 def test_head_learning_rate_gives_the_head_its_own_rate(text_set, tmp_path):
@@ -210,7 +256,7 @@ def test_head_learning_rate_gives_the_head_its_own_rate(text_set, tmp_path):
     body, head = optimizer.param_groups
     assert body["lr"] == 1e-5 and head["lr"] == 1e-2
     assert {id(p) for p in head["params"]} == {id(p) for p in trainer.model.classifier.parameters()}
-    assert isinstance(trainer.augment, TokenDropout)
+    assert [type(step) for step in trainer.augment.steps] == [TokenDropout]
     assert json.loads(json.dumps(trainer.kd_config_dict()))["head_learning_rate"] == 1e-2
 
 

@@ -14,7 +14,7 @@ from transformers.trainer_utils import SaveStrategy, SchedulerType
 from transformers.training_args import OptimizerNames
 
 from ..augment import SiameseAugment
-from ..modalities.text import TOKEN_DROPOUT
+from ..modalities.text_augment import is_text_strategy
 
 SOFT_LABEL_CHOICES = ("auto", "yes", "no")
 #: Epochs of a teacher trained with `train_teacher=True` unless `teacher_epochs` says otherwise: a ConvNet on real
@@ -137,8 +137,9 @@ class KDConfig(TrainingArguments):
         metadata={
             "help": "Augmentation of every training batch (student and teacher see the same augmented batch): "
             "'auto' (the distilled set's dsa_strategy_resolved), 'none', a DSA strategy such as "
-            "'color_crop_cutout_flip_scale_rotate' (images), or 'token_dropout' (text: 20%% of the tokens left out "
-            "of each view)."
+            "'color_crop_cutout_flip_scale_rotate' (images), or for text 'token_dropout' (20%% of the tokens left "
+            "out of each view), 'splice' (the head of each example joined to the tail of another) or both, "
+            "'splice+token_dropout'."
         },
     )
     head_learning_rate: float | None = field(
@@ -202,7 +203,7 @@ class KDConfig(TrainingArguments):
             value = getattr(self, name)
             if value is None:
                 setattr(self, name, "none")
-            elif value not in ("auto", TOKEN_DROPOUT):
+            elif value != "auto" and not is_text_strategy(value):
                 SiameseAugment(value)  # raises a ValueError naming the valid families
         if self.teacher_name_or_path and self.train_teacher:
             raise ValueError("Pass either teacher_name_or_path (an existing teacher) or train_teacher=True, not both.")

@@ -27,39 +27,11 @@ from ..data import class_names_of, read_labels
 from ..models.sentence_classifier import MeanPoolingForSequenceClassification, mean_pooled
 from ..registry import register_modality
 from .base import Modality
+from .text_augment import TextAugmentation, text_augmentation
 from .text_data import TextData, find_text_columns, is_text_feature, pack_tokens, read_texts, validate_text_dataset
 
 #: Tokens per example unless the config says otherwise: SST-2's longest sentence has 63 with [CLS] and [SEP].
 DEFAULT_MAX_LENGTH = 64
-#: The augmentation text takes (`augmentation: token_dropout` in `hf-distill kd`), and the share of tokens it drops.
-TOKEN_DROPOUT, TOKEN_DROPOUT_RATE = "token_dropout", 0.2
-
-
-class TokenDropout:
-    """Removes each token of each example but the first (`[CLS]`) from the attention mask with probability `rate`:
-    a view of the sentence with some words left out, which a KD teacher labels afresh (word dropout, Iyyer et al.,
-    2015). Draws come from the generator passed in; the input embeddings are untouched.
-
-    Args:
-        rate (`float`, *optional*, defaults to 0.2): The probability of dropping a token.
-    """
-
-    def __init__(self, rate: float = TOKEN_DROPOUT_RATE):
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"The token dropout rate must be in [0, 1), got {rate}.")
-        self.rate = rate
-        self.enabled = rate > 0
-
-    def __call__(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """`inputs` (learned `(B, L, D + 1)` or token `(B, L, 2)` examples) with tokens dropped from their mask."""
-        if not self.enabled:
-            return inputs
-        channel = inputs.shape[-1] - 1 if torch.is_floating_point(inputs) else 1
-        keep = torch.rand(inputs.shape[:2], generator=generator, device=generator.device) >= self.rate
-        keep[:, 0] = True
-        inputs = inputs.clone()
-        inputs[..., channel] = inputs[..., channel] * keep.to(inputs.device, inputs.dtype)
-        return inputs
 
 
 def linear_probe(
@@ -295,14 +267,12 @@ class TextModality(Modality):
             return model(inputs_embeds=inputs[..., :-1], attention_mask=self.attention_mask(inputs), **kwargs)
         return model(input_ids=inputs[..., 0], attention_mask=inputs[..., 1], **kwargs)
 
-    def augmentation(self, strategy: str | None, class_names: list[str]) -> SiameseAugment | TokenDropout:
-        """`"token_dropout"` ([`TokenDropout`]), or none (`None`, `"none"`, `"auto"`): image augmentations do not
-        apply to text."""
+    def augmentation(self, strategy: str | None, class_names: list[str]) -> SiameseAugment | TextAugmentation:
+        """The text augmentations `strategy` names (`"token_dropout"`, `"splice"`, or both joined by `+`; see
+        [`text_augmentation`]), or none (`None`, `"none"`, `"auto"`): image augmentations do not apply to text."""
         if strategy in (None, "none", "auto"):
             return SiameseAugment(None)
-        if strategy == TOKEN_DROPOUT:
-            return TokenDropout()
-        raise ValueError(f"Text sets take the augmentation {TOKEN_DROPOUT!r} or none, got {strategy!r}.")
+        return text_augmentation(strategy)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings `(B, D)` of a batch under the frozen encoder (differentiable w.r.t. learned inputs)."""
