@@ -61,7 +61,8 @@ class SentenceSplice:
 
     Args:
         probability (`float`, *optional*, defaults to 1.0): The share of examples spliced (the others pass as they
-            are). The SST-2 KD sweep: 0.5 and 1.0 lifted held-out accuracy by 0.35 and 0.6 points.
+            are). On the SST-2 KD recipe it lifted held-out accuracy by 0.4 points on average over 4 runs
+            (84.05-84.75 against 84.10 without it), within the seed-to-seed spread.
     """
 
     def __init__(self, probability: float = 1.0):
