@@ -33,10 +33,16 @@ def expert_dir(digits):
         yield train_tiny_experts(digits, folder)
 
 
-def _assert_pinned(tensors: dict, pinned: dict) -> None:
+#: Absolute tolerances wider than float32 round-off of one pass, by method. MTT differentiates through its unrolled
+#: student steps, which amplifies round-off: the set recorded on an AMD EPYC (AVX2) differs by up to 2.1e-5 in 2 of its
+#: 1,280 values on an Intel Xeon (AVX-512, the same code); a change of behaviour moves it by orders of magnitude more.
+UNROLL_ATOL = {"mtt": 1e-4}
+
+
+def _assert_pinned(tensors: dict, pinned: dict, atol: float = 1e-5) -> None:
     assert tensors, "nothing was compared"
     for key, value in tensors.items():
-        torch.testing.assert_close(value, pinned[key], rtol=1e-4, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(value, pinned[key], rtol=1e-4, atol=atol, msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_expert_trajectories_are_unchanged(expert_dir, pinned):
@@ -49,7 +55,7 @@ def test_expert_trajectories_are_unchanged(expert_dir, pinned):
 
 @pytest.mark.parametrize("name", sorted(METHOD_SETTINGS))
 def test_synthetic_set_is_unchanged(name, digits, expert_dir, pinned):
-    _assert_pinned(run(name, digits, expert_dir), pinned)
+    _assert_pinned(run(name, digits, expert_dir), pinned, atol=UNROLL_ATOL.get(name, 1e-5))
 
 
 def test_evaluation_accuracies_are_unchanged(digits, pinned):
