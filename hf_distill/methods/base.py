@@ -27,7 +27,7 @@ from ..checkpointing import save_tensors_atomic
 from ..config import DistillConfig
 from ..evaluation import EvaluationProtocol, train_with_protocol
 from ..functional import ParameterSpec
-from ..modeling import build_model, build_network, extract_features, fresh_model, reinitialize_
+from ..modeling import build_network, extract_features, fresh_model, reinitialize_
 from ..models import EmbeddingClassifier
 from ..preparation import Prepared
 from ..seeding import derive_generator
@@ -409,15 +409,15 @@ class UnrolledSGDMethod(DistillationMethod):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # With a frozen encoder (text) the student is the linear classifier on its embedding.
-        student = self.build_network() if self.frozen_embedding is not None else build_model(self.student_config())
-        self.network = student.requires_grad_(False)
+        self.network = build_network(self.student_config()).requires_grad_(False)
         self.network.train()
         self.spec = ParameterSpec.from_module(self.network)
 
-    def student_config(self) -> PretrainedConfig:
-        """The architecture of the student trained in the unroll (the run's network unless a method says otherwise)."""
-        return self.model_config
+    def student_config(self) -> PretrainedConfig | nn.Module:
+        """The architecture of the student trained in the unroll, unless a method says otherwise the method's network
+        (`Prepared.network_template()`: the run's architecture, or with a frozen encoder (text) the linear classifier
+        on its embedding)."""
+        return self.prepared.network_template()
 
     def initial_step_size(self) -> float:
         return self.config.syn_lr_init

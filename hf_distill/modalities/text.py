@@ -28,7 +28,15 @@ from ..models.sentence_classifier import MeanPoolingForSequenceClassification, m
 from ..registry import register_modality
 from .base import Modality
 from .text_augment import TextAugmentation, text_augmentation
-from .text_data import TextData, find_text_columns, is_text_feature, pack_tokens, read_texts, validate_text_dataset
+from .text_data import (
+    TextData,
+    find_text_columns,
+    is_text_feature,
+    mask_channel,
+    pack_tokens,
+    read_texts,
+    validate_text_dataset,
+)
 
 #: Tokens per example unless the config says otherwise: SST-2's longest sentence has 63 with [CLS] and [SEP].
 DEFAULT_MAX_LENGTH = 64
@@ -253,7 +261,7 @@ class TextModality(Modality):
     def attention_mask(inputs: torch.Tensor) -> torch.Tensor:
         """The attention mask of real (token ids) or learned (input embeddings) examples, `(N, L)`; never learned,
         so detached."""
-        return (inputs[..., -1] if torch.is_floating_point(inputs) else inputs[..., 1]).detach()
+        return inputs[..., mask_channel(inputs)].detach()
 
     def forward(self, model: nn.Module, inputs: torch.Tensor, **kwargs):
         """`model` on token ids (integer inputs) or on input embeddings (float inputs), with their attention mask.

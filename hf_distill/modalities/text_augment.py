@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import torch
 
+from .text_data import mask_channel
+
 #: The names a text strategy is built from.
 TOKEN_DROPOUT, SPLICE = "token_dropout", "splice"
 #: The share of tokens token dropout leaves out (the SST-2 KD sweep: 0.2 and 0.35 within 0.1 of each other).
 TOKEN_DROPOUT_RATE = 0.2
-
-
-def _mask_channel(inputs: torch.Tensor) -> int:
-    """Where the attention mask is: the last channel of learned examples, channel 1 of token examples."""
-    return inputs.shape[-1] - 1 if torch.is_floating_point(inputs) else 1
 
 
 class TokenDropout:
@@ -40,7 +37,7 @@ class TokenDropout:
         """`inputs` (learned `(B, L, D + 1)` or token `(B, L, 2)` examples) with tokens dropped from their mask."""
         if not self.enabled:
             return inputs
-        channel = _mask_channel(inputs)
+        channel = mask_channel(inputs)
         keep = torch.rand(inputs.shape[:2], generator=generator, device=generator.device) >= self.rate
         keep[:, 0] = True
         inputs = inputs.clone()
@@ -76,7 +73,7 @@ class SentenceSplice:
         batch, length = inputs.shape[:2]
         if not self.enabled or batch < 2:
             return inputs
-        channel = _mask_channel(inputs)
+        channel = mask_channel(inputs)
         device = generator.device
         lengths = (inputs[..., channel] > 0).sum(dim=1).to(device)
         draws = torch.rand(batch, 3, generator=generator, device=device)

@@ -27,6 +27,13 @@ from ..data import (
 )
 from ..splits import LabelledSplit
 
+
+def mask_channel(examples: torch.Tensor) -> int:
+    """Where a batch of text examples holds its attention mask: the last channel of learned examples, channel 1 of
+    token examples."""
+    return examples.shape[-1] - 1 if torch.is_floating_point(examples) else 1
+
+
 TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "review", "document")
 """Names preferred, in this order, when a dataset has several string columns."""
 
