@@ -237,8 +237,8 @@ def distill_and_judge(args) -> None:
             "dsa_strategy": prepared.dsa_strategy,
             "siamese_pairing": config.siamese_pairing,
         },
-        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
+    machine = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__}
     for seed in args.seeds:
         for variant in args.variants:
             overrides = {**batch_real, **VARIANTS.get(variant, {})}
@@ -264,6 +264,7 @@ def distill_and_judge(args) -> None:
                 **run,
                 "judges": judge(final_set["images"], final_set["labels"], prepared, judge_set),
                 **({"curve": curve} if curve else {}),
+                "machine": machine,  # per entry: seeds of one file may come from different machines
                 "command": " ".join(["python", *sys.argv]),
                 "commit": git_commit(),
             }
@@ -310,7 +311,7 @@ def _speed_lines(speed: dict) -> list[str]:
     authors = mean(per_variant["authors"]) if "authors" in per_variant else None
     lines = [
         f"Interleaved speed ({len(speed['rounds'])} rounds of {speed['iterations_per_turn']} iterations each, "
-        f"batch_real {speed['batch_real']}; commit {speed['commit'][:7]})",
+        f"batch_real {speed['batch_real']}; {speed['machine']['cpu']}; commit {speed['commit'][:7]})",
         "",
         "| set | s / iteration (mean ± std over rounds) | authors' time / ours |",
         "|---|---|---|",
@@ -340,8 +341,7 @@ def report(results_dir: Path) -> str:
         runs = data["runs"].values()
         variants = sorted({run["variant"] for run in runs}, key=lambda v: (v != "authors", v))
         lines += [
-            f"**{data['dataset']} {data['method']} IPC {data['ipc']}** ({json.dumps(data['settings'])}; "
-            f"{data['machine']['cpu']}, {data['machine']['threads']} threads)",
+            f"**{data['dataset']} {data['method']} IPC {data['ipc']}** ({json.dumps(data['settings'])})",
             "",
             "| set | seeds | iterations | s / iteration | project judge | second judge |",
             "|---|---|---|---|---|---|",
@@ -349,14 +349,22 @@ def report(results_dir: Path) -> str:
         for variant in variants:
             mine = [run for run in runs if run["variant"] == variant]
             seeds = ", ".join(str(run["seed"]) for run in sorted(mine, key=lambda r: r["seed"]))
-            speed = mean(run["seconds_per_iteration"] for run in mine)
+            speed = _speed_by_machine(mine)
             judged = [_summary([mean(run["judges"][j]["accuracies"]) for run in mine]) for j in ("project", "second")]
             iterations = sorted({run["iterations"] for run in mine})
-            lines.append(f"| {variant} | {seeds} | {iterations} | {speed:.3f} | {judged[0]} | {judged[1]} |")
+            lines.append(f"| {variant} | {seeds} | {iterations} | {speed} | {judged[0]} | {judged[1]} |")
         lines.append("")
         lines += _wall_time_table(list(runs))
         lines += [line for speed in data.get("speed", []) for line in _speed_lines(speed)]
     return "\n".join(lines)
+
+
+def _speed_by_machine(runs: list[dict]) -> str:
+    """Mean seconds per iteration on each machine the runs were made on (timings of two machines never mix)."""
+    cpus = sorted({run["machine"]["cpu"] for run in runs})
+    return "; ".join(
+        f"{mean(r['seconds_per_iteration'] for r in runs if r['machine']['cpu'] == cpu):.3f} ({cpu})" for cpu in cpus
+    )
 
 
 def _seconds(run: dict) -> float:
@@ -367,26 +375,32 @@ def _wall_time_table(runs: list[dict]) -> list[str]:
     """Accuracy against distillation seconds for the runs judged on their way (`--curve`), beside the authors'.
 
     "Time to the authors' accuracy" is the first point of the curve whose judged mean reaches the authors' final
-    mean over seeds less one standard deviation (the targets' "within one standard deviation"); the ratio is the
-    authors' mean seconds over that point's seconds (above 1: less wall time than the authors' code).
+    mean over seeds (every machine) less one standard deviation (the targets' "within one standard deviation");
+    the ratio is the authors' mean seconds **on the same machine** over that point's seconds (above 1: less wall
+    time than the authors' code).
     """
     authors = [run for run in runs if run["variant"] == "authors"]
     curved = [run for run in runs if run.get("curve")]
     if not authors or not curved:
         return []
-    authors_seconds = mean(_seconds(run) for run in authors)
     bar = {}
     for name in ("project", "second"):
         finals = [mean(run["judges"][name]["accuracies"]) for run in authors]
         bar[name] = mean(finals) - (stdev(finals) if len(finals) > 1 else 0.0)
+    authors_seconds = {
+        cpu: mean(_seconds(run) for run in authors if run["machine"]["cpu"] == cpu)
+        for cpu in {run["machine"]["cpu"] for run in authors}
+    }
+    timings = "; ".join(f"{seconds:.0f} s on {cpu}" for cpu, seconds in sorted(authors_seconds.items()))
     lines = [
-        f"Accuracy against wall time (authors: {authors_seconds:.0f} s for {authors[0]['iterations']} iterations; "
+        f"Accuracy against wall time (authors, {authors[0]['iterations']} iterations: {timings}; "
         f"their accuracy less one std: project {bar['project']:.2f}, second {bar['second']:.2f})",
         "",
-        "| set | seed | iteration | seconds | project judge | second judge |",
-        "|---|---|---|---|---|---|",
+        "| set | seed | machine | iteration | seconds | project judge | second judge |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for run in sorted(curved, key=lambda r: (r["variant"], r["seed"])):
+    for run in sorted(curved, key=lambda r: (r["variant"], r["machine"]["cpu"], r["seed"])):
+        cpu = run["machine"]["cpu"]
         points = [*run["curve"], {"iteration": run["iterations"], "seconds": _seconds(run), "judges": run["judges"]}]
         reached = {}
         for point in points:
@@ -395,17 +409,17 @@ def _wall_time_table(runs: list[dict]) -> list[str]:
                 if value >= bar[name] and name not in reached:
                     reached[name] = point["seconds"]
             cells = " | ".join(f"{judged[name]:.2f}" for name in bar)
-            where = f"{run['variant']} | {run['seed']} | {point['iteration']}"
+            where = f"{run['variant']} | {run['seed']} | {cpu} | {point['iteration']}"
             lines.append(f"| {where} | {point['seconds']:.0f} | {cells} |")
         for name in bar:
-            if name in reached:
-                ratio = authors_seconds / reached[name]
-                lines.append(
-                    f"| time to the authors' accuracy, {name} judge | {run['seed']} | | {reached[name]:.0f} "
-                    f"| ratio {ratio:.2f} | |"
-                )
+            label = f"| time to the authors' accuracy, {name} judge | {run['seed']} | {cpu} |"
+            if name not in reached:
+                lines.append(f"{label} | not reached | | |")
+            elif cpu not in authors_seconds:
+                lines.append(f"{label} | {reached[name]:.0f} | no authors' run on this machine | |")
             else:
-                lines.append(f"| time to the authors' accuracy, {name} judge | {run['seed']} | | not reached | | |")
+                ratio = authors_seconds[cpu] / reached[name]
+                lines.append(f"{label} | {reached[name]:.0f} | ratio {ratio:.2f} | |")
     lines.append("")
     return lines
 

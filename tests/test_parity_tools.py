@@ -121,20 +121,25 @@ def test_report_summarises_every_variant(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import parity
 
-    def run(variant, seed, speed, project, second):
+    def run(variant, seed, speed, project, second, cpu="x"):
         judges = {"project": {"accuracies": project}, "second": {"accuracies": second}}
-        return {"variant": variant, "seed": seed, "iterations": 600, "seconds_per_iteration": speed, "judges": judges}
+        return {
+            "variant": variant, "seed": seed, "iterations": 600, "seconds_per_iteration": speed, "judges": judges,
+            "machine": {"cpu": cpu, "threads": 2},
+        }  # fmt: skip
 
     runs = {
         "authors/0": run("authors", 0, 1.0, [90.0, 92.0], [80.0, 80.0]),
         "authors/1": run("authors", 1, 2.0, [94.0, 94.0], [82.0, 82.0]),
+        "authors/2": run("authors", 2, 0.3, [92.0, 92.0], [81.0, 81.0], cpu="y"),
         "float32/0": run("float32", 0, 0.5, [95.0, 95.0], [85.0, 85.0]),
     }
-    data = {"dataset": "mnist", "method": "dm", "ipc": 10, "settings": {}, "machine": {"cpu": "x", "threads": 2}}
+    data = {"dataset": "mnist", "method": "dm", "ipc": 10, "settings": {}}
     (tmp_path / "mnist_dm_ipc10.json").write_text(json.dumps({**data, "runs": runs}))
     table = parity.report(tmp_path)
-    assert "| authors | 0, 1 | [600] | 1.500 | 92.50 ± 2.12 | 81.00 ± 1.41 |" in table
-    assert "| float32 | 0 | [600] | 0.500 | 95.00 | 85.00 |" in table
+    # Accuracy over every seed; seconds per iteration per machine, never averaged across machines.
+    assert "| authors | 0, 1, 2 | [600] | 1.500 (x); 0.300 (y) | 92.33 ± 1.53 | 81.00 ± 1.00 |" in table
+    assert "| float32 | 0 | [600] | 0.500 (x) | 95.00 | 85.00 |" in table
 
 
 def test_snapshots_on_the_way_leave_the_final_set_unchanged(tiny_image_dataset, tiny_config, monkeypatch):
@@ -163,23 +168,27 @@ def test_report_gives_time_to_the_authors_accuracy(tmp_path, monkeypatch):
     def judges(project, second):
         return {"project": {"accuracies": project}, "second": {"accuracies": second}}
 
-    authors = {"variant": "authors", "iterations": 600, "seconds_per_iteration": 1.0}
+    machine_x, machine_y = {"cpu": "x", "threads": 2}, {"cpu": "y", "threads": 2}
+    authors = {"variant": "authors", "iterations": 600, "seconds_per_iteration": 1.0, "machine": machine_x}
+    curve = [{"iteration": 100, "seconds": 50.0, "judges": judges([89.0], [79.0])},
+             {"iteration": 200, "seconds": 100.0, "judges": judges([91.0], [80.0])}]  # fmt: skip
+    ours = {"variant": "float32", "iterations": 600, "seconds_per_iteration": 0.5, "seconds": 300.0}
     runs = {
         "authors/0": {**authors, "seed": 0, "seconds": 600.0, "judges": judges([90.0], [80.0])},
         "authors/1": {**authors, "seed": 1, "seconds": 600.0, "judges": judges([92.0], [82.0])},
-        "float32/0": {
-            "variant": "float32", "seed": 0, "iterations": 600, "seconds_per_iteration": 0.5, "seconds": 300.0,
-            "judges": judges([95.0], [81.0]),
-            "curve": [{"iteration": 100, "seconds": 50.0, "judges": judges([89.0], [79.0])},
-                      {"iteration": 200, "seconds": 100.0, "judges": judges([91.0], [80.0])}],
-        },
-    }  # fmt: skip
-    data = {"dataset": "mnist", "method": "dm", "ipc": 10, "settings": {}, "machine": {"cpu": "x", "threads": 2}}
+        "float32/0": {**ours, "seed": 0, "judges": judges([95.0], [81.0]), "curve": curve, "machine": machine_x},
+        "float32/1": {**ours, "seed": 1, "judges": judges([95.0], [81.0]), "curve": curve, "machine": machine_y},
+    }
+    data = {"dataset": "mnist", "method": "dm", "ipc": 10, "settings": {}}
     (tmp_path / "mnist_dm_ipc10.json").write_text(json.dumps({**data, "runs": runs}))
     table = parity.report(tmp_path)
     # The bar is the authors' mean less one std: 91 - 1.41 = 89.59 (project), 81 - 1.41 = 79.59 (second).
     assert "project 89.59, second 79.59" in table
-    assert "| float32 | 0 | 100 | 50 | 89.00 | 79.00 |" in table
-    assert "| float32 | 0 | 600 | 300 | 95.00 | 81.00 |" in table
-    assert "| time to the authors' accuracy, project judge | 0 | | 100 | ratio 6.00 | |" in table
-    assert "| time to the authors' accuracy, second judge | 0 | | 100 | ratio 6.00 | |" in table
+    assert "| float32 | 0 | x | 100 | 50 | 89.00 | 79.00 |" in table
+    assert "| float32 | 0 | x | 600 | 300 | 95.00 | 81.00 |" in table
+    assert "| time to the authors' accuracy, project judge | 0 | x | | 100 | ratio 6.00 | |" in table
+    assert "| time to the authors' accuracy, second judge | 0 | x | | 100 | ratio 6.00 | |" in table
+    # A run on a machine where the authors' code did not run gets no ratio: timings of two machines never mix.
+    assert (
+        "| time to the authors' accuracy, project judge | 1 | y | | 100 | no authors' run on this machine | |" in table
+    )
