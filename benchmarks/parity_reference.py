@@ -9,9 +9,22 @@ python benchmarks/parity_reference.py --repo /path/to/DatasetCondensation --data
 
 What it does, and nothing else: puts `benchmarks/reference_shims` (a stand-in for torchvision, which does not load
 beside the CPU torch wheel; it reads `--data-dir`) and the checkout on `sys.path`, stubs the modules a script imports
-but the compared path never calls (`wandb`; `scipy.ndimage.interpolation` where SciPy dropped that name), seeds
-`random`, NumPy and torch with `--seed` (the scripts seed nothing themselves, and their siamese augmentation draws
-its seed from the clock), changes into `--workdir` and runs the script as `__main__` with the arguments after `--`.
+but the compared path never calls (`wandb`; `kornia`, MTT's ZCA only; `scipy.ndimage.interpolation` where SciPy
+dropped that name), seeds `random`, NumPy and torch with `--seed` (the scripts seed nothing themselves, and their
+siamese augmentation and `get_network` draw seeds from the clock), changes into `--workdir` and runs the script as
+`__main__` with the arguments after `--`.
+
+For MTT's `distill.py` (mtt-distillation), three more shims, none in the compared path:
+
+* the `wandb` stand-in answers what `distill.py` reads back from it (`wandb.config._items`: the script's arguments,
+  `wandb.run.name`) and, at `wandb.finish()` (the last line of its `main`), saves the script's final synthetic set
+  (`image_syn`, `label_syn`, `syn_lr` of the calling frame) to `final_set.pt` in `--workdir`: the script itself
+  saves only the set of its best evaluation, and the parity compares final sets;
+* `Tensor.cuda()` returns the tensor itself when there is no GPU (`distill.py` calls `image_syn.cuda()` where it
+  saves its images, even on CPU);
+* `--add-digit-datasets`: its `utils.get_dataset` knows CIFAR-10/100, Tiny and ImageNet only; MNIST and
+  FashionMNIST are answered as the DC code's `get_dataset` answers them (one channel, 28 x 28, the same
+  normalisation constants) through the torchvision stand-in, every other name goes to their function.
 
 One compatibility shim touches the authors' classes: their networks flatten with `.view`, which current torch refuses
 when a convolution's input had the strides of DiffAugment's `rand_crop` output for one-channel images (its
@@ -22,6 +35,7 @@ Its output goes to this process's stdout, unbuffered, so the caller can time the
 """
 
 import argparse
+import inspect
 import os
 import random
 import runpy
@@ -30,6 +44,9 @@ import types
 from pathlib import Path
 
 SHIMS = Path(__file__).resolve().parent / "reference_shims"
+#: Where the `wandb.finish()` stand-in keeps the script's final synthetic set (in `--workdir`), and what it keeps.
+FINAL_SET_FILE = "final_set.pt"
+FINAL_SET_NAMES = ("image_syn", "label_syn", "syn_lr")
 
 
 def _stub_missing_modules() -> None:
@@ -47,11 +64,91 @@ def _stub_missing_modules() -> None:
         sys.modules["scipy.ndimage.interpolation"] = types.SimpleNamespace(rotate=rotate)
         sys.modules.setdefault("scipy", types.ModuleType("scipy"))
         sys.modules.setdefault("scipy.ndimage", types.SimpleNamespace(rotate=rotate))
+    try:
+        import kornia  # noqa: F401
+    except ImportError:
+        sys.modules["kornia"] = _Unavailable("kornia", "MTT's ZCA whitening (--zca)")
     if "wandb" not in sys.modules:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            sys.modules["wandb"] = types.SimpleNamespace(init=lambda **_: None, log=lambda *_, **__: None)
+            sys.modules["wandb"] = _wandb_stand_in()
+
+
+class _Unavailable(types.ModuleType):
+    """A module a script imports but uses only on a path the parity runs never take; using it says so."""
+
+    def __init__(self, name: str, used_for: str):
+        super().__init__(name)
+        self._used_for = used_for
+
+    def __getattr__(self, attribute):
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        raise ImportError(f"{self.__name__} is not installed; the reference code needs it for {self._used_for}.")
+
+
+def _wandb_stand_in() -> types.SimpleNamespace:
+    """What the scripts call on `wandb`, logging nothing: `init(config=args)` keeps the arguments where
+    `distill.py` reads them back (`wandb.config._items`), and `finish()` keeps the final synthetic set."""
+    stand_in = types.SimpleNamespace(
+        config=types.SimpleNamespace(_items={}),
+        run=types.SimpleNamespace(name="parity"),
+        log=lambda *_, **__: None,
+        Histogram=lambda *_, **__: None,
+        Image=lambda *_, **__: None,
+    )
+
+    def init(config=None, **_):
+        stand_in.config._items = dict(vars(config)) if config is not None else {}
+        return stand_in.run
+
+    def finish():
+        import torch
+
+        caller = inspect.currentframe().f_back.f_locals
+        final = {name: caller[name].detach().cpu() for name in FINAL_SET_NAMES if name in caller}
+        if final:
+            torch.save(final, FINAL_SET_FILE)
+
+    stand_in.init, stand_in.finish = init, finish
+    return stand_in
+
+
+def _cuda_calls_on_cpu() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.Tensor.cuda = lambda self, *_, **__: self
+
+
+#: The DC code's constants for the digit datasets MTT's `get_dataset` lacks: (mean, std) of the training pixels.
+DIGIT_DATASETS = {"MNIST": ([0.1307], [0.3081]), "FashionMNIST": ([0.2861], [0.3530])}
+
+
+def _add_digit_datasets() -> None:
+    import torch
+    import utils
+    from torchvision import datasets, transforms
+
+    theirs = utils.get_dataset
+
+    def get_dataset(dataset, data_path, batch_size=1, subset="imagenette", args=None):
+        if dataset not in DIGIT_DATASETS:
+            return theirs(dataset, data_path, batch_size, subset, args=args)
+        if args is not None and getattr(args, "zca", False):
+            raise SystemExit(f"parity_reference: no ZCA for {dataset} (the MTT code has none for it either)")
+        mean, std = DIGIT_DATASETS[dataset]
+        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=mean, std=std)])
+        train = getattr(datasets, dataset)(data_path, train=True, download=True, transform=transform)
+        test = getattr(datasets, dataset)(data_path, train=False, download=True, transform=transform)
+        # Their CIFAR branch loads the test split with 2 worker processes; on 2 cores the main process does it.
+        testloader = torch.utils.data.DataLoader(test, batch_size=128, shuffle=False, num_workers=0)
+        class_map = {c: c for c in range(len(train.classes))}
+        channel, im_size, num_classes = 1, (28, 28), len(train.classes)
+        return channel, im_size, num_classes, train.classes, mean, std, train, test, testloader, None, class_map, None
+
+    utils.get_dataset = get_dataset
 
 
 def _standard_layout_inputs() -> None:
@@ -89,6 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", required=True, help="Where the script runs (it writes its results there).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
+    parser.add_argument(
+        "--add-digit-datasets",
+        action="store_true",
+        help="Answer MNIST and FashionMNIST in the checkout's utils.get_dataset (MTT's knows neither).",
+    )
     args = parser.parse_args(argv[:split])
     script, *script_args = argv[split + 1 :]
     repo = Path(args.repo).resolve()
@@ -99,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.path[:0] = [str(SHIMS), str(repo)]
     _stub_missing_modules()
     _standard_layout_inputs()
+    _cuda_calls_on_cpu()
+    if args.add_digit_datasets:
+        _add_digit_datasets()
 
     import numpy as np
     import torch

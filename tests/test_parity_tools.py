@@ -107,6 +107,78 @@ def test_runner_runs_a_script_with_the_shims_and_seeds(tmp_path):
     assert outputs[0].endswith("['--flag', 'x']")
 
 
+#: A stand-in for mtt-distillation: `utils.get_dataset` knows CIFAR10 only (as theirs), and a script that does what
+#: `distill.py` does around the compared path: reads its arguments back from wandb, calls `.cuda()` and
+#: `make_grid` where it saves, and ends with `wandb.finish()`.
+MTT_UTILS = """
+    import kornia as K
+
+
+    def get_dataset(dataset, data_path, batch_size=1, subset="imagenette", args=None):
+        if dataset == "CIFAR10":
+            return "theirs"
+        exit("unknown dataset: %s" % dataset)
+"""
+MTT_SCRIPT = """
+    import argparse
+
+    import torch
+    import torchvision.utils
+    import wandb
+
+    from utils import get_dataset
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="MNIST")
+    parser.add_argument("--zca", action="store_true")
+    args = parser.parse_args()
+    channel, im_size, num_classes, class_names, mean, std, dst_train, dst_test, testloader, _, class_map, _ = (
+        get_dataset(args.dataset, "data", 256, "imagenette", args=args)
+    )
+    wandb.init(project="x", config=args)
+    args = type("", (), {})()
+    for key in wandb.config._items:
+        setattr(args, key, wandb.config._items[key])
+    image_syn = torch.stack([dst_train[i][0] for i in range(3)]).requires_grad_(True)
+    label_syn = torch.tensor([dst_train[i][1] for i in range(3)])
+    syn_lr = torch.tensor(0.01, requires_grad=True)
+    grid = torchvision.utils.make_grid(image_syn.cuda(), nrow=2, normalize=True)
+    x, y = next(iter(testloader))
+    with open("out.txt", "w") as out:
+        out.write(f"{args.dataset} {channel} {im_size} {num_classes} {mean} {std} {len(dst_train)} {len(dst_test)} "
+                  f"{tuple(x.shape)} {class_map} {tuple(grid.shape)} {float(grid.min()):.1f} {float(grid.max()):.1f} "
+                  f"{get_dataset('CIFAR10', 'data', args=args)}")
+    wandb.finish()
+"""
+
+
+def test_runner_answers_what_the_mtt_script_needs(tmp_path):
+    repo, data, work = tmp_path / "repo", tmp_path / "data", tmp_path / "work"
+    repo.mkdir()
+    (data / "mnist").mkdir(parents=True)
+    (repo / "networks.py").write_text(textwrap.dedent(NETWORKS))
+    (repo / "utils.py").write_text(textwrap.dedent(MTT_UTILS))
+    (repo / "distill.py").write_text(textwrap.dedent(MTT_SCRIPT))
+    _write_tiny_mnist(data)
+    command = [sys.executable, str(BENCHMARKS / "parity_reference.py"), "--repo", str(repo), "--data-dir", str(data)]
+    result = subprocess.run(
+        [*command, "--workdir", str(work), "--add-digit-datasets", "--", "distill.py"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    # MNIST as the DC code gives it (one 28 x 28 channel... here the tiny 8 x 8 stand-in's rows, its classes), every
+    # other dataset from their function; the arguments read back from wandb; a normalised grid of 2 x 2 tiles.
+    text = (work / "out.txt").read_text()
+    assert text.startswith("MNIST 1 (28, 28) 3 [0.1307] [0.3081] 6 3 (3, 1, 8, 8) {0: 0, 1: 1, 2: 2} (1, 16, 16) ")
+    assert text.endswith(" 0.0 1.0 theirs")
+    final = torch.load(work / "final_set.pt")
+    assert sorted(final) == ["image_syn", "label_syn", "syn_lr"]
+    assert final["image_syn"].shape == (3, 1, 8, 8) and final["label_syn"].tolist() == [0, 1, 2]
+    assert not final["image_syn"].requires_grad and float(final["syn_lr"]) == pytest.approx(0.01)
+    # Without the flag their get_dataset answers (and refuses MNIST as theirs does).
+    result = subprocess.run([*command, "--workdir", str(work), "--", "distill.py"], capture_output=True, text=True)
+    assert result.returncode != 0 and "unknown dataset: MNIST" in result.stdout + result.stderr
+
+
 def test_runner_says_when_the_script_is_missing(tmp_path):
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "parity_reference.py"), "--repo", str(tmp_path), "--data-dir", str(tmp_path),
