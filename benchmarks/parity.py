@@ -5,16 +5,21 @@
 git clone https://github.com/VICO-UoE/DatasetCondensation /tmp/DatasetCondensation
 python benchmarks/parity.py --reference-repo /tmp/DatasetCondensation --dataset mnist --method dm --ipc 10 \
     --iterations 600 --seeds 0 1 2
+# MTT: a checkout of GeorgeCazenavette/mtt-distillation; both sides train 3 experts x 6 epochs first (once)
+python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
+    --iterations 30 --seeds 0 1 2 --num-experts 3 --expert-train-epochs 6
 python benchmarks/parity.py --report   # the markdown table of every result file
 ```
 
 For each seed this runs
 
-* **authors**: the authors' script (`main_DM.py`; `main.py --method DSA` for `dsa`), unchanged, through
-  `benchmarks/parity_reference.py` (import shims only: a torchvision stand-in reading `../shared/data`), with the
-  recipe's settings (`recipes/<dataset>/<method>_ipc<N>.yaml`: batch_real, learning rate, augmentation strategy,
-  real-image initialisation) and `--iterations`; its seconds per iteration are timed from the `iter = ` lines it
-  prints every 10 iterations, so its start-up and its own evaluation are not counted;
+* **authors**: the authors' script (`main_DM.py`; `main.py --method DSA` for `dsa`; `distill.py` for `mtt`, after
+  their `buffer.py` trained its experts), unchanged, through `benchmarks/parity_reference.py` (shims only: a
+  torchvision stand-in reading `../shared/data`, and what its docstring lists), with the recipe's settings
+  (`recipes/<dataset>/<method>_ipc<N>.yaml`: batch_real, learning rates, augmentation strategy, real-image
+  initialisation; MTT's syn_steps, expert_epochs, max_start_epoch, step-size initialisation) and `--iterations`;
+  its seconds per iteration are timed from the `iter = ` lines it prints every 10 iterations, so its start-up and
+  its own evaluation are not counted;
 * **ours**: `hf_distill` on the same recipe and iterations, in float32 (`--variants`: `float32` eager,
   `float32-compiled`, or `auto`, the recipe's precision as the machine resolves it); seconds per iteration are the
   run's `distill_seconds` (compilation included) over its iterations;
@@ -47,6 +52,7 @@ from hf_distill.augment import resolve_strategy
 from hf_distill.cli import parse_distill_args
 from hf_distill.data import load_source
 from hf_distill.evaluation import EvaluationProtocol, evaluate_images
+from hf_distill.experts import train_experts_for_config
 from hf_distill.preparation import convnet_config, prepare
 from hf_distill.trainer import DistillTrainer
 
@@ -61,8 +67,14 @@ AUTHORS_DATASETS = {
     "fashion_mnist": ("FashionMNIST", [0.2861], [0.3530]),
     "cifar10": ("CIFAR10", [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
 }
-#: Our method -> (the authors' script, its extra arguments, the name in its result file).
-AUTHORS_SCRIPTS = {"dm": ("main_DM.py", [], "DM"), "dsa": ("main.py", ["--method", "DSA"], "DSA")}
+#: Our method -> (the authors' script, its extra arguments, the name in its result file); `mtt` runs
+#: GeorgeCazenavette/mtt-distillation's `distill.py` (its experts first, by its `buffer.py`), the others
+#: VICO-UoE/DatasetCondensation.
+AUTHORS_SCRIPTS = {
+    "dm": ("main_DM.py", [], "DM"),
+    "dsa": ("main.py", ["--method", "DSA"], "DSA"),
+    "mtt": ("distill.py", [], None),
+}
 VARIANTS = {
     "float32": {"mixed_precision": "no", "torch_compile": False},
     "float32-compiled": {"mixed_precision": "no", "torch_compile": True},
@@ -82,23 +94,17 @@ def recipe_config(dataset: str, method: str, ipc: int, iterations: int, seed: in
     return config
 
 
-def run_authors(args, config, seed: int, prepared) -> dict:
-    """The authors' script with `config`'s settings; its final set in our normalisation, and its timing."""
-    script, extra, result_name = AUTHORS_SCRIPTS[args.method]
-    authors_name, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
-    train_data = prepared.train_data
-    workdir = Path(tempfile.mkdtemp(prefix=f"parity_{args.method}_{seed}_"))
-    command = [
-        sys.executable, "-u", str(REFERENCE_RUNNER), "--repo", args.reference_repo, "--data-dir", args.data_dir,
-        "--workdir", str(workdir), "--seed", str(seed), "--", script, *extra,
-        "--dataset", authors_name, "--model", "ConvNet", "--ipc", str(config.images_per_class),
-        "--Iteration", str(config.num_iterations), "--num_exp", "1", "--num_eval", "1", "--epoch_eval_train", "1",
-        "--batch_real", str(config.batch_real), "--lr_img", str(config.lr_images), "--init", config.init,
-        "--dsa_strategy", prepared.dsa_strategy or "none", "--save_path", "result", "--data_path", "data",
-    ]  # fmt: skip
+def run_reference(args, workdir: Path, seed: int, script_and_arguments: list[str]) -> dict[int, float]:
+    """One of the authors' scripts through `parity_reference.py` in `workdir` (its output in `workdir/log.txt`);
+    returns when each `iter = N` line arrived (monotonic seconds), which is how their runs are timed."""
+    runner = [sys.executable, "-u", str(REFERENCE_RUNNER), "--repo", args.reference_repo, "--data-dir", args.data_dir]
+    if args.method == "mtt" and args.dataset in ("mnist", "fashion_mnist"):
+        runner.append("--add-digit-datasets")  # their get_dataset knows neither (see parity_reference.py)
+    command = [*runner, "--workdir", str(workdir), "--seed", str(seed), "--", *script_and_arguments]
     print("authors:", " ".join(command), flush=True)
     arrivals = {}
     log_path = workdir / "log.txt"
+    workdir.mkdir(parents=True, exist_ok=True)
     with (
         open(log_path, "w") as log,
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process,
@@ -109,13 +115,90 @@ def run_authors(args, config, seed: int, prepared) -> dict:
             if match:
                 arrivals[int(match.group(1))] = time.monotonic()
     if process.returncode != 0:
-        raise RuntimeError(f"the authors' {script} failed (exit {process.returncode}); see {log_path}")
+        raise RuntimeError(
+            f"the authors' {script_and_arguments[0]} failed (exit {process.returncode}); see {log_path}"
+        )
+    return arrivals
+
+
+def dc_arguments(args, config, prepared) -> list[str]:
+    """`main_DM.py` / `main.py` with the recipe's settings (no evaluation of their own beyond one 1-epoch model)."""
+    script, extra, _ = AUTHORS_SCRIPTS[args.method]
+    return [
+        script, *extra, "--dataset", AUTHORS_DATASETS[args.dataset][0], "--model", "ConvNet",
+        "--ipc", str(config.images_per_class), "--Iteration", str(config.num_iterations), "--num_exp", "1",
+        "--num_eval", "1", "--epoch_eval_train", "1", "--batch_real", str(config.batch_real),
+        "--lr_img", str(config.lr_images), "--init", config.init, "--dsa_strategy", prepared.dsa_strategy or "none",
+        "--save_path", "result", "--data_path", "data",
+    ]  # fmt: skip
+
+
+def dc_final_set(workdir: Path, args, config) -> tuple[torch.Tensor, torch.Tensor]:
+    _, _, result_name = AUTHORS_SCRIPTS[args.method]
+    authors_name = AUTHORS_DATASETS[args.dataset][0]
+    result_file = workdir / "result" / f"res_{result_name}_{authors_name}_ConvNet_{config.images_per_class}ipc.pt"
+    saved = torch.load(result_file, weights_only=False)  # written by their run
+    return saved["data"][-1]
+
+
+def authors_experts(args, config, prepared, seed: int) -> tuple[Path, float]:
+    """MTT's experts trained by their `buffer.py` (once per dataset and size; kept under `benchmarks/runs/parity`)
+    with the settings our experts use: `--num-experts` x `--expert-train-epochs`, SGD lr 0.01, batch 256, the
+    recipe's DSA strategy. Returns the buffer folder and the seconds it took (0 when it was there already)."""
+    buffers = RUNS_DIR / "buffers" / f"{args.dataset}_{args.num_experts}x{args.expert_train_epochs}"
+    authors_name = AUTHORS_DATASETS[args.dataset][0]
+    if (buffers / authors_name / "ConvNet" / "replay_buffer_0.pt").is_file():
+        return buffers, 0.0
+    started = time.monotonic()
+    run_reference(
+        args, buffers.with_name(buffers.name + "_work"), seed,
+        ["buffer.py", "--dataset", authors_name, "--model", "ConvNet", "--num_experts", str(args.num_experts),
+         "--train_epochs", str(args.expert_train_epochs), "--lr_teacher", "0.01", "--batch_train", "256",
+         "--dsa", "True", "--dsa_strategy", prepared.dsa_strategy or "none", "--save_interval", str(args.num_experts),
+         "--buffer_path", str(buffers.resolve()), "--data_path", "data"],
+    )  # fmt: skip
+    return buffers, time.monotonic() - started
+
+
+def mtt_arguments(args, config, prepared, buffers: Path) -> list[str]:
+    """`distill.py` with the recipe's settings; its own evaluation only at iteration 0 (one model, one epoch)."""
+    arguments = [
+        "distill.py", "--dataset", AUTHORS_DATASETS[args.dataset][0], "--model", "ConvNet",
+        "--ipc", str(config.images_per_class), "--Iteration", str(config.num_iterations),
+        "--eval_it", str(config.num_iterations + 1), "--num_eval", "1", "--epoch_eval_train", "1",
+        "--syn_steps", str(config.syn_steps), "--expert_epochs", str(config.expert_epochs),
+        "--max_start_epoch", str(config.max_start_epoch), "--lr_img", str(config.lr_images),
+        "--lr_lr", str(config.lr_lr), "--lr_teacher", str(config.syn_lr_init), "--pix_init", config.init,
+        "--dsa", "True", "--dsa_strategy", prepared.dsa_strategy or "none", "--buffer_path", str(buffers.resolve()),
+        "--data_path", "data",
+    ]  # fmt: skip
+    if config.batch_syn:
+        arguments += ["--batch_syn", str(config.batch_syn)]
+    return arguments
+
+
+def mtt_final_set(workdir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    saved = torch.load(workdir / "final_set.pt")  # kept by parity_reference's wandb.finish() stand-in
+    return saved["image_syn"], saved["label_syn"]
+
+
+def run_authors(args, config, seed: int, prepared) -> dict:
+    """The authors' script with `config`'s settings; its final set in our normalisation, and its timing."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"parity_{args.method}_{seed}_"))
+    extra = {}
+    if args.method == "mtt":
+        buffers, expert_seconds = authors_experts(args, config, prepared, seed)
+        extra["expert_seconds"] = expert_seconds
+        script_and_arguments = mtt_arguments(args, config, prepared, buffers)
+    else:
+        script_and_arguments = dc_arguments(args, config, prepared)
+    arrivals = run_reference(args, workdir, seed, script_and_arguments)
     first, last = min(arrivals), max(arrivals)
     per_iteration = (arrivals[last] - arrivals[first]) / (last - first)
-    result_file = workdir / "result" / f"res_{result_name}_{authors_name}_ConvNet_{config.images_per_class}ipc.pt"
-    saved = torch.load(result_file, weights_only=False)  # written by the run above
-    images, labels = saved["data"][-1]
+    images, labels = mtt_final_set(workdir) if args.method == "mtt" else dc_final_set(workdir, args, config)
     # Their normalisation -> pixels in [0, 1] -> ours (the training split's own statistics).
+    _, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
+    train_data = prepared.train_data
     mean_a, std_a = torch.tensor(mean_a).view(1, -1, 1, 1), torch.tensor(std_a).view(1, -1, 1, 1)
     mean_o, std_o = torch.tensor(train_data.mean).view(1, -1, 1, 1), torch.tensor(train_data.std).view(1, -1, 1, 1)
     images = (images.float() * std_a + mean_a - mean_o) / std_o
@@ -125,8 +208,9 @@ def run_authors(args, config, seed: int, prepared) -> dict:
         "seconds_per_iteration": per_iteration,
         "seconds": per_iteration * config.num_iterations,
         "timed_iterations": [first, last],
-        "command": command,
-        "log": str(log_path),
+        "command": [REFERENCE_RUNNER.name, *script_and_arguments],
+        "log": str(workdir / "log.txt"),
+        **extra,
     }
 
 
@@ -221,23 +305,58 @@ def prepare_recipe(args, seed: int, overrides: dict):
     return config, prepare(config, *splits)
 
 
+#: The recipe settings each results file records (those the method has).
+RECORDED_SETTINGS = (
+    "batch_real", "lr_images", "init", "siamese_pairing", "syn_steps", "expert_epochs", "max_start_epoch", "lr_lr",
+    "syn_lr_init",
+)  # fmt: skip
+
+
+def run_overrides(args) -> dict:
+    """Recipe settings the parity run replaces: `--batch-real`, and for MTT the experts' folder (ours, trained here
+    with the same size as the authors')."""
+    overrides = {"batch_real": args.batch_real} if args.batch_real else {}
+    if args.method == "mtt":
+        overrides["expert_path"] = str(
+            RUNS_DIR / "experts" / f"{args.dataset}_{args.num_experts}x{args.expert_train_epochs}"
+        )
+    return overrides
+
+
+def our_experts(args, config, prepared) -> dict:
+    """Our experts for an MTT parity run, trained once (the recipe's precision, SGD lr 0.01, batch 256, its DSA
+    strategy: the settings of the authors' `buffer.py` run) and reused; their training seconds."""
+    needed = config.max_start_epoch - 1 + config.expert_epochs
+    if args.expert_train_epochs < needed:
+        raise SystemExit(f"--expert-train-epochs must be >= max_start_epoch - 1 + expert_epochs = {needed}.")
+    index = Path(config.expert_path) / "experts.json"
+    if not index.is_file():
+        train_experts_for_config(
+            config, prepared.train_data, prepared.test_data, config.expert_path,
+            num_experts=args.num_experts, num_epochs=args.expert_train_epochs,
+        )  # fmt: skip
+    experts = json.loads(index.read_text())["experts"]
+    return {
+        "path": config.expert_path,
+        "num_experts": len(experts),
+        "train_seconds": round(sum(e.get("train_seconds") or 0.0 for e in experts), 1),
+    }
+
+
 def distill_and_judge(args) -> None:
     path = results_path(args.results_dir, args.dataset, args.method, args.ipc)
-    batch_real = {"batch_real": args.batch_real} if args.batch_real else {}
+    batch_real = run_overrides(args)
     config, prepared = prepare_recipe(args, args.seeds[0], batch_real)  # for every variant and seed
     judge_set = judges(prepared, args.judge_epochs, args.judge_models)
+    settings = {name: getattr(config, name) for name in RECORDED_SETTINGS if hasattr(config, name)}
     header = {
         "dataset": args.dataset,
         "method": args.method,
         "ipc": args.ipc,
-        "settings": {
-            "batch_real": config.batch_real,
-            "lr_images": config.lr_images,
-            "init": config.init,
-            "dsa_strategy": prepared.dsa_strategy,
-            "siamese_pairing": config.siamese_pairing,
-        },
+        "settings": {**settings, "dsa_strategy": prepared.dsa_strategy},
     }
+    if args.method == "mtt":
+        header["experts"] = our_experts(args, config, prepared)
     machine = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__}
     for seed in args.seeds:
         for variant in args.variants:
@@ -276,9 +395,11 @@ def distill_and_judge(args) -> None:
 def interleaved_speed(args) -> None:
     """Seconds per iteration of the authors' script and ours, run in turn (`--speed-rounds` rounds of
     `--iterations` each), so that the machine's drift over time (~20% here) falls on both alike."""
-    batch_real = {"batch_real": args.batch_real} if args.batch_real else {}
+    batch_real = run_overrides(args)
     seed = args.seeds[0]
     config, prepared = prepare_recipe(args, seed, batch_real)
+    if args.method == "mtt":
+        our_experts(args, config, prepared)
     rounds = []
     for round_index in range(args.speed_rounds):
         timings = {}
@@ -426,12 +547,17 @@ def _wall_time_table(runs: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference-repo", help="A checkout of VICO-UoE/DatasetCondensation (dm, dsa).")
+    parser.add_argument(
+        "--reference-repo",
+        help="A checkout of VICO-UoE/DatasetCondensation (dm, dsa) or GeorgeCazenavette/mtt-distillation (mtt).",
+    )
     parser.add_argument("--dataset", default="mnist", choices=sorted(AUTHORS_DATASETS))
     parser.add_argument("--method", default="dm", choices=sorted(AUTHORS_SCRIPTS))
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--batch-real", type=int, default=None, help="Default: the recipe's.")
+    parser.add_argument("--num-experts", type=int, default=3, help="MTT: experts trained on each side.")
+    parser.add_argument("--expert-train-epochs", type=int, default=6, help="MTT: epochs of every expert.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["authors", "float32"], choices=["authors", *VARIANTS])
     parser.add_argument(
