@@ -305,11 +305,12 @@ def prepare_recipe(args, seed: int, overrides: dict):
     return config, prepare(config, *splits)
 
 
-#: The recipe settings each results file records (those the method has).
-RECORDED_SETTINGS = (
-    "batch_real", "lr_images", "init", "siamese_pairing", "syn_steps", "expert_epochs", "max_start_epoch", "lr_lr",
-    "syn_lr_init",
-)  # fmt: skip
+#: The recipe settings each results file records, by method.
+RECORDED_SETTINGS = {
+    "dm": ("batch_real", "lr_images", "init", "siamese_pairing"),
+    "dsa": ("batch_real", "lr_images", "init", "siamese_pairing"),
+    "mtt": ("lr_images", "init", "syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "syn_lr_init"),
+}
 
 
 def run_overrides(args) -> dict:
@@ -348,7 +349,7 @@ def distill_and_judge(args) -> None:
     batch_real = run_overrides(args)
     config, prepared = prepare_recipe(args, args.seeds[0], batch_real)  # for every variant and seed
     judge_set = judges(prepared, args.judge_epochs, args.judge_models)
-    settings = {name: getattr(config, name) for name in RECORDED_SETTINGS if hasattr(config, name)}
+    settings = {name: getattr(config, name) for name in RECORDED_SETTINGS[args.method]}
     header = {
         "dataset": args.dataset,
         "method": args.method,
