@@ -82,14 +82,20 @@ SCRIPT = """
 """
 
 
-def test_runner_runs_a_script_with_the_shims_and_seeds(tmp_path):
-    repo, data, work = tmp_path / "repo", tmp_path / "data", tmp_path / "work"
+def _runner_on_stand_in(tmp_path: Path, files: dict[str, str]) -> tuple[list[str], Path]:
+    """A stand-in reference repository with `files`, the tiny MNIST, and the runner's command up to `--workdir`."""
+    repo, data = tmp_path / "repo", tmp_path / "data"
     repo.mkdir()
     (data / "mnist").mkdir(parents=True)
-    (repo / "networks.py").write_text(textwrap.dedent(NETWORKS))
-    (repo / "script.py").write_text(textwrap.dedent(SCRIPT))
+    for name, text in files.items():
+        (repo / name).write_text(textwrap.dedent(text))
     _write_tiny_mnist(data)
     command = [sys.executable, str(BENCHMARKS / "parity_reference.py"), "--repo", str(repo), "--data-dir", str(data)]
+    return command, tmp_path / "work"
+
+
+def test_runner_runs_a_script_with_the_shims_and_seeds(tmp_path):
+    command, work = _runner_on_stand_in(tmp_path, {"networks.py": NETWORKS, "script.py": SCRIPT})
     outputs = []
     for _ in range(2):
         result = subprocess.run(
@@ -153,14 +159,8 @@ MTT_SCRIPT = """
 
 
 def test_runner_answers_what_the_mtt_script_needs(tmp_path):
-    repo, data, work = tmp_path / "repo", tmp_path / "data", tmp_path / "work"
-    repo.mkdir()
-    (data / "mnist").mkdir(parents=True)
-    (repo / "networks.py").write_text(textwrap.dedent(NETWORKS))
-    (repo / "utils.py").write_text(textwrap.dedent(MTT_UTILS))
-    (repo / "distill.py").write_text(textwrap.dedent(MTT_SCRIPT))
-    _write_tiny_mnist(data)
-    command = [sys.executable, str(BENCHMARKS / "parity_reference.py"), "--repo", str(repo), "--data-dir", str(data)]
+    files = {"networks.py": NETWORKS, "utils.py": MTT_UTILS, "distill.py": MTT_SCRIPT}
+    command, work = _runner_on_stand_in(tmp_path, files)
     result = subprocess.run(
         [*command, "--workdir", str(work), "--add-digit-datasets", "--", "distill.py"], capture_output=True, text=True
     )
