@@ -47,6 +47,7 @@ from statistics import mean, stdev
 
 import torch
 from machine import cpu_model  # benchmarks/machine.py: scripts here run with this folder on sys.path
+from parity_reference import FINAL_SET_FILE
 
 from hf_distill.augment import resolve_strategy
 from hf_distill.cli import parse_distill_args
@@ -141,11 +142,16 @@ def dc_final_set(workdir: Path, args, config) -> tuple[torch.Tensor, torch.Tenso
     return saved["data"][-1]
 
 
+def experts_folder(args, side: str) -> Path:
+    """Where one side's MTT experts for this dataset and size are kept (`side`: "buffers", theirs; "experts", ours)."""
+    return RUNS_DIR / side / f"{args.dataset}_{args.num_experts}x{args.expert_train_epochs}"
+
+
 def authors_experts(args, config, prepared, seed: int) -> tuple[Path, float]:
     """MTT's experts trained by their `buffer.py` (once per dataset and size; kept under `benchmarks/runs/parity`)
     with the settings our experts use: `--num-experts` x `--expert-train-epochs`, SGD lr 0.01, batch 256, the
     recipe's DSA strategy. Returns the buffer folder and the seconds it took (0 when it was there already)."""
-    buffers = RUNS_DIR / "buffers" / f"{args.dataset}_{args.num_experts}x{args.expert_train_epochs}"
+    buffers = experts_folder(args, "buffers")
     authors_name = AUTHORS_DATASETS[args.dataset][0]
     if (buffers / authors_name / "ConvNet" / "replay_buffer_0.pt").is_file():
         return buffers, 0.0
@@ -178,7 +184,7 @@ def mtt_arguments(args, config, prepared, buffers: Path) -> list[str]:
 
 
 def mtt_final_set(workdir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    saved = torch.load(workdir / "final_set.pt")  # kept by parity_reference's wandb.finish() stand-in
+    saved = torch.load(workdir / FINAL_SET_FILE)  # kept by parity_reference's wandb.finish() stand-in
     return saved["image_syn"], saved["label_syn"]
 
 
@@ -313,14 +319,16 @@ RECORDED_SETTINGS = {
 }
 
 
+def this_machine() -> dict:
+    return {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
 def run_overrides(args) -> dict:
     """Recipe settings the parity run replaces: `--batch-real`, and for MTT the experts' folder (ours, trained here
     with the same size as the authors')."""
     overrides = {"batch_real": args.batch_real} if args.batch_real else {}
     if args.method == "mtt":
-        overrides["expert_path"] = str(
-            RUNS_DIR / "experts" / f"{args.dataset}_{args.num_experts}x{args.expert_train_epochs}"
-        )
+        overrides["expert_path"] = str(experts_folder(args, "experts"))
     return overrides
 
 
@@ -346,8 +354,8 @@ def our_experts(args, config, prepared) -> dict:
 
 def distill_and_judge(args) -> None:
     path = results_path(args.results_dir, args.dataset, args.method, args.ipc)
-    batch_real = run_overrides(args)
-    config, prepared = prepare_recipe(args, args.seeds[0], batch_real)  # for every variant and seed
+    run_settings = run_overrides(args)
+    config, prepared = prepare_recipe(args, args.seeds[0], run_settings)  # for every variant and seed
     judge_set = judges(prepared, args.judge_epochs, args.judge_models)
     settings = {name: getattr(config, name) for name in RECORDED_SETTINGS[args.method]}
     header = {
@@ -358,10 +366,10 @@ def distill_and_judge(args) -> None:
     }
     if args.method == "mtt":
         header["experts"] = our_experts(args, config, prepared)
-    machine = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    machine = this_machine()
     for seed in args.seeds:
         for variant in args.variants:
-            overrides = {**batch_real, **VARIANTS.get(variant, {})}
+            overrides = {**run_settings, **VARIANTS.get(variant, {})}
             config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
             if variant == "authors":
@@ -396,16 +404,16 @@ def distill_and_judge(args) -> None:
 def interleaved_speed(args) -> None:
     """Seconds per iteration of the authors' script and ours, run in turn (`--speed-rounds` rounds of
     `--iterations` each), so that the machine's drift over time (~20% here) falls on both alike."""
-    batch_real = run_overrides(args)
+    run_settings = run_overrides(args)
     seed = args.seeds[0]
-    config, prepared = prepare_recipe(args, seed, batch_real)
+    config, prepared = prepare_recipe(args, seed, run_settings)
     if args.method == "mtt":
         our_experts(args, config, prepared)
     rounds = []
     for round_index in range(args.speed_rounds):
         timings = {}
         for variant in args.variants:
-            overrides = {**batch_real, **VARIANTS.get(variant, {})}
+            overrides = {**run_settings, **VARIANTS.get(variant, {})}
             config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
             run = run_authors(args, config, seed, prepared) if variant == "authors" else run_ours(config, prepared)
             timings[variant] = run["seconds_per_iteration"]
@@ -419,7 +427,7 @@ def interleaved_speed(args) -> None:
             "iterations_per_turn": args.iterations,
             "batch_real": config.batch_real,
             "rounds": rounds,
-            "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+            "machine": this_machine(),
             "command": " ".join(["python", *sys.argv]),
             "commit": git_commit(),
         }
@@ -471,7 +479,8 @@ def report(results_dir: Path) -> str:
         for variant in variants:
             mine = [run for run in runs if run["variant"] == variant]
             seeds = ", ".join(str(run["seed"]) for run in sorted(mine, key=lambda r: r["seed"]))
-            speed = _speed_by_machine(mine)
+            per_machine = _mean_by_machine(mine, lambda run: run["seconds_per_iteration"])
+            speed = "; ".join(f"{seconds:.3f} ({cpu})" for cpu, seconds in per_machine.items())
             judged = [_summary([mean(run["judges"][j]["accuracies"]) for run in mine]) for j in ("project", "second")]
             iterations = sorted({run["iterations"] for run in mine})
             lines.append(f"| {variant} | {seeds} | {iterations} | {speed} | {judged[0]} | {judged[1]} |")
@@ -481,12 +490,10 @@ def report(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _speed_by_machine(runs: list[dict]) -> str:
-    """Mean seconds per iteration on each machine the runs were made on (timings of two machines never mix)."""
+def _mean_by_machine(runs: list[dict], value) -> dict[str, float]:
+    """`value(run)` averaged over the runs of each machine (timings of two machines never mix), by CPU name."""
     cpus = sorted({run["machine"]["cpu"] for run in runs})
-    return "; ".join(
-        f"{mean(r['seconds_per_iteration'] for r in runs if r['machine']['cpu'] == cpu):.3f} ({cpu})" for cpu in cpus
-    )
+    return {cpu: mean(value(run) for run in runs if run["machine"]["cpu"] == cpu) for cpu in cpus}
 
 
 def _seconds(run: dict) -> float:
@@ -509,11 +516,8 @@ def _wall_time_table(runs: list[dict]) -> list[str]:
     for name in ("project", "second"):
         finals = [mean(run["judges"][name]["accuracies"]) for run in authors]
         bar[name] = mean(finals) - (stdev(finals) if len(finals) > 1 else 0.0)
-    authors_seconds = {
-        cpu: mean(_seconds(run) for run in authors if run["machine"]["cpu"] == cpu)
-        for cpu in {run["machine"]["cpu"] for run in authors}
-    }
-    timings = "; ".join(f"{seconds:.0f} s on {cpu}" for cpu, seconds in sorted(authors_seconds.items()))
+    authors_seconds = _mean_by_machine(authors, _seconds)
+    timings = "; ".join(f"{seconds:.0f} s on {cpu}" for cpu, seconds in authors_seconds.items())
     lines = [
         f"Accuracy against wall time (authors, {authors[0]['iterations']} iterations: {timings}; "
         f"their accuracy less one std: project {bar['project']:.2f}, second {bar['second']:.2f})",
