@@ -7,6 +7,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Pr
 
 from ..augment import SiameseAugment, resolve_strategy
 from ..registry import register_modality
+from ..row_store import RowsOnDisk
 from .base import Modality
 from .image_data import (
     IMAGE_COLUMN_CANDIDATES,
@@ -17,6 +18,7 @@ from .image_data import (
     validate_image_dataset,
 )
 from .image_decoding import prepare_images
+from .image_disk import default_store_dir, prepare_images_on_disk
 from .zca import ZCAWhitening
 
 
@@ -54,6 +56,14 @@ def build_image_processor(mean: list[float], std: list[float], image_size: tuple
     )
 
 
+def _refuse_zca_on_disk(refuse: bool) -> None:
+    if refuse:
+        raise ValueError(
+            "zca=True cannot be used with data_on_disk=True yet: whitening is fitted on, and applied to, the whole "
+            "split in memory. Use one or the other."
+        )
+
+
 @register_modality("image")
 class ImageModality(Modality):
     """Images: a `datasets.Image` (or numeric array) column, normalised `(C, H, W)` float tensors, `pixel_values`."""
@@ -78,10 +88,20 @@ class ImageModality(Modality):
         validate_image_dataset(dataset, input_column, label_column, **checks)
 
     def prepare(
-        self, dataset: Dataset, input_column: str, label_column: str, zca: ZCAWhitening | None = None, **settings
+        self,
+        dataset: Dataset,
+        input_column: str,
+        label_column: str,
+        zca: ZCAWhitening | None = None,
+        store_dir: str | None = None,
+        **settings,
     ) -> ImageData:
         """Decodes, resizes and normalises the images (see [`prepare_images`] for `settings`), then whitens them
-        with `zca` (a transform fitted on the training split) when given."""
+        with `zca` (a transform fitted on the training split) when given. With `store_dir`, the split stays on disk
+        there (see [`prepare_images_on_disk`]) and is read by rows."""
+        if store_dir is not None:
+            _refuse_zca_on_disk(zca is not None)
+            return prepare_images_on_disk(dataset, input_column, label_column, store_dir=store_dir, **settings)
         data = prepare_images(dataset, input_column, label_column, **settings)
         return self._whiten(data, zca) if zca is not None else data
 
@@ -95,6 +115,7 @@ class ImageModality(Modality):
         """With `config.zca`, fits ZCA whitening on the (normalised) training split and whitens it."""
         if not getattr(config, "zca", False) or data.zca is not None:
             return data
+        _refuse_zca_on_disk(isinstance(data.images, RowsOnDisk))
         return self._whiten(data, ZCAWhitening.fit(data.images, config.zca_regularization))
 
     def model_settings(self, name_or_path: str) -> dict:
@@ -121,7 +142,9 @@ class ImageModality(Modality):
             if config.image_size
             else model_settings.get("image_size") or _architecture_image_size(architecture)
         )
+        on_disk = getattr(config, "data_on_disk", False)
         return {
+            "store_dir": (getattr(config, "data_cache_dir", None) or str(default_store_dir())) if on_disk else None,
             "mean": model_settings.get("mean"),
             "std": model_settings.get("std"),
             "image_size": image_size,
@@ -130,6 +153,8 @@ class ImageModality(Modality):
 
     def settings_of(self, data: ImageData) -> dict:
         settings = dict(mean=data.mean, std=data.std, image_size=data.image_size, num_channels=data.num_channels)
+        if isinstance(data.images, RowsOnDisk):  # a split prepared like this one stays on disk too
+            settings["store_dir"] = str(data.images.store.path.parent)
         return settings | ({"zca": data.zca} if data.zca is not None else {})
 
     def recorded_settings(self, metadata: dict) -> dict:

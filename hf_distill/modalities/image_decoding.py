@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -99,7 +99,7 @@ def _array_to_chw(array: np.ndarray, column: str, *, batched: bool) -> np.ndarra
     return a
 
 
-class _Collector:
+class ImageCollector:
     """Accumulates decoded images as groups of equal shape, without assuming the final channel count."""
 
     def __init__(self, column: str, image_size: tuple[int, int] | None):
@@ -141,7 +141,7 @@ class _Collector:
                         "square size."
                     )
         elif size != self.image_size:
-            tensor = _to_float(tensor)
+            tensor = to_float(tensor)
             tensor = F.interpolate(tensor, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
         self.channel_counts[int(tensor.shape[1])] += len(positions)
         self.groups.append((torch.from_numpy(np.asarray(positions, dtype=np.int64)), tensor))
@@ -153,7 +153,7 @@ def _writable(array: np.ndarray, dtype: type) -> np.ndarray:
     return array if array.flags.writeable else array.copy()
 
 
-def _to_float(tensor: torch.Tensor) -> torch.Tensor:
+def to_float(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.dtype == torch.uint8:
         return tensor.float().div_(255.0)
     return tensor.float()
@@ -163,7 +163,7 @@ def _convert_channels(tensor: torch.Tensor, num_channels: int) -> torch.Tensor:
     current = tensor.shape[1]
     if current == num_channels:
         return tensor
-    tensor = _to_float(tensor)
+    tensor = to_float(tensor)
     if current == 1 and num_channels == 3:
         return tensor.expand(-1, 3, -1, -1)
     if current == 3 and num_channels == 1:
@@ -184,7 +184,7 @@ def _group_rows(positions: list[int], arrays: list[np.ndarray]) -> list[tuple[np
     return out
 
 
-def _normalize_image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+def normalize_image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if image_size is None:
         return None
     if isinstance(image_size, int) and not isinstance(image_size, bool):
@@ -275,7 +275,7 @@ def prepare_images(
         raise ValueError("Pass both `mean` and `std`, or neither (then both are computed from this split).")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
-    size = _normalize_image_size(image_size)
+    size = normalize_image_size(image_size)
     if len(ds) == 0:
         raise ValueError(f"Cannot prepare images from an empty dataset (column {image_column!r} has 0 rows).")
 
@@ -283,102 +283,20 @@ def prepare_images(
     class_names = class_names_of(ds, label_column, labels)
     check_label_range(labels, len(class_names), label_column, "given")
 
-    feature = ds.features[image_column]
-    collector = _Collector(image_column, size)
-    images_only = ds.select_columns([image_column])
+    collector = ImageCollector(image_column, size)
     total = len(ds)
     with tqdm(total=total, desc=desc or f"Preparing {image_column!r}", unit="img", leave=False) as progress:
-        if isinstance(feature, Image):
-            decoder = feature if feature.decode else Image(mode=feature.mode)
-            start = 0
-            for batch in images_only.with_format("arrow").iter(batch_size=batch_size):
-                encoded = batch.column(image_column).to_pylist()
-                arrays, positions = [], []
-                for offset, value in enumerate(encoded):
-                    if value is None:
-                        raise ValueError(
-                            f"Row {start + offset} of column {image_column!r} has no image (null). Drop such rows "
-                            "first with ds.filter(...)."
-                        )
-                    arrays.append(_pil_to_array(_decode(decoder, value, start + offset, image_column)))
-                    positions.append(start + offset)
-                for group_positions, chw in _group_rows(positions, arrays):
-                    collector.add(group_positions, chw)
-                start += len(encoded)
-                progress.update(len(encoded))
-        elif is_array_image_feature(feature):
-            start = 0
-            for batch in images_only.with_format("numpy").iter(batch_size=batch_size):
-                values = batch[image_column]
-                n = len(values)
-                if isinstance(values, np.ndarray) and values.dtype != object:
-                    collector.add(np.arange(start, start + n), _array_to_chw(values, image_column, batched=True))
-                else:
-                    arrays = [
-                        _array_to_chw(np.asarray(v), image_column, batched=False)[0].transpose(1, 2, 0) for v in values
-                    ]
-                    for group_positions, chw in _group_rows(list(range(start, start + n)), arrays):
-                        collector.add(group_positions, chw)
-                start += n
-                progress.update(n)
-        else:
-            raise ValueError(
-                f"Column {image_column!r} has feature {feature!r}, which is neither datasets.Image() nor a numeric "
-                f"array. Cast it with ds.cast_column({image_column!r}, datasets.Image()) if it holds image "
-                "paths/bytes."
-            )
-
-    if collector.nonfinite:
-        raise ValueError(
-            f"Column {image_column!r} contains {collector.nonfinite} NaN/inf pixel values. Clean or drop those rows "
-            "(e.g. replace them with np.nan_to_num) before distilling."
-        )
-
-    counts = collector.channel_counts
-    target_channels = num_channels
-    if target_channels is None:
-        target_channels = 3 if counts.get(3, 0) >= counts.get(1, 0) else 1
-        if len(counts) > 1:
-            logger.warning(
-                "Column %r mixes images with %s channels; converting all to %d channel(s) (a model given with "
-                "model_name_or_path decides by its num_channels).",
-                image_column,
-                dict(counts),
-                target_channels,
-            )
-
-    first = collector.groups[0][1]
-    height, width = int(first.shape[2]), int(first.shape[3])
-    images = torch.empty((total, target_channels, height, width), dtype=torch.float32)
-    covered = 0
-    for positions, tensor in collector.groups:
-        tensor = _to_float(_convert_channels(tensor, target_channels))
-        if positions.numel() and int(positions[-1]) - int(positions[0]) + 1 == positions.numel():
-            images[int(positions[0]) : int(positions[-1]) + 1] = tensor
-        else:
-            images[positions] = tensor
-        covered += positions.numel()
+        for groups in decoded_batches(ds, image_column, batch_size):
+            for group_positions, chw in groups:
+                collector.add(group_positions, chw)
+            progress.update(sum(len(positions) for positions, _ in groups))
+    check_finite(collector.nonfinite, image_column)
+    target_channels = num_channels or majority_channels(collector.channel_counts, image_column)
+    images = assemble_rows(collector, 0, total, target_channels, image_column)
     collector.groups.clear()
-    if covered != total:  # pragma: no cover - defensive
-        raise RuntimeError(f"Decoded {covered} images for {total} rows in column {image_column!r}.")
-
-    if mean is None:
-        mean_values, std_values = _channel_stats(images)
-        degenerate = [c for c, s in enumerate(std_values) if s < 1e-8]
-        if degenerate:
-            logger.warning("Channels %s of %r are constant; using std=1.0 for them.", degenerate, image_column)
-            std_values = [1.0 if s < 1e-8 else s for s in std_values]
-    else:
-        mean_values = [float(m) for m in mean]
-        std_values = [float(s) for s in std]
-        if len(mean_values) != target_channels or len(std_values) != target_channels:
-            raise ValueError(
-                f"`mean`/`std` need one value per channel ({target_channels}), got {len(mean_values)} and "
-                f"{len(std_values)}. Use the statistics of a split prepared with the same num_channels."
-            )
-        if any(not np.isfinite(s) or s <= 0 for s in std_values):
-            raise ValueError(f"`std` values must be positive, got {std_values}.")
-
+    mean_values, std_values = normalization_stats(
+        mean, std, target_channels, image_column, lambda: _blocks(images), images.shape[0] * images[0, 0].numel()
+    )
     images.sub_(torch.tensor(mean_values, dtype=torch.float32).view(1, -1, 1, 1))
     images.div_(torch.tensor(std_values, dtype=torch.float32).view(1, -1, 1, 1))
     return ImageData(
@@ -390,16 +308,137 @@ def prepare_images(
     )
 
 
-def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and (population) std of `(N, C, H, W)` images, accumulated in float64 chunk by chunk."""
-    channels = images.shape[1]
+def decoded_batches(ds, image_column: str, batch_size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+    """The split's images, `batch_size` rows at a time, in row order: per batch, groups `(positions, (n, C, H, W)
+    array)` of images with one shape and dtype (`uint8`/integer pixels, or floats in `[0, 1]`). `ds` may be a
+    `datasets.Dataset` or an `IterableDataset` (read once, in order)."""
+    feature = ds.features[image_column]
+    images_only = ds.select_columns([image_column])
+    start = 0
+    if isinstance(feature, Image):
+        decoder = feature if feature.decode else Image(mode=feature.mode)
+        for batch in images_only.with_format("arrow").iter(batch_size=batch_size):
+            encoded = batch.column(image_column).to_pylist()
+            arrays, positions = [], []
+            for offset, value in enumerate(encoded):
+                if value is None:
+                    raise ValueError(
+                        f"Row {start + offset} of column {image_column!r} has no image (null). Drop such rows "
+                        "first with ds.filter(...)."
+                    )
+                arrays.append(_pil_to_array(_decode(decoder, value, start + offset, image_column)))
+                positions.append(start + offset)
+            yield _group_rows(positions, arrays)
+            start += len(encoded)
+    elif is_array_image_feature(feature):
+        for batch in images_only.with_format("numpy").iter(batch_size=batch_size):
+            values = batch[image_column]
+            n = len(values)
+            if isinstance(values, np.ndarray) and values.dtype != object:
+                yield [(np.arange(start, start + n), _array_to_chw(values, image_column, batched=True))]
+            else:
+                arrays = [
+                    _array_to_chw(np.asarray(v), image_column, batched=False)[0].transpose(1, 2, 0) for v in values
+                ]
+                yield _group_rows(list(range(start, start + n)), arrays)
+            start += n
+    else:
+        raise ValueError(
+            f"Column {image_column!r} has feature {feature!r}, which is neither datasets.Image() nor a numeric "
+            f"array. Cast it with ds.cast_column({image_column!r}, datasets.Image()) if it holds image "
+            "paths/bytes."
+        )
+
+
+def check_finite(nonfinite: int, image_column: str) -> None:
+    if nonfinite:
+        raise ValueError(
+            f"Column {image_column!r} contains {nonfinite} NaN/inf pixel values. Clean or drop those rows "
+            "(e.g. replace them with np.nan_to_num) before distilling."
+        )
+
+
+def majority_channels(counts: Counter, image_column: str) -> int:
+    """The channel count most images have (3 on a tie); a split that mixes them is converted, with a warning."""
+    target_channels = 3 if counts.get(3, 0) >= counts.get(1, 0) else 1
+    if len(counts) > 1:
+        logger.warning(
+            "Column %r mixes images with %s channels; converting all to %d channel(s) (a model given with "
+            "model_name_or_path decides by its num_channels).",
+            image_column,
+            dict(counts),
+            target_channels,
+        )
+    return target_channels
+
+
+def assemble_rows(
+    collector: ImageCollector, start: int, count: int, channels: int, image_column: str, keep_uint8: bool = False
+) -> torch.Tensor:
+    """Rows `start .. start + count` of `collector`'s groups as one `(count, channels, H, W)` tensor in row order:
+    float32 in `[0, 1]`, or, with `keep_uint8`, `uint8` when every group is `uint8` and needs no conversion other
+    than repeating one channel (exactly what the float conversion would then give, divided by 255)."""
+    first = collector.groups[0][1]
+    height, width = int(first.shape[2]), int(first.shape[3])
+    as_uint8 = keep_uint8 and all(
+        tensor.dtype == torch.uint8 and tensor.shape[1] in (channels, 1) for _, tensor in collector.groups
+    )
+    images = torch.empty((count, channels, height, width), dtype=torch.uint8 if as_uint8 else torch.float32)
+    covered = 0
+    for positions, tensor in collector.groups:
+        if as_uint8:
+            tensor = tensor.expand(-1, channels, -1, -1)
+        else:
+            tensor = to_float(_convert_channels(tensor, channels))
+        positions = positions - start
+        if positions.numel() and int(positions[-1]) - int(positions[0]) + 1 == positions.numel():
+            images[int(positions[0]) : int(positions[-1]) + 1] = tensor
+        else:
+            images[positions] = tensor
+        covered += positions.numel()
+    if covered != count:  # pragma: no cover - defensive
+        raise RuntimeError(f"Decoded {covered} images for {count} rows in column {image_column!r}.")
+    return images
+
+
+def normalization_stats(
+    mean, std, channels: int, image_column: str, blocks: Callable[[], Iterable[torch.Tensor]], pixels: int
+) -> tuple[list[float], list[float]]:
+    """The per-channel `mean`/`std` given (checked), or those of the images `blocks()` yields in `[0, 1]` floats
+    (`pixels`: images x H x W); a constant channel gets std 1."""
+    if mean is None:
+        mean_values, std_values = _channel_stats(blocks(), pixels, channels)
+        degenerate = [c for c, s in enumerate(std_values) if s < 1e-8]
+        if degenerate:
+            logger.warning("Channels %s of %r are constant; using std=1.0 for them.", degenerate, image_column)
+            std_values = [1.0 if s < 1e-8 else s for s in std_values]
+        return mean_values, std_values
+    mean_values = [float(m) for m in mean]
+    std_values = [float(s) for s in std]
+    if len(mean_values) != channels or len(std_values) != channels:
+        raise ValueError(
+            f"`mean`/`std` need one value per channel ({channels}), got {len(mean_values)} and "
+            f"{len(std_values)}. Use the statistics of a split prepared with the same num_channels."
+        )
+    if any(not np.isfinite(s) or s <= 0 for s in std_values):
+        raise ValueError(f"`std` values must be positive, got {std_values}.")
+    return mean_values, std_values
+
+
+def _blocks(images: torch.Tensor, chunk: int = 4096) -> Iterator[torch.Tensor]:
+    for start in range(0, images.shape[0], chunk):
+        yield images[start : start + chunk]
+
+
+def _channel_stats(blocks: Iterable[torch.Tensor], pixels: int, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) std of `(n, C, H, W)` image blocks (`pixels`: all blocks' n x H x W),
+    accumulated in float64 block by block."""
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
-    for start in range(0, images.shape[0], chunk):
-        block = images[start : start + chunk].to(torch.float64)
+    for block in blocks:
+        block = block.to(torch.float64)
         total += block.sum(dim=(0, 2, 3))
         total_sq += block.square().sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    var = (total_sq / count - mean.square()).clamp_min(0.0)
+    mean = total / pixels
+    var = (total_sq / pixels - mean.square()).clamp_min(0.0)
     return mean.tolist(), var.sqrt().tolist()

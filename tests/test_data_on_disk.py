@@ -1,0 +1,134 @@
+"""Splits kept on disk (`data_on_disk=True`): the row store, the tensor-like view, and that a run gives exactly the
+in-memory result for the same seed."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import Array3D, ClassLabel, Dataset, Features
+
+from hf_distill import DistillTrainer
+from hf_distill.methods import get_method_class
+from hf_distill.modalities.image import ImageModality
+from hf_distill.modalities.image_decoding import prepare_images
+from hf_distill.modalities.image_disk import prepare_images_on_disk
+from hf_distill.row_store import RowsOnDisk, RowStore, RowStoreWriter
+
+
+def test_row_store_reads_any_rows_in_any_order(tmp_path):
+    rows = np.arange(50 * 6, dtype=np.int16).reshape(50, 2, 3)
+    writer = RowStoreWriter(tmp_path / "store", (2, 3), np.int16)
+    writer.append(rows[:20])
+    writer.append(rows[20:])
+    store = writer.commit({"note": "test"})
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # renamed into place
+    wanted = np.array([7, 3, 3, 49, 0, 8, 9, 10])
+    np.testing.assert_array_equal(store.read(wanted), rows[wanted])
+    np.testing.assert_array_equal(np.concatenate(list(store.blocks(16))), rows)
+    assert RowStore(tmp_path / "store").metadata == {"note": "test"}
+    with pytest.raises(IndexError):
+        store.read(np.array([50]))
+
+
+def test_row_store_writer_converts_what_it_has_written(tmp_path):
+    writer = RowStoreWriter(tmp_path / "store", (2,), np.uint8)
+    writer.append(np.array([[1, 2], [3, 4]], dtype=np.uint8))
+    writer.convert(np.float32, lambda block: block.astype(np.float32) / 2)
+    writer.append(np.array([[0.25, 0.75]], dtype=np.float32))
+    store = writer.commit()
+    np.testing.assert_array_equal(store.read(np.arange(3)), [[0.5, 1.0], [1.5, 2.0], [0.25, 0.75]])
+
+
+def test_an_incomplete_store_is_never_read(tmp_path):
+    writer = RowStoreWriter(tmp_path / "store", (2,), np.uint8)
+    writer.append(np.zeros((3, 2), dtype=np.uint8))
+    writer.abort()
+    with pytest.raises(FileNotFoundError, match="not a complete row store"):
+        RowStore(tmp_path / "store")
+
+
+def test_rows_on_disk_indexes_like_a_tensor_and_says_what_it_cannot_do(tmp_path):
+    data = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    writer = RowStoreWriter(tmp_path / "store", (4,), np.float32)
+    writer.append(data)
+    rows = RowsOnDisk(writer.commit(), lambda raw: torch.from_numpy(raw) * 2)
+    tensor = torch.from_numpy(data) * 2
+    assert rows.shape == tensor.shape and rows.ndim == 2 and len(rows) == 30
+    index = torch.tensor([5, 1, 29, 1])
+    torch.testing.assert_close(rows[index], tensor[index], rtol=0, atol=0)
+    torch.testing.assert_close(rows[3:9:2], tensor[3:9:2], rtol=0, atol=0)
+    torch.testing.assert_close(rows[-1], tensor[-1], rtol=0, atol=0)
+    mask = torch.arange(30) % 7 == 0
+    torch.testing.assert_close(rows[mask], tensor[mask], rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat(list(rows.split(8))), tensor, rtol=0, atol=0)
+    with pytest.raises(AttributeError, match="kept on disk"):
+        rows.numpy()
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_disk_preparation_gives_the_in_memory_values(tiny_image_dataset, tmp_path, mode):
+    train = tiny_image_dataset(num_classes=3, rows_per_class=7, size=8, mode=mode)["train"]
+    in_memory = prepare_images(train, "image", "label", batch_size=4)
+    on_disk = prepare_images_on_disk(train, "image", "label", store_dir=tmp_path, batch_size=4)
+    assert isinstance(on_disk.images, RowsOnDisk) and on_disk.images.store.dtype == np.uint8
+    assert on_disk.mean == in_memory.mean and on_disk.std == in_memory.std
+    rows = torch.tensor([20, 0, 5, 5, 11])
+    assert torch.equal(on_disk.images[rows], in_memory.images[rows])
+    assert torch.equal(on_disk.labels, in_memory.labels)
+    # A second preparation of the same data reads the store back (no new folder).
+    again = prepare_images_on_disk(train, "image", "label", store_dir=tmp_path)
+    assert again.images.store.path == on_disk.images.store.path and len(list(tmp_path.iterdir())) == 1
+
+
+def test_disk_preparation_resizes_and_converts_like_memory(tiny_image_dataset, tmp_path):
+    train = tiny_image_dataset(num_classes=2, rows_per_class=5, size=8, mode="L")["train"]
+    settings = {"image_size": 6, "num_channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
+    in_memory = prepare_images(train, "image", "label", **settings)
+    on_disk = prepare_images_on_disk(train, "image", "label", store_dir=tmp_path, **settings)
+    assert on_disk.images.store.dtype == np.float32  # resized pixels are floats: stored as they are
+    assert torch.equal(on_disk.images[torch.arange(10)], in_memory.images)
+
+
+def test_disk_preparation_of_float_arrays_and_its_errors(tmp_path):
+    features = Features({"pixel_values": Array3D((1, 4, 4), "float32"), "label": ClassLabel(names=["a", "b"])})
+    pixels = np.random.default_rng(0).uniform(size=(6, 1, 4, 4)).astype(np.float32)
+    ds = Dataset.from_dict({"pixel_values": pixels, "label": [0, 1] * 3}, features=features)
+    on_disk = prepare_images_on_disk(ds, "pixel_values", "label", store_dir=tmp_path)
+    assert torch.equal(on_disk.images[torch.arange(6)], prepare_images(ds, "pixel_values", "label").images)
+    pixels[2, 0, 1, 1] = np.nan
+    broken = Dataset.from_dict({"pixel_values": pixels, "label": [0, 1] * 3}, features=features)
+    with pytest.raises(ValueError, match="1 NaN/inf"):
+        prepare_images_on_disk(broken, "pixel_values", "label", store_dir=tmp_path / "broken")
+    assert not list((tmp_path / "broken").glob("*"))  # nothing half-written is left
+
+
+def test_zca_and_disk_are_refused_with_the_fix(tiny_image_dataset, tiny_config, tmp_path):
+    data = tiny_image_dataset()
+    config = tiny_config(zca=True, data_on_disk=True, data_cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="zca=True cannot be used with data_on_disk=True"):
+        DistillTrainer(config, data["train"], data["test"])
+    assert ImageModality().name == "image"
+
+
+@pytest.mark.parametrize("method", ["dm", "dsa", "random", "herding"])
+def test_a_run_on_disk_gives_the_in_memory_result(tiny_image_dataset, tmp_path, method):
+    data = tiny_image_dataset(num_classes=3, rows_per_class=10, size=8)
+    config_class = get_method_class(method).config_class
+    common = dict(images_per_class=2, num_iterations=2, net_width=8, net_depth=2, save_steps=0, eval_epochs=2)
+    common |= {"eval_num_models": 1, "data_cache_dir": str(tmp_path / "rows")}
+    if hasattr(config_class, "batch_real"):
+        common["batch_real"] = 8
+    results = {}
+    for on_disk in (False, True):
+        trainer = DistillTrainer(config_class(**common, data_on_disk=on_disk), data["train"], data["test"])
+        assert isinstance(trainer.train_data.images, RowsOnDisk) == on_disk
+        assert isinstance(trainer.test_data.images, RowsOnDisk) == on_disk
+        trainer.train()
+        results[on_disk] = (trainer.synthetic.images.detach().clone(), trainer.evaluate(random_baseline=True))
+    assert torch.equal(results[True][0], results[False][0])
+    assert _without_timings(results[True][1]) == _without_timings(results[False][1])
+
+
+def _without_timings(results):
+    if isinstance(results, dict):
+        return {key: _without_timings(value) for key, value in results.items() if "seconds" not in key}
+    return results
