@@ -60,6 +60,7 @@ def distill_dataset(
         token=token,
         # A run that will evaluate fails here, before distilling, when its test split is missing.
         require_test_split=evaluate and eval_dataset is None,
+        streaming=config.streaming,
     )
     test = eval_dataset if eval_dataset is not None else test
     source = {

@@ -376,6 +376,7 @@ def run_train_experts(argv: list[str] | None = None):
         test_split=config.test_split,
         name=script_args.dataset_config_name,
         revision=script_args.dataset_revision,
+        streaming=config.streaming,
     )
     source = {"dataset": script_args.dataset, "config_name": script_args.dataset_config_name}
     path = train_experts_for_config(

@@ -80,6 +80,15 @@ class DistillConfig:
             "614 MB of floats, ImageNet-1k at 64x64 63 GB). Results are the same as in memory. Not with zca."
         },
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Images: read the dataset (data files or a Hub id) as a stream (load_dataset(..., "
+            "streaming=True)) instead of converting it to Arrow first: it is read once, written to a row store (so "
+            "it implies data_on_disk), and removed when the run ends. An IterableDataset passed directly is read the "
+            "same way."
+        },
+    )
     data_cache_dir: str | None = field(
         default=None,
         metadata={
@@ -260,6 +269,9 @@ class DistillConfig:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}.")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit must be >= 1 or None, got {self.save_total_limit}.")
+        if self.streaming and not self.data_on_disk:
+            logger.info("streaming=True: the images are kept on disk (data_on_disk=True).")
+            self.data_on_disk = True
         if isinstance(self.resume_from_checkpoint, bool):  # `resume_from_checkpoint: true` in a YAML recipe
             self.resume_from_checkpoint = "latest" if self.resume_from_checkpoint else None
 

@@ -19,7 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset, load_from_disk
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Image,
+    IterableDataset,
+    IterableDatasetDict,
+    Value,
+    load_dataset,
+    load_from_disk,
+)
 
 from .constants import DIGITS_SOURCE
 from .hub_utils import check_hub_access, hub_error, looks_like_local_path
@@ -128,9 +139,9 @@ def _pick_splits(
 def _as_pair(
     loaded: Any, train_split: str, test_split: str | None, source: str, require_test_split: bool = False
 ) -> tuple[Dataset, Dataset | None]:
-    if isinstance(loaded, DatasetDict):
+    if isinstance(loaded, DatasetDict | IterableDatasetDict):
         return _pick_splits(loaded, train_split, test_split, source, require_test_split)
-    if isinstance(loaded, Dataset):
+    if isinstance(loaded, Dataset | IterableDataset):
         if require_test_split and test_split is not None:
             raise ValueError(
                 f"{source} is a single split: evaluation needs a test split. Pass a DatasetDict or the test split "
@@ -150,14 +161,15 @@ def load_source(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     require_test_split: bool = False,
+    streaming: bool = False,
 ) -> tuple[Dataset, Dataset | None]:
     """Load the train (and, when present, test) split of a source dataset.
 
     `dataset` can be:
 
     - [`DIGITS_SOURCE`] (`"sklearn:digits"`): the builtin offline demo set ([`make_digits_dataset`]);
-    - a `datasets.Dataset`: returned as the train split, with no test split;
-    - a `datasets.DatasetDict`: `train_split` and `test_split` are picked from it;
+    - a `datasets.Dataset` (or `IterableDataset`): returned as the train split, with no test split;
+    - a `datasets.DatasetDict` (or `IterableDatasetDict`): `train_split` and `test_split` are picked from it;
     - a local folder written by `save_to_disk` (a `Dataset` or a `DatasetDict`): loaded with
       `datasets.load_from_disk`;
     - any other local folder or data file (parquet/csv/json/arrow files, a Hub-layout folder with a dataset card,
@@ -181,6 +193,10 @@ def load_source(
             Hugging Face token for private or gated Hub datasets.
         cache_dir (`str` or `os.PathLike`, *optional*):
             Cache directory for `load_dataset`.
+        streaming (`bool`, *optional*, defaults to `False`):
+            Load data files and Hub ids with `load_dataset(..., streaming=True)`: `IterableDataset`s, read once
+            (images are then written to a row store on disk; see `data_on_disk`). A `save_to_disk` folder is
+            already on disk and is loaded as it is.
         require_test_split (`bool`, *optional*, defaults to `False`):
             A missing `test_split` is an error (listing the available splits) instead of a warning: for a run that
             will evaluate, so that it fails before distilling.
@@ -195,7 +211,7 @@ def load_source(
         RuntimeError: If the Hub cannot be reached (checked with one request, so this fails fast), offline mode
             is on and the dataset is not cached, or loading fails for another reason.
     """
-    if isinstance(dataset, DatasetDict | Dataset):
+    if isinstance(dataset, DatasetDict | Dataset | IterableDatasetDict | IterableDataset):
         return _as_pair(dataset, train_split, test_split, "the given dataset", require_test_split)
     if not isinstance(dataset, (str, os.PathLike)):
         raise TypeError(
@@ -209,20 +225,20 @@ def load_source(
     path = Path(source).expanduser()
     cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
     if path.exists():
-        loaded, described = _load_local(path, train_split, name=name, cache_dir=cache_dir)
+        loaded, described = _load_local(path, train_split, name=name, cache_dir=cache_dir, streaming=streaming)
     elif isinstance(dataset, os.PathLike) or looks_like_local_path(source):
         raise ValueError(
             f"Local dataset path {source!r} does not exist. Check the path, or pass a Hub dataset id "
             "(e.g. 'ylecun/mnist')."
         )
     else:
-        loaded = _load_hub(source, name=name, revision=revision, token=token, cache_dir=cache_dir)
+        loaded = _load_hub(source, name=name, revision=revision, token=token, cache_dir=cache_dir, streaming=streaming)
         described = f"dataset {source!r}"
     return _as_pair(loaded, train_split, test_split, described, require_test_split)
 
 
 def _load_local(
-    path: Path, train_split: str, *, name: str | None, cache_dir: str | None
+    path: Path, train_split: str, *, name: str | None, cache_dir: str | None, streaming: bool = False
 ) -> tuple[Dataset | DatasetDict, str]:
     """What a local folder or file holds, and how to name it in messages."""
     source = f"local dataset {str(path)!r}"
@@ -234,7 +250,7 @@ def _load_local(
                 f"Could not load {source}: a split in it has no rows (or its data files are missing). Save the "
                 "dataset again with its rows."
             ) from None
-    kwargs: dict[str, Any] = {"cache_dir": cache_dir}
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir, "streaming": streaming}
     if name is not None:
         kwargs["name"] = name
     try:
@@ -243,14 +259,15 @@ def _load_local(
             suffix = path.suffix.lower()
             if suffix not in builder:
                 raise ValueError(f"unsupported file type {suffix!r} (expected one of {sorted(builder)})")
-            loaded = load_dataset(builder[suffix], data_files={train_split: str(path)}, cache_dir=cache_dir)
+            files = {train_split: str(path)}
+            loaded = load_dataset(builder[suffix], data_files=files, cache_dir=cache_dir, streaming=streaming)
         else:
             try:
                 loaded = load_dataset(str(path), **kwargs)
             except Exception as first_error:
                 logger.info("load_dataset(%r) failed (%s); trying the imagefolder builder.", str(path), first_error)
                 try:
-                    loaded = load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir)
+                    loaded = load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir, streaming=streaming)
                 except Exception:
                     raise first_error from None
     except Exception as e:
@@ -269,12 +286,13 @@ def _load_hub(
     revision: str | None,
     token: str | bool | None,
     cache_dir: str | None,
+    streaming: bool = False,
 ) -> Dataset | DatasetDict:
     # One request first: a typo, a gated dataset, a bad revision or no network fails at once with one clear
     # message, instead of after `load_dataset`'s retries (half a minute per file without a connection).
     check_hub_access(repo_id, repo_type="dataset", revision=revision, token=token)
     try:
-        loaded = load_dataset(repo_id, name, revision=revision, token=token, cache_dir=cache_dir)
+        loaded = load_dataset(repo_id, name, revision=revision, token=token, cache_dir=cache_dir, streaming=streaming)
     except Exception as e:
         clear = hub_error(e, repo_id, repo_type="dataset", revision=revision)
         if clear is not None:
@@ -456,7 +474,18 @@ def validate_labels(
     if images_per_class is not None and (isinstance(images_per_class, bool) or images_per_class < 1):
         raise ValueError(f"`images_per_class` must be a positive integer, got {images_per_class!r}.")
     labels = read_labels(ds, label_column)
-    class_names = class_names_of(ds, label_column, labels)
+    check_labels(labels, class_names_of(ds, label_column, labels), label_column, images_per_class, init, split)
+
+
+def check_labels(
+    labels: np.ndarray,
+    class_names: list[str],
+    label_column: str,
+    images_per_class: int | None = None,
+    init: str = "real",
+    split: str = "train",
+) -> None:
+    """The checks of [`validate_labels`] on labels already read (e.g. from a stream, once it has been read)."""
     num_classes = len(class_names)
     check_label_range(labels, num_classes, label_column, split)
     if images_per_class is None:  # a test split: any classes it has are fine

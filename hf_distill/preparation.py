@@ -9,12 +9,13 @@ import os
 from dataclasses import dataclass
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from .augment import SiameseAugment
 from .config import DistillConfig
+from .data import check_labels
 from .hub_utils import check_hub_access, looks_like_local_path
 from .modalities import ImageData, Modality, TextData, resolve_modality
 from .modeling import default_convnet_config
@@ -83,21 +84,30 @@ def prepare_splits(
     mapping = {k: v for k, v in ((role, getattr(config, f"{role}_column", None)), ("label", config.label_column)) if v}
     input_column, label_column = modality.find_columns(train_dataset, mapping or None)
     init = "real" if config.init == "real" or get_method_class(config.method).selects_real_rows else config.init
-    modality.validate(
-        train_dataset,
-        input_column,
-        label_column,
-        images_per_class=config.images_per_class,
-        init=init,
-        split=config.train_split,
-    )
-    if eval_dataset is not None:
+    checks = {"images_per_class": config.images_per_class, "init": init, "split": config.train_split}
+    streamed = isinstance(train_dataset, IterableDataset) or isinstance(eval_dataset, IterableDataset)
+    if streamed and modality.name != "image":
+        raise ValueError(
+            f"Streamed datasets (IterableDataset) are read into a row store of images; {modality.name} data must be "
+            "a datasets.Dataset: load it without streaming."
+        )
+    if streamed and not getattr(config, "data_on_disk", False):
+        raise ValueError(
+            "A streamed dataset (IterableDataset) is read once and written to disk: set data_on_disk=True "
+            "(--data_on_disk true), or streaming=True when the run loads it."
+        )
+    # A stream's labels are known once it has been read: its checks come after the preparation.
+    if not isinstance(train_dataset, IterableDataset):
+        modality.validate(train_dataset, input_column, label_column, **checks)
+    if eval_dataset is not None and not isinstance(eval_dataset, IterableDataset):
         modality.validate(eval_dataset, input_column, label_column, split=config.test_split or "test")
     columns = {role: input_column, "label": label_column}
     settings = modality.preparation_settings(config, architecture, model_settings or {})
     train_data = modality.fit_preprocessing(
         prepare_split(train_dataset, modality, settings, config.train_split, columns), config
     )
+    if isinstance(train_dataset, IterableDataset):
+        check_labels(train_data.labels.numpy(), train_data.class_names, label_column, **checks)
     test_data = None
     if eval_dataset is not None:
         test_data = prepare_split(eval_dataset, modality, modality.settings_of(train_data), config.test_split, columns)
@@ -160,9 +170,10 @@ def prepare_split(
     as it is."""
     if isinstance(split, PREPARED_TYPES):
         return split
-    if not isinstance(split, Dataset):
+    if not isinstance(split, Dataset | IterableDataset):
         raise TypeError(
-            f"The {name} split must be a datasets.Dataset, an ImageData or a TextData, got {type(split).__name__}."
+            f"The {name} split must be a datasets.Dataset (or IterableDataset), an ImageData or a TextData, got "
+            f"{type(split).__name__}."
         )
     input_column, label_column = modality.find_columns(split, column_mapping)
     return modality.prepare(split, input_column, label_column, desc=f"Preparing {name}", **settings)

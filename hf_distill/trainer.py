@@ -166,6 +166,7 @@ class DistillTrainer(SetEvaluationMixin):
             test_split=config.test_split,
             name=dataset_config_name or source.get("config_name"),
             revision=source.get("revision"),
+            streaming=config.streaming,
         )
         trainer = cls(config, train, test, source=source)
         recorded = (metadata.get("class_names"), metadata.get("image_shape"))

@@ -1,12 +1,15 @@
 """Splits kept on disk (`data_on_disk=True`): the row store, the tensor-like view, and that a run gives exactly the
 in-memory result for the same seed."""
 
+import gc
+
 import numpy as np
 import pytest
 import torch
-from datasets import Array3D, ClassLabel, Dataset, Features
+from datasets import Array3D, ClassLabel, Dataset, Features, IterableDataset
 
 from hf_distill import DistillTrainer
+from hf_distill.data import load_source
 from hf_distill.methods import get_method_class
 from hf_distill.modalities.image import ImageModality
 from hf_distill.modalities.image_decoding import prepare_images
@@ -132,3 +135,45 @@ def _without_timings(results):
     if isinstance(results, dict):
         return {key: _without_timings(value) for key, value in results.items() if "seconds" not in key}
     return results
+
+
+def test_a_stream_gives_the_in_memory_result_and_its_store_goes_away(tiny_image_dataset, tmp_path):
+    data = tiny_image_dataset(num_classes=3, rows_per_class=10, size=8)
+    common = dict(images_per_class=2, num_iterations=2, net_width=8, net_depth=2, save_steps=0, eval_epochs=2)
+    common |= {"batch_real": 8, "eval_num_models": 1, "data_cache_dir": str(tmp_path / "rows")}
+    in_memory = DistillTrainer(get_method_class("dm").config_class(**common), data["train"], data["test"])
+    in_memory.train()
+    streams = {name: split.to_iterable_dataset(num_shards=2) for name, split in data.items()}
+    config = get_method_class("dm").config_class(**common, streaming=True)
+    assert config.data_on_disk  # a stream is kept on disk
+    streamed = DistillTrainer(config, streams["train"], streams["test"])
+    assert isinstance(streamed.train_data.images, RowsOnDisk) and len(streamed.train_data) == 30
+    streamed.train()
+    assert torch.equal(streamed.synthetic.images, in_memory.synthetic.images)
+    assert _without_timings(streamed.evaluate()) == _without_timings(in_memory.evaluate())
+    stores = list((tmp_path / "rows").iterdir())
+    assert len(stores) == 2  # the run's own stores (train and test) ...
+    del streamed
+    gc.collect()
+    assert not list((tmp_path / "rows").iterdir())  # ... removed with the run
+
+
+def test_a_stream_needs_data_on_disk_and_is_checked_once_read(tiny_image_dataset, tmp_path):
+    data = tiny_image_dataset(num_classes=3, rows_per_class=2, size=8)
+    stream = data["train"].to_iterable_dataset()
+    config_class = get_method_class("dm").config_class
+    common = dict(net_width=8, net_depth=2, batch_real=8, num_iterations=1, save_steps=0)
+    with pytest.raises(ValueError, match="set data_on_disk=True"):
+        DistillTrainer(config_class(**common), stream, None)
+    config = config_class(**common, images_per_class=5, data_on_disk=True, data_cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="needs at least images_per_class=5 rows per class"):
+        DistillTrainer(config, stream, None)
+
+
+def test_load_source_streams_data_files(tmp_path, tiny_image_dataset):
+    data = tiny_image_dataset(num_classes=2, rows_per_class=3, size=8)
+    for name, split in data.items():
+        split.to_parquet(str(tmp_path / f"{name}.parquet"))
+    train, test = load_source(tmp_path / "train.parquet", test_split=None, streaming=True)
+    assert isinstance(train, IterableDataset) and test is None
+    assert sum(1 for _ in train) == 6

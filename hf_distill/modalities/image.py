@@ -154,7 +154,8 @@ class ImageModality(Modality):
     def settings_of(self, data: ImageData) -> dict:
         settings = dict(mean=data.mean, std=data.std, image_size=data.image_size, num_channels=data.num_channels)
         if isinstance(data.images, RowsOnDisk):  # a split prepared like this one stays on disk too
-            settings["store_dir"] = str(data.images.store.path.parent)
+            store = data.images.store
+            settings["store_dir"] = store.metadata.get("store_dir") or str(store.path.parent)
         return settings | ({"zca": data.zca} if data.zca is not None else {})
 
     def recorded_settings(self, metadata: dict) -> dict:

@@ -286,7 +286,7 @@ def prepare_images(
     collector = ImageCollector(image_column, size)
     total = len(ds)
     with tqdm(total=total, desc=desc or f"Preparing {image_column!r}", unit="img", leave=False) as progress:
-        for groups in decoded_batches(ds, image_column, batch_size):
+        for groups, _ in decoded_batches(ds, image_column, batch_size):
             for group_positions, chw in groups:
                 collector.add(group_positions, chw)
             progress.update(sum(len(positions) for positions, _ in groups))
@@ -308,12 +308,15 @@ def prepare_images(
     )
 
 
-def decoded_batches(ds, image_column: str, batch_size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+def decoded_batches(
+    ds, image_column: str, batch_size: int, label_column: str | None = None
+) -> Iterator[tuple[list[tuple[np.ndarray, np.ndarray]], list | None]]:
     """The split's images, `batch_size` rows at a time, in row order: per batch, groups `(positions, (n, C, H, W)
-    array)` of images with one shape and dtype (`uint8`/integer pixels, or floats in `[0, 1]`). `ds` may be a
-    `datasets.Dataset` or an `IterableDataset` (read once, in order)."""
+    array)` of images with one shape and dtype (`uint8`/integer pixels, or floats in `[0, 1]`), and the batch's
+    values of `label_column` (when given; else `None`). `ds` may be a `datasets.Dataset` or an `IterableDataset`
+    (read once, in order)."""
     feature = ds.features[image_column]
-    images_only = ds.select_columns([image_column])
+    images_only = ds.select_columns([image_column, *([label_column] if label_column else [])])
     start = 0
     if isinstance(feature, Image):
         decoder = feature if feature.decode else Image(mode=feature.mode)
@@ -328,19 +331,20 @@ def decoded_batches(ds, image_column: str, batch_size: int) -> Iterator[list[tup
                     )
                 arrays.append(_pil_to_array(_decode(decoder, value, start + offset, image_column)))
                 positions.append(start + offset)
-            yield _group_rows(positions, arrays)
+            yield _group_rows(positions, arrays), batch.column(label_column).to_pylist() if label_column else None
             start += len(encoded)
     elif is_array_image_feature(feature):
         for batch in images_only.with_format("numpy").iter(batch_size=batch_size):
             values = batch[image_column]
             n = len(values)
+            labels = list(batch[label_column]) if label_column else None
             if isinstance(values, np.ndarray) and values.dtype != object:
-                yield [(np.arange(start, start + n), _array_to_chw(values, image_column, batched=True))]
+                yield [(np.arange(start, start + n), _array_to_chw(values, image_column, batched=True))], labels
             else:
                 arrays = [
                     _array_to_chw(np.asarray(v), image_column, batched=False)[0].transpose(1, 2, 0) for v in values
                 ]
-                yield _group_rows(list(range(start, start + n)), arrays)
+                yield _group_rows(list(range(start, start + n)), arrays), labels
             start += n
     else:
         raise ValueError(

@@ -13,17 +13,20 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from datasets import config as datasets_config
 from datasets.utils.tqdm import tqdm
 
-from ..data import check_label_range, class_names_of, read_labels
+from ..data import check_label_feature, check_label_range, class_names_of, read_labels
 from ..row_store import STORE_HEADER, RowsOnDisk, RowStore, RowStoreWriter
 from .image_data import ImageData
 from .image_decoding import (
@@ -105,24 +108,31 @@ def prepare_images_on_disk(
     if (mean is None) != (std is None):
         raise ValueError("Pass both `mean` and `std`, or neither (then both are computed from this split).")
     size = normalize_image_size(image_size)
-    if len(ds) == 0:
+    store_dir = Path(store_dir) if store_dir is not None else default_store_dir()
+    desc = f"{desc or f'Preparing {image_column!r}'} (to disk)"
+    streamed = isinstance(ds, IterableDataset)
+    if streamed:
+        check_label_feature(ds.features[label_column], label_column)
+    elif len(ds) == 0:
         raise ValueError(f"Cannot prepare images from an empty dataset (column {image_column!r} has 0 rows).")
-    labels = read_labels(ds, label_column)
+    key = None if streamed else store_key(ds, image_column, size, num_channels)
+    if key is not None and (store_dir / key / STORE_HEADER).is_file():
+        store = RowStore(store_dir / key)
+        logger.info("Reading the decoded images of %r from %s.", image_column, store.path)
+    else:
+        # A stream (no fingerprint, read once) gets a store of its own, removed when the run ends.
+        store_dir.mkdir(parents=True, exist_ok=True)
+        path = store_dir / key if key else Path(tempfile.mkdtemp(prefix="stream-", dir=store_dir)) / "rows"
+        store, labels = write_store(
+            ds, image_column, size, num_channels, batch_size, path, desc, label_column if streamed else None, store_dir
+        )
+        if key is None:
+            weakref.finalize(store, shutil.rmtree, path.parent, True)
+    labels = _labels_of_stream(labels, label_column) if streamed else read_labels(ds, label_column)
     class_names = class_names_of(ds, label_column, labels)
     check_label_range(labels, len(class_names), label_column, "given")
-
-    store_dir = Path(store_dir) if store_dir is not None else default_store_dir()
-    key = store_key(ds, image_column, size, num_channels)
-    path = store_dir / key if key else None
-    if path is not None and (path / STORE_HEADER).is_file():
-        store = RowStore(path)
-        logger.info("Reading the decoded images of %r from %s.", image_column, path)
-    else:
-        path = path or _fresh_path(store_dir)
-        desc = desc or f"Preparing {image_column!r}"
-        store = write_store(ds, image_column, size, num_channels, batch_size, path, f"{desc} (to disk)")
     if store.num_rows != len(labels):  # pragma: no cover - defensive
-        raise RuntimeError(f"The store {path} holds {store.num_rows} rows for a split of {len(labels)}.")
+        raise RuntimeError(f"The store {store.path} holds {store.num_rows} rows for a split of {len(labels)}.")
 
     channels, height, width = store.row_shape
     mean_values, std_values = normalization_stats(
@@ -142,31 +152,37 @@ def prepare_images_on_disk(
     )
 
 
-def _fresh_path(store_dir: Path) -> Path:
-    # A split without a fingerprint gets a store of its own, named by a counter (never by the clock).
-    store_dir.mkdir(parents=True, exist_ok=True)
-    taken = {p.name for p in store_dir.iterdir()}
-    return store_dir / next(
-        f"unfingerprinted-{i}" for i in range(len(taken) + 1) if f"unfingerprinted-{i}" not in taken
-    )
+def _labels_of_stream(values: list, label_column: str) -> np.ndarray:
+    if any(value is None for value in values):
+        raise ValueError(
+            f"Label column {label_column!r} has missing (null) values. Drop those rows first, e.g. ds = "
+            f"ds.filter(lambda y: y is not None, input_columns={label_column!r})."
+        )
+    return np.asarray(values, dtype=np.int64)
 
 
 def write_store(
-    ds: Dataset,
+    ds: Dataset | IterableDataset,
     image_column: str,
     size: tuple[int, int] | None,
     num_channels: int | None,
     batch_size: int,
     path: Path,
     desc: str,
-) -> RowStore:
+    label_column: str | None = None,
+    store_dir: Path | None = None,
+) -> tuple[RowStore, list | None]:
     """Decode every image of `ds` once into a row store at `path`: `uint8` rows while every image so far is exactly
-    representable (8-bit pixels, no resize, no channel mixing), float32 in `[0, 1]` from the first one that is not."""
+    representable (8-bit pixels, no resize, no channel mixing), float32 in `[0, 1]` from the first one that is not.
+    Returns the store and, with `label_column`, the labels read on the way (a stream is read only once)."""
     writer, channels, counts, nonfinite, start = None, num_channels, Counter(), 0, 0
-    total = len(ds) if hasattr(ds, "__len__") else None
+    labels = [] if label_column else None
+    total = len(ds) if isinstance(ds, Dataset) else None
     try:
         with tqdm(total=total, desc=desc, unit="img", leave=False) as progress:
-            for groups in decoded_batches(ds, image_column, batch_size):
+            for groups, batch_labels in decoded_batches(ds, image_column, batch_size, label_column):
+                if labels is not None:
+                    labels.extend(batch_labels)
                 count = sum(len(positions) for positions, _ in groups)
                 collector = ImageCollector(image_column, size)
                 for positions, chw in groups:
@@ -180,6 +196,8 @@ def write_store(
                 start += count
                 progress.update(count)
         check_finite(nonfinite, image_column)
+        if writer is None:
+            raise ValueError(f"Cannot prepare images from an empty dataset (column {image_column!r} has no rows).")
         if len(counts) > 1 and num_channels is None:
             logger.warning(
                 "Column %r mixes images with %s channels; all were converted to %d channel(s), the first rows' "
@@ -188,7 +206,9 @@ def write_store(
                 dict(counts),
                 channels,
             )
-        return writer.commit({"image_column": image_column, "image_size": size, "num_channels": num_channels})
+        metadata = {"image_column": image_column, "image_size": size, "num_channels": num_channels}
+        metadata["store_dir"] = str(store_dir or path.parent)  # where splits prepared like this go (ImageModality)
+        return writer.commit(metadata), labels
     except BaseException:
         if writer is not None:
             writer.abort()
