@@ -2,11 +2,16 @@
 in-memory result for the same seed."""
 
 import gc
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import Array3D, ClassLabel, Dataset, Features, IterableDataset
+from safetensors.torch import load_file
 
 from hf_distill import DistillTrainer
 from hf_distill.data import load_source
@@ -177,3 +182,20 @@ def test_load_source_streams_data_files(tmp_path, tiny_image_dataset):
     train, test = load_source(tmp_path / "train.parquet", test_split=None, streaming=True)
     assert isinstance(train, IterableDataset) and test is None
     assert sum(1 for _ in train) == 6
+
+
+def test_two_processes_on_disk_match_one_in_memory(tiny_image_dataset, tmp_path):
+    """Each process reads only the rows of its own classes from the one store the main process wrote."""
+    config_kwargs = dict(images_per_class=2, num_iterations=3, net_width=8, net_depth=2, save_steps=0, seed=3)
+    config_kwargs["batch_real"] = 8
+    splits = tiny_image_dataset(num_classes=3)
+    single = DistillTrainer(get_method_class("dm").config_class(**config_kwargs), splits["train"])
+    single.train()
+    out_file = tmp_path / "two.safetensors"
+    payload = {"method": "dm", **config_kwargs, "data_on_disk": True, "data_cache_dir": str(tmp_path / "rows")}
+    worker = Path(__file__).with_name("distributed_worker.py")
+    subprocess.run([sys.executable, str(worker), str(out_file), json.dumps(payload)], check=True, timeout=300)
+    assert len(list((tmp_path / "rows").iterdir())) == 1  # one store, written once
+    two = load_file(str(out_file))
+    for name, tensor in single.synthetic.state_dict().items():
+        torch.testing.assert_close(two[name], tensor.detach(), rtol=1e-5, atol=1e-5, msg=f"{name} differs")
