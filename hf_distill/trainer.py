@@ -102,8 +102,8 @@ class DistillTrainer(SetEvaluationMixin):
         self.source = dict(source or {})
         method_class = get_method_class(config.method)  # unknown names fail here, before data preparation
 
-        # With data on disk the main process decodes each split once; the other processes then read its store.
-        first = accelerator.main_process_first() if config.data_on_disk else contextlib.nullcontext()
+        # With data on disk the main process of each machine decodes each split once; the others then read its store.
+        first = accelerator.local_main_process_first() if config.data_on_disk else contextlib.nullcontext()
         with first:
             prepared = prepare(config, train_dataset, eval_dataset, model)
         self.train_data, self.test_data = prepared.train_data, prepared.test_data

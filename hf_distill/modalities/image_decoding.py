@@ -267,15 +267,7 @@ def prepare_images(
             `image_size` is not given, float pixels contain NaN/inf (the message names the column and the count),
             labels are outside `[0, num_classes)`, or `mean`/`std` are invalid.
     """
-    if image_column not in ds.features:
-        raise ValueError(f"Image column {image_column!r} not found; the columns are {list(ds.features)}.")
-    if num_channels not in (None, 1, 3):
-        raise ValueError(f"`num_channels` must be 1 or 3 (or None to keep the images' own), got {num_channels!r}.")
-    if (mean is None) != (std is None):
-        raise ValueError("Pass both `mean` and `std`, or neither (then both are computed from this split).")
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
-    size = normalize_image_size(image_size)
+    size = checked_settings(ds, image_column, mean, std, image_size, num_channels, batch_size)
     if len(ds) == 0:
         raise ValueError(f"Cannot prepare images from an empty dataset (column {image_column!r} has 0 rows).")
 
@@ -306,6 +298,21 @@ def prepare_images(
         mean=mean_values,
         std=std_values,
     )
+
+
+def checked_settings(
+    ds, image_column: str, mean, std, image_size, num_channels: int | None, batch_size: int
+) -> tuple[int, int] | None:
+    """Checks what a preparation is asked for (before any decoding); returns the size to resize to, as `(H, W)`."""
+    if image_column not in ds.features:
+        raise ValueError(f"Image column {image_column!r} not found; the columns are {list(ds.features)}.")
+    if num_channels not in (None, 1, 3):
+        raise ValueError(f"`num_channels` must be 1 or 3 (or None to keep the images' own), got {num_channels!r}.")
+    if (mean is None) != (std is None):
+        raise ValueError("Pass both `mean` and `std`, or neither (then both are computed from this split).")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+    return normalize_image_size(image_size)
 
 
 def decoded_batches(

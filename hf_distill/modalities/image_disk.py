@@ -33,10 +33,10 @@ from .image_decoding import (
     ImageCollector,
     assemble_rows,
     check_finite,
+    checked_settings,
     decoded_batches,
     majority_channels,
     normalization_stats,
-    normalize_image_size,
     to_float,
 )
 
@@ -101,13 +101,7 @@ def prepare_images_on_disk(
     Returns:
         [`ImageData`]: With `images` a [`RowsOnDisk`] of shape `(N, C, H, W)`.
     """
-    if image_column not in ds.features:
-        raise ValueError(f"Image column {image_column!r} not found; the columns are {list(ds.features)}.")
-    if num_channels not in (None, 1, 3):
-        raise ValueError(f"`num_channels` must be 1 or 3 (or None to keep the images' own), got {num_channels!r}.")
-    if (mean is None) != (std is None):
-        raise ValueError("Pass both `mean` and `std`, or neither (then both are computed from this split).")
-    size = normalize_image_size(image_size)
+    size = checked_settings(ds, image_column, mean, std, image_size, num_channels, batch_size)
     store_dir = Path(store_dir) if store_dir is not None else default_store_dir()
     desc = f"{desc or f'Preparing {image_column!r}'} (to disk)"
     streamed = isinstance(ds, IterableDataset)
