@@ -8,11 +8,14 @@ This module provides:
   the global RNG nor depend on it.
 - [`extract_features`]: one feature extractor for any `transformers` vision classifier (ConvNet, ResNet, ViT,
   ConvNeXt, ...), so distillation methods never special-case an architecture.
+- [`load_teacher`]: a frozen, pretrained classifier (a Hub id, a folder or a module): the teacher of the KD step and
+  of the teacher-based methods.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from itertools import chain
@@ -25,6 +28,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .hub_utils import check_hub_access, is_hub_id, looks_like_local_path
+from .modalities import ImageModality, Modality
 from .models.convnet import (
     ConvNetConfig,
     ConvNetForImageClassification,
@@ -41,6 +46,7 @@ __all__ = [
     "default_convnet_config",
     "extract_features",
     "fresh_model",
+    "load_teacher",
     "reinitialize_",
 ]
 
@@ -290,3 +296,57 @@ def describe_architecture(config: dict | None) -> str:
     name = (config.get("architectures") or [config.get("model_type") or "model"])[0]
     path = config.get("_name_or_path")
     return f"{name} (`{path}`)" if path else name
+
+
+def load_teacher(
+    teacher: str | os.PathLike | nn.Module,
+    device: str | torch.device | None = None,
+    modality: Modality | None = None,
+    **from_pretrained_kwargs,
+) -> nn.Module:
+    """A frozen teacher in eval mode.
+
+    Args:
+        teacher (`str`, `os.PathLike` or `nn.Module`): A Hub id or a local folder (loaded with the modality's
+            classifier class, `AutoModelForImageClassification` by default, `AutoModelForSequenceClassification` for
+            text; a folder written by [`train_teacher`] records the normalisation it was trained with), a
+            `PreTrainedModel`, or any `nn.Module` mapping a batch of the set's inputs (e.g. `(B, C, H, W)` images)
+            to logits (or to an output with `.logits`).
+        device (`str` or `torch.device`, *optional*): Where to put it.
+        modality ([`Modality`], *optional*): The distilled set's (default: images).
+        **from_pretrained_kwargs: Passed to `from_pretrained` (`revision`, `token`, ...).
+
+    Returns:
+        `nn.Module`: The teacher, `eval()`, with `requires_grad=False` on every parameter. When its folder has an image
+        processor, the processor's mean/std/size are attached as `teacher.hf_distill_input_settings` so
+        [`KDTrainer`] can re-normalise the student's inputs for it.
+    """
+    modality = modality or ImageModality()
+    if isinstance(teacher, (str, os.PathLike)):
+        name = os.fspath(teacher)
+        if not os.path.isdir(name):
+            if isinstance(teacher, os.PathLike) or looks_like_local_path(name) or not is_hub_id(name):
+                raise ValueError(f"Teacher {name!r}: no such folder, and not a Hub model id ('owner/name').")
+            # One request first: no network fails at once, not after from_pretrained's retries.
+            check_hub_access(name, repo_type="model", revision=from_pretrained_kwargs.get("revision"))
+        try:
+            model = modality.classifier_class.from_pretrained(name, **from_pretrained_kwargs)
+        except Exception as error:
+            raise ValueError(
+                f"Could not load a teacher ({modality.classifier_class.__name__}) from {name!r}: "
+                f"{type(error).__name__}: {error}. Pass a folder written by save_pretrained / train_teacher (e.g. "
+                "<kd output>/teacher), a reachable Hub id, or an nn.Module."
+            ) from error
+        if isinstance(modality, ImageModality) and getattr(model.config, "image_mean", None) is None:
+            settings = modality.model_settings(name)
+            if settings:
+                model.hf_distill_input_settings = settings
+    elif isinstance(teacher, nn.Module):
+        model = teacher
+    else:
+        raise TypeError(f"teacher must be a Hub id, a local path or an nn.Module, got {type(teacher).__name__}.")
+    model.eval()
+    model.requires_grad_(False)
+    if device is not None:
+        model.to(device)
+    return model

@@ -206,12 +206,20 @@ class DistillTrainer(SetEvaluationMixin):
     def _initial_synthetic_set(self) -> SyntheticSet:
         data, config = self.train_data, self.config
         classes = list(range(data.num_classes))
+        learned_targets = {}
         if self.method.selects_real_rows:
             context = SelectionContext(config, self.prepared, self.accelerator)
             started = time.perf_counter()
             self.selected_rows = self.method.select(context).cpu()
             self.distill_seconds = time.perf_counter() - started  # a coreset's cost is its selection
             images = self.modality.to_learnable(data.inputs[self.selected_rows.to(data.inputs.device)])
+        elif self.method.synthesizes_once:
+            context = SelectionContext(config, self.prepared, self.accelerator)
+            started = time.perf_counter()
+            images, label_logits = self.method.synthesize(context)
+            self.distill_seconds = time.perf_counter() - started  # the set's cost is its one pass (teacher included)
+            if label_logits is not None:
+                learned_targets["label_logits"] = label_logits
         elif config.init == "real":
             rows = self.method.sample_real(classes, config.images_per_class, "init").to(data.inputs.device)
             images = self.modality.to_learnable(data.inputs[rows])
@@ -220,8 +228,7 @@ class DistillTrainer(SetEvaluationMixin):
                 raise ValueError(f"init={config.init!r} is for images; {self.modality.name} starts from real rows.")
             shape = (data.num_classes * config.images_per_class, *data.image_shape)
             images = torch.randn(shape, generator=derive_generator(config.seed, "init-noise"))
-        learnable = not self.method.selects_real_rows
-        learned_targets = {}
+        learnable = not self.method.one_pass
         for flag in ("learn_soft_labels", "learn_regression_targets"):
             if getattr(config, flag, False) and not self.method.uses_labels:
                 raise ValueError(
@@ -240,7 +247,7 @@ class DistillTrainer(SetEvaluationMixin):
             getattr(data, "mean", []),
             getattr(data, "std", []),
             learnable,
-            step_size=None if self.method.selects_real_rows else self.method.initial_step_size(),
+            step_size=None if self.method.one_pass else self.method.initial_step_size(),
             modality=self.modality,
             zca=getattr(data, "zca", None),
             source_previews=self._source_previews(),
@@ -256,7 +263,7 @@ class DistillTrainer(SetEvaluationMixin):
         return [texts[row] for row in self.selected_rows.tolist()]
 
     def _create_optimizer(self) -> torch.optim.Optimizer | None:
-        if self.method.selects_real_rows:
+        if self.method.one_pass:
             return None
         groups = self.method.optimizer_parameters(self.synthetic)
         if self.config.optimizer == "adam":
@@ -280,7 +287,7 @@ class DistillTrainer(SetEvaluationMixin):
         """Runs (or resumes) the distillation and returns the synthetic set."""
         config, accelerator = self.config, self.accelerator
         self._prepare_output_dir()
-        if self.method.selects_real_rows:
+        if self.method.one_pass:
             return self.synthetic
         if config.resume_from_checkpoint:
             self._resume(config.resume_from_checkpoint)
@@ -456,6 +463,7 @@ class DistillTrainer(SetEvaluationMixin):
                 self.synthetic.grid_image() if self.modality.preview_column == "image" else None,
                 zca=self.synthetic.zca,
             )
+            self.method.save_artifacts(output_dir)
         self.accelerator.wait_for_everyone()
         return output_dir
 
@@ -519,6 +527,7 @@ class DistillTrainer(SetEvaluationMixin):
         if self.selected_rows is not None:
             metadata["selected_rows"] = self.selected_rows.tolist()
         metadata.update(self.synthetic.step_size_metadata())
+        metadata.update(self.method.run_metadata())
         if self.synthetic.zca is not None:
             metadata["zca"] = {"file": ZCA_NAME, "regularization": self.synthetic.zca.regularization}
         return metadata

@@ -23,6 +23,7 @@ text teacher: the set's encoder fine-tuned), `student`, `trainer` ([`KDTrainer`]
 
 # `X as X`: importable from `hf_distill.kd` as before the split, but outside `__all__`.
 from ..modalities.image import build_image_processor
+from ..modeling import load_teacher
 from .api import TEACHER_DIR as TEACHER_DIR
 from .api import train_student
 from .config import SOFT_LABEL_CHOICES as SOFT_LABEL_CHOICES
@@ -33,7 +34,7 @@ from .metrics import METRICS_DIR as METRICS_DIR
 from .metrics import load_accuracy_metric
 from .student import build_student
 from .teacher import describe_teacher as describe_teacher
-from .teacher import load_teacher, train_teacher
+from .teacher import train_teacher
 from .text_teacher import train_text_teacher
 from .trainer import EVAL_RESULTS_NAME as EVAL_RESULTS_NAME
 from .trainer import KD_CONFIG_NAME as KD_CONFIG_NAME

@@ -11,10 +11,11 @@ from torch import nn
 from ..augment import strategy_or_none
 from ..constants import CONFIG_NAME, TEACHER_DIR
 from ..modalities import ImageData, TextData
+from ..modeling import load_teacher
 from ..splits import LabelledSplit
 from .config import IMAGE_TEACHER_EPOCHS, TEXT_TEACHER_EPOCHS, KDConfig
 from .data import DistilledSet, load_distilled_set, load_source_splits, prepare_test_split
-from .teacher import describe_teacher, load_teacher, train_teacher
+from .teacher import describe_teacher, train_teacher
 from .text_teacher import train_text_teacher
 from .trainer import KDTrainer
 

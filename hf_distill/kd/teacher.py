@@ -1,5 +1,5 @@
-"""The teacher: loading a frozen one ([`load_teacher`]), describing it ([`describe_teacher`]) and training a ConvNet
-on the full real train split ([`train_teacher`])."""
+"""The teacher: describing a frozen one ([`describe_teacher`]; [`hf_distill.modeling.load_teacher`] loads it) and
+training a ConvNet on the full real train split ([`train_teacher`])."""
 
 import os
 import time
@@ -11,66 +11,11 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from ..evaluation import EvaluationProtocol, model_accuracy, train_with_protocol
-from ..hub_utils import check_hub_access, is_hub_id, looks_like_local_path
-from ..modalities import ImageData, ImageModality, Modality
+from ..modalities import ImageData, ImageModality
 from ..modalities.image import build_image_processor
 from ..modeling import fresh_model
 from ..preparation import build_model_config, convnet_config, prepare_train_and_test
 from ..seeding import derive_generator
-
-
-def load_teacher(
-    teacher: str | os.PathLike | nn.Module,
-    device: str | torch.device | None = None,
-    modality: Modality | None = None,
-    **from_pretrained_kwargs,
-) -> nn.Module:
-    """A frozen teacher in eval mode.
-
-    Args:
-        teacher (`str`, `os.PathLike` or `nn.Module`): A Hub id or a local folder (loaded with the modality's
-            classifier class, `AutoModelForImageClassification` by default, `AutoModelForSequenceClassification` for
-            text; a folder written by [`train_teacher`] records the normalisation it was trained with), a
-            `PreTrainedModel`, or any `nn.Module` mapping a batch of the set's inputs (e.g. `(B, C, H, W)` images)
-            to logits (or to an output with `.logits`).
-        device (`str` or `torch.device`, *optional*): Where to put it.
-        modality ([`Modality`], *optional*): The distilled set's (default: images).
-        **from_pretrained_kwargs: Passed to `from_pretrained` (`revision`, `token`, ...).
-
-    Returns:
-        `nn.Module`: The teacher, `eval()`, with `requires_grad=False` on every parameter. When its folder has an image
-        processor, the processor's mean/std/size are attached as `teacher.hf_distill_input_settings` so
-        [`KDTrainer`] can re-normalise the student's inputs for it.
-    """
-    modality = modality or ImageModality()
-    if isinstance(teacher, (str, os.PathLike)):
-        name = os.fspath(teacher)
-        if not os.path.isdir(name):
-            if isinstance(teacher, os.PathLike) or looks_like_local_path(name) or not is_hub_id(name):
-                raise ValueError(f"Teacher {name!r}: no such folder, and not a Hub model id ('owner/name').")
-            # One request first: no network fails at once, not after from_pretrained's retries.
-            check_hub_access(name, repo_type="model", revision=from_pretrained_kwargs.get("revision"))
-        try:
-            model = modality.classifier_class.from_pretrained(name, **from_pretrained_kwargs)
-        except Exception as error:
-            raise ValueError(
-                f"Could not load a teacher ({modality.classifier_class.__name__}) from {name!r}: "
-                f"{type(error).__name__}: {error}. Pass a folder written by save_pretrained / train_teacher (e.g. "
-                "<kd output>/teacher), a reachable Hub id, or an nn.Module."
-            ) from error
-        if isinstance(modality, ImageModality) and getattr(model.config, "image_mean", None) is None:
-            settings = modality.model_settings(name)
-            if settings:
-                model.hf_distill_input_settings = settings
-    elif isinstance(teacher, nn.Module):
-        model = teacher
-    else:
-        raise TypeError(f"teacher must be a Hub id, a local path or an nn.Module, got {type(teacher).__name__}.")
-    model.eval()
-    model.requires_grad_(False)
-    if device is not None:
-        model.to(device)
-    return model
 
 
 def teacher_input_settings(teacher: nn.Module) -> dict:

@@ -23,6 +23,7 @@ from ..augment import strategy_or_none
 from ..checkpointing import save_tensors, write_json_atomic
 from ..constants import EVAL_RESULTS_NAME, KD_CONFIG_NAME, SOFT_LABEL_COLUMN, __version__
 from ..modalities import ImageModality
+from ..modeling import load_teacher
 from ..seeding import derive_generator
 from ..splits import LabelledSplit
 from ..training import accuracy
@@ -31,7 +32,7 @@ from .data import DistilledSet, KDDataCollator, SplitRows, prepare_test_split
 from .losses import distillation_loss, soft_labels_are_probabilities
 from .metrics import argmax_logits, compute_accuracy
 from .student import build_student
-from .teacher import describe_teacher, load_teacher, teacher_input_settings
+from .teacher import describe_teacher, teacher_input_settings
 
 logger = logging.getLogger(__name__)
 

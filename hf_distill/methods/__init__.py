@@ -3,6 +3,7 @@
 from ..registry import METHODS, get_method_class, register_method
 from .base import DistillationMethod, SelectionContext
 from .coreset import CoresetConfig, RandomSelection, RandomSelectionConfig, ScoredCoresetConfig
+from .decoupled import RDED, RDEDConfig, TeacherConfig, TeacherMethod
 from .distribution_matching import DistributionMatching, DistributionMatchingConfig
 from .el2n import EL2N, EL2NConfig, GraNd, GraNdConfig
 from .forgetting import Forgetting, ForgettingConfig
@@ -27,6 +28,10 @@ from .trajectory_matching import TrajectoryMatching, TrajectoryMatchingConfig
 
 __all__ = [
     "EL2N",
+    "RDED",
+    "RDEDConfig",
+    "TeacherConfig",
+    "TeacherMethod",
     "METHODS",
     "CoresetConfig",
     "EL2NConfig",

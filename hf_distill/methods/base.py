@@ -186,6 +186,8 @@ class DistillationMethod:
     config_class: ClassVar[type[DistillConfig]] = DistillConfig
     #: Whether the method selects real rows (a coreset) instead of optimising pixels.
     selects_real_rows: ClassVar[bool] = False
+    #: Whether the method builds its set in one pass ([`synthesize`]: e.g. from a teacher) instead of optimising it.
+    synthesizes_once: ClassVar[bool] = False
     #: The modalities (`hf_distill.modalities`) whose data the method can distill.
     modalities: ClassVar[tuple[str, ...]] = ("image",)
     #: Paper metadata for cards and docs: title, authors, year, url, bibtex.
@@ -343,6 +345,23 @@ class DistillationMethod:
         features of every real example.
         """
         raise NotImplementedError(f"{type(self).__name__} does not select real rows.")
+
+    def synthesize(self, context: SelectionContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One-pass methods: the set's inputs (class-major, `images_per_class` each) and its soft labels as logits
+        (`None`: hard labels), built with what `context` gives (as for [`select`])."""
+        raise NotImplementedError(f"{type(self).__name__} does not build its set in one pass.")
+
+    def run_metadata(self) -> dict:
+        """What the method adds to `distill_config.json` beside its config (e.g. the teacher it used)."""
+        return {}
+
+    def save_artifacts(self, output_dir: Path) -> None:
+        """Writes what the method made besides the set into the run's folder (e.g. a teacher it trained)."""
+
+    @property
+    def one_pass(self) -> bool:
+        """Whether the set is made once (selected or synthesised) rather than optimised over iterations."""
+        return self.selects_real_rows or self.synthesizes_once
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """State the method keeps across iterations (e.g. a pool of networks trained online), saved in every

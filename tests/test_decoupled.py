@@ -1,0 +1,91 @@
+"""Teacher-based methods: RDED's crops, scoring and stitching, and its teacher saved with the set for the KD step."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from hf_distill import DistillTrainer
+from hf_distill.constants import CONFIG_NAME, TEACHER_DIR
+from hf_distill.methods import RDED, RDEDConfig
+from hf_distill.methods.decoupled import random_resized_crops, stitch
+from hf_distill.modeling import load_teacher
+
+TINY = dict(images_per_class=2, net_width=8, net_depth=2, save_steps=0, eval_epochs=2, eval_num_models=1)
+
+
+def test_full_size_crops_are_the_images_and_crops_follow_the_generator():
+    images = torch.randn(3, 2, 6, 6)
+    full = random_resized_crops(images, 2, (6, 6), 1.0, torch.Generator().manual_seed(0))
+    assert full.shape == (3, 2, 2, 6, 6)
+    torch.testing.assert_close(full, images.unsqueeze(1).expand(-1, 2, -1, -1, -1))
+    small = [random_resized_crops(images, 4, (3, 3), 0.08, torch.Generator().manual_seed(1)) for _ in range(2)]
+    assert small[0].shape == (3, 4, 2, 3, 3) and torch.equal(small[0], small[1])
+
+
+def test_stitch_puts_patch_block_k_in_cell_k():
+    patches = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 1, 2, 2)  # 4 blocks of 2 images
+    images = stitch(patches, factor=2, count=2, size=(4, 4))
+    assert images.shape == (2, 1, 4, 4)
+    # image 0 takes patches 0, 2, 4, 6 (one per block), row-major in the 2 x 2 grid
+    assert images[0, 0, ::2, ::2].tolist() == [[0.0, 2.0], [4.0, 6.0]]
+    assert images[1, 0, ::2, ::2].tolist() == [[1.0, 3.0], [5.0, 7.0]]
+
+
+class BrightnessTeacher(nn.Module):
+    """Class 0 for bright inputs, class 1 for dark ones: its most confident class-0 crops are the brightest."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(4.0))
+
+    def forward(self, pixel_values):
+        brightness = pixel_values.mean(dim=(1, 2, 3))
+        return ImageClassifierOutput(logits=torch.stack([brightness, -brightness], dim=1) * self.scale)
+
+
+def test_rded_keeps_the_crops_the_teacher_is_surest_of(tiny_image_dataset, monkeypatch):
+    data = tiny_image_dataset(num_classes=2, rows_per_class=10, size=8)
+    monkeypatch.setattr(RDED, "teacher", lambda self, context: BrightnessTeacher().eval())
+    config = RDEDConfig(**TINY, candidates_per_class=10, crops_per_image=3)
+    trainer = DistillTrainer(config, data["train"], data["test"])
+    kept = trainer.synthetic.images[:2].mean(dim=(1, 2, 3))  # class 0's images
+    crops = random_resized_crops(
+        trainer.train_data.images[trainer.method.sample_real([0], 10, "rded-candidates")],
+        3,
+        (8, 8),
+        config.min_crop_scale,
+        torch.Generator().manual_seed(0),  # any crops of class 0's candidates
+    )
+    assert kept.min() >= crops.mean(dim=(2, 3, 4)).median()  # brighter than a typical crop
+    # The soft labels are the teacher's logits on the final images.
+    expected = BrightnessTeacher()(trainer.synthetic.images).logits
+    torch.testing.assert_close(trainer.synthetic.label_logits.detach(), expected.detach())
+
+
+def test_rded_saves_its_teacher_and_a_run_with_that_teacher_gives_the_same_set(tiny_image_dataset, tmp_path):
+    data = tiny_image_dataset(num_classes=3, rows_per_class=10, size=8)
+    config = RDEDConfig(**TINY, teacher_epochs=3, candidates_per_class=8, factor=2, output_dir=str(tmp_path / "a"))
+    trainer = DistillTrainer(config, data["train"], data["test"])
+    trainer.train()
+    trainer.save()
+    metadata = json.loads((tmp_path / "a" / CONFIG_NAME).read_text())
+    assert metadata["teacher"] == {"name_or_path": TEACHER_DIR, "trained_here": True, "epochs": 3}
+    assert metadata["target_type"] == "soft"
+    teacher = load_teacher(tmp_path / "a" / TEACHER_DIR)
+    assert teacher.hf_distill_input_settings["mean"] == pytest.approx(trainer.train_data.mean)
+    again = RDEDConfig(
+        **TINY, candidates_per_class=8, factor=2, teacher_name_or_path=str(tmp_path / "a" / TEACHER_DIR)
+    )
+    second = DistillTrainer(again, data["train"], data["test"])
+    torch.testing.assert_close(second.synthetic.images, trainer.synthetic.images)
+    assert second.method.run_metadata() == {"teacher": {"name_or_path": str(tmp_path / "a" / TEACHER_DIR)}}
+
+
+def test_rded_settings_are_checked():
+    with pytest.raises(ValueError, match="raise candidates_per_class"):
+        RDEDConfig(images_per_class=10, candidates_per_class=20, factor=2)
+    with pytest.raises(ValueError, match="min_crop_scale"):
+        RDEDConfig(min_crop_scale=0.0)
