@@ -3,6 +3,7 @@ in-memory result for the same seed."""
 
 import gc
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,33 @@ def test_two_processes_on_disk_match_one_in_memory(tiny_image_dataset, tmp_path)
     two = load_file(str(out_file))
     for name, tensor in single.synthetic.state_dict().items():
         torch.testing.assert_close(two[name], tensor.detach(), rtol=1e-5, atol=1e-5, msg=f"{name} differs")
+
+
+def test_two_machines_on_one_host_match_one_process(tiny_image_dataset, tmp_path):
+    """`recipes/accelerate_configs/two_machines.yaml` as its comment says to run it, with both "machines" on this
+    host (one CPU process each, gloo over 127.0.0.1): each writes its own store and the set is one process's."""
+    splits = tiny_image_dataset(num_classes=3)
+    splits.save_to_disk(str(tmp_path / "data"))
+    settings = dict(images_per_class=2, num_iterations=3, net_width=8, net_depth=2, batch_real=8, seed=3)
+    single = DistillTrainer(get_method_class("dm").config_class(**settings), splits["train"])
+    single.train()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    repo = Path(__file__).resolve().parent.parent
+    flags = [f"--{key}={value}" for key, value in settings.items()]
+    flags += ["--save_steps=0", "--eval_num_models=1", "--eval_epochs=1", "--data_on_disk=true", "--method=dm"]
+    launches = []
+    for rank in (0, 1):
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(repo / "recipes" / "accelerate_configs" / "two_machines.yaml"), "--main_process_ip", "127.0.0.1",
+            "--main_process_port", str(port), "--machine_rank", str(rank), "--num_processes", "2",
+            str(repo / "recipes" / "distill.py"), "--dataset", str(tmp_path / "data"), *flags,
+            "--output_dir", str(tmp_path / f"out{rank}"), "--data_cache_dir", str(tmp_path / f"rows{rank}"),
+        ]  # fmt: skip
+        launches.append(subprocess.Popen(command, cwd=repo))
+    assert [launch.wait(timeout=300) for launch in launches] == [0, 0]
+    assert (tmp_path / "rows0").is_dir() and (tmp_path / "rows1").is_dir()  # each machine its own store
+    saved = Dataset.load_from_disk(str(tmp_path / "out0" / "dataset")).with_format("torch")
+    torch.testing.assert_close(saved["pixel_values"][:], single.synthetic.images.detach(), rtol=1e-5, atol=1e-5)
