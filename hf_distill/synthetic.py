@@ -118,6 +118,13 @@ class SyntheticSet(nn.Module):
         """Centred one-hot targets (`1 - 1/C` on the true class, `-1/C` elsewhere), as KIP and RFAD start them."""
         return torch.nn.functional.one_hot(labels, num_classes).float() - 1.0 / num_classes
 
+    def set_soft_labels(self, logits: torch.Tensor) -> None:
+        """Give the set fixed soft labels (e.g. a teacher's logits on its final examples), replacing its targets."""
+        if logits.shape != (self.images.shape[0], self.num_classes):
+            raise ValueError(f"Soft labels need shape {(self.images.shape[0], self.num_classes)}, got {logits.shape}.")
+        self.regression_targets = None
+        self.label_logits = nn.Parameter(logits.detach().float().to(self.images.device), requires_grad=False)
+
     @property
     def has_soft_labels(self) -> bool:
         return self.label_logits is not None

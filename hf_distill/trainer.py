@@ -131,6 +131,7 @@ class DistillTrainer(SetEvaluationMixin):
         self.distill_seconds = 0.0
         self.eval_results: dict = {}
         self.selected_rows: torch.LongTensor | None = None
+        self.method.setup(SelectionContext(config, self.prepared, self.accelerator))
         self.synthetic = self._initial_synthetic_set().to(self.accelerator.device)
         self.optimizer = self._create_optimizer()
 
@@ -266,9 +267,14 @@ class DistillTrainer(SetEvaluationMixin):
         if self.method.one_pass:
             return None
         groups = self.method.optimizer_parameters(self.synthetic)
-        if self.config.optimizer == "adam":
-            return torch.optim.Adam(groups, lr=self.config.lr_images)
-        return torch.optim.SGD(groups, lr=self.config.lr_images, momentum=self.config.momentum_images)
+        optimizer = self.method.build_optimizer(groups)
+        if optimizer is None and self.config.optimizer == "adam":
+            optimizer = torch.optim.Adam(groups, lr=self.config.lr_images)
+        elif optimizer is None:
+            optimizer = torch.optim.SGD(groups, lr=self.config.lr_images, momentum=self.config.momentum_images)
+        for group in optimizer.param_groups:  # what method.lr_factor scales (saved and resumed with the state)
+            group.setdefault("initial_lr", group["lr"])
+        return optimizer
 
     def _learnable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for group in self.optimizer.param_groups for p in group["params"]] if self.optimizer else []
@@ -317,6 +323,9 @@ class DistillTrainer(SetEvaluationMixin):
                 self.save_checkpoint()
                 started = time.perf_counter() - self.distill_seconds
         progress.close()
+        final_logits = self.method.final_label_logits(self.synthetic)
+        if final_logits is not None:
+            self.synthetic.set_soft_labels(final_logits)
         # Finish the trackers only: `accelerator.end_training()` would also destroy the process group, which
         # evaluation and saving still need.
         for tracker in accelerator.trackers:
@@ -352,6 +361,9 @@ class DistillTrainer(SetEvaluationMixin):
                 f"The {self.config.method} loss became {loss_value} at iteration {self.iteration}. Lower lr_images "
                 "or check the input data; the last checkpoint in output_dir is intact."
             )
+        factor = self.method.lr_factor(self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
         self.optimizer.step()
         self.method.after_update(self.synthetic, self.iteration, update)
         return loss_value

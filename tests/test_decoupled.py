@@ -9,8 +9,8 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_distill import DistillTrainer
 from hf_distill.constants import CONFIG_NAME, TEACHER_DIR
-from hf_distill.methods import RDED, RDEDConfig
-from hf_distill.methods.decoupled import random_resized_crops, stitch
+from hf_distill.methods import RDED, RDEDConfig, SRe2LConfig
+from hf_distill.methods.decoupled import BatchNormStatistics, random_resized_crops, stitch
 from hf_distill.modeling import load_teacher
 
 TINY = dict(images_per_class=2, net_width=8, net_depth=2, save_steps=0, eval_epochs=2, eval_num_models=1)
@@ -48,7 +48,7 @@ class BrightnessTeacher(nn.Module):
 
 def test_rded_keeps_the_crops_the_teacher_is_surest_of(tiny_image_dataset, monkeypatch):
     data = tiny_image_dataset(num_classes=2, rows_per_class=10, size=8)
-    monkeypatch.setattr(RDED, "teacher", lambda self, context: BrightnessTeacher().eval())
+    monkeypatch.setattr(RDED, "setup", lambda self, context: setattr(self, "teacher", BrightnessTeacher().eval()))
     config = RDEDConfig(**TINY, candidates_per_class=10, crops_per_image=3)
     trainer = DistillTrainer(config, data["train"], data["test"])
     kept = trainer.synthetic.images[:2].mean(dim=(1, 2, 3))  # class 0's images
@@ -89,3 +89,42 @@ def test_rded_settings_are_checked():
         RDEDConfig(images_per_class=10, candidates_per_class=20, factor=2)
     with pytest.raises(ValueError, match="min_crop_scale"):
         RDEDConfig(min_crop_scale=0.0)
+
+
+def test_batch_norm_statistics_measure_the_distance_from_the_running_ones():
+    layer = nn.BatchNorm2d(2).eval()
+    x = torch.randn(8, 2, 4, 4) * 3 + 1
+    layer.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+    layer.running_var.copy_(x.transpose(0, 1).flatten(1).var(dim=1, unbiased=False))
+    statistics = BatchNormStatistics(nn.Sequential(layer))
+    with statistics:
+        layer(x)
+        layer(x + 1)
+    assert not layer._forward_hooks  # removed on exit
+    same, shifted = statistics.take()
+    assert same.item() == pytest.approx(0.0, abs=1e-5)
+    assert shifted.item() == pytest.approx(2**0.5, rel=1e-4)  # the mean moved by 1 in both channels
+
+
+def test_sre2l_recovers_images_from_a_batch_norm_teacher_and_relabels_them(tiny_image_dataset):
+    data = tiny_image_dataset(num_classes=3, rows_per_class=10, size=8)
+    config = SRe2LConfig(**TINY, teacher_epochs=3, num_iterations=6, logging_steps=1)
+    trainer = DistillTrainer(config, data["train"], data["test"])
+    assert trainer.synthetic.target_type == "hard"
+    trainer.train()
+    losses = [record["loss"] for record in trainer.log_history]
+    assert losses[-1] < losses[0]
+    assert trainer.optimizer.param_groups[0]["lr"] < 0.1 * config.lr_images  # cosine-decayed to near 0
+    assert trainer.optimizer.param_groups[0]["betas"] == (0.5, 0.9)
+    low = torch.tensor([-m / s for m, s in zip(trainer.train_data.mean, trainer.train_data.std, strict=True)])
+    assert (trainer.synthetic.images.detach() >= low.view(1, -1, 1, 1) - 1e-6).all()  # clipped to valid pixels
+    assert trainer.synthetic.target_type == "soft"
+    torch.testing.assert_close(
+        trainer.synthetic.label_logits.detach(), trainer.method.teacher_logits(trainer.synthetic.images.detach())
+    )
+
+
+def test_sre2l_needs_a_batch_norm_teacher(tiny_image_dataset):
+    data = tiny_image_dataset(num_classes=3, rows_per_class=4, size=8)
+    with pytest.raises(ValueError, match="no BatchNorm2d layer"):
+        DistillTrainer(SRe2LConfig(**TINY, teacher_epochs=1, net_norm="instancenorm"), data["train"], None)

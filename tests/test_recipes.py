@@ -18,7 +18,7 @@ RECIPES_DIR = REPO_ROOT / "recipes"
 # `hf-distill distill` recipe.
 RECIPES = sorted(p for p in RECIPES_DIR.rglob("*.yaml") if not {"accelerate_configs", "kd"} & set(p.parts))
 KD_RECIPES = sorted((RECIPES_DIR / "kd").glob("*.yaml"))
-RECIPE_NAME = re.compile(r"^(?P<method>[a-z_]+)_ipc(?P<ipc>\d+)\.yaml$")
+RECIPE_NAME = re.compile(r"^(?P<method>[a-z][a-z0-9_]*)_ipc(?P<ipc>\d+)\.yaml$")
 
 
 def _load_benchmark_module():

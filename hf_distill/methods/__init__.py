@@ -3,7 +3,7 @@
 from ..registry import METHODS, get_method_class, register_method
 from .base import DistillationMethod, SelectionContext
 from .coreset import CoresetConfig, RandomSelection, RandomSelectionConfig, ScoredCoresetConfig
-from .decoupled import RDED, RDEDConfig, TeacherConfig, TeacherMethod
+from .decoupled import RDED, RDEDConfig, SRe2L, SRe2LConfig, TeacherConfig, TeacherMethod
 from .distribution_matching import DistributionMatching, DistributionMatchingConfig
 from .el2n import EL2N, EL2NConfig, GraNd, GraNdConfig
 from .forgetting import Forgetting, ForgettingConfig
@@ -30,6 +30,8 @@ __all__ = [
     "EL2N",
     "RDED",
     "RDEDConfig",
+    "SRe2L",
+    "SRe2LConfig",
     "TeacherConfig",
     "TeacherMethod",
     "METHODS",

@@ -393,6 +393,24 @@ class DistillationMethod:
     def after_update(self, synthetic: SyntheticSet, iteration: int, update: int) -> None:
         """Called after each optimiser step (DC/DSA train their network on the updated set here)."""
 
+    def setup(self, context: SelectionContext) -> None:
+        """Called once by the trainer before the set is made, with what a selection gets (e.g. to load or train a
+        teacher); nothing by default."""
+
+    def build_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer | None:
+        """The pixel optimiser over `groups`, for a method whose paper fixes its own (`None`: the config's SGD or
+        Adam)."""
+        return None
+
+    def lr_factor(self, iteration: int) -> float:
+        """The factor on every group's initial learning rate at `iteration` (a schedule; 1: constant)."""
+        return 1.0
+
+    def final_label_logits(self, synthetic: SyntheticSet) -> torch.Tensor | None:
+        """Soft labels (logits) to give the set once optimised (e.g. a teacher's relabelling); `None`: keep its
+        labels."""
+        return None
+
     def evaluate_set(self, synthetic: SyntheticSet, test_images: torch.Tensor, test_labels: torch.Tensor) -> dict:
         """Figures the method itself can give about a set, beside the protocol's trained networks (e.g. the test
         accuracy of kernel ridge regression for KRR methods), keyed by result name; `{}` for most methods."""

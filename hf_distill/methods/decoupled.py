@@ -7,6 +7,7 @@ baseline is random real images with the same teacher.
   cross-entropy on their class; the most confident crops, `factor x factor` of them stitched into each image.
 """
 
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpointing import commit_folder
-from ..config import DistillConfig
+from ..config import DistillConfig, SyntheticOptimizationConfig
 from ..constants import TEACHER_DIR
 from ..modeling import load_teacher
 from ..registry import register_method
@@ -58,18 +59,21 @@ class TeacherConfig(DistillConfig):
 
 
 class TeacherMethod(DistillationMethod):
-    """A method that builds its set with a frozen teacher ([`teacher`]); the teacher it trained (if any) is saved
-    with the set as `teacher/`, so the KD step can use it."""
+    """A method that builds its set with a frozen teacher (`self.teacher`, made in [`setup`]); a teacher it trained is
+    saved with the set as `teacher/`, so the KD step can use it."""
 
-    synthesizes_once = True
-    trained_teacher: nn.Module | None = None
+    teacher: nn.Module | None = None
+    teacher_trained_here: bool = False
 
-    def teacher(self, context: SelectionContext) -> nn.Module:
+    def setup(self, context: SelectionContext) -> None:
         """The configured teacher, or the run's architecture trained `teacher_epochs` epochs on the real split."""
         if self.config.teacher_name_or_path:
-            return load_teacher(self.config.teacher_name_or_path, device=context.device, modality=self.modality)
-        self.trained_teacher = context.network(epochs=self.config.teacher_epochs, key="teacher")
-        return self.trained_teacher.requires_grad_(False)
+            self.teacher = load_teacher(
+                self.config.teacher_name_or_path, device=context.device, modality=self.modality
+            )
+        else:
+            self.teacher = context.network(epochs=self.config.teacher_epochs, key="teacher").requires_grad_(False)
+            self.teacher_trained_here = True
 
     def run_metadata(self) -> dict:
         if self.config.teacher_name_or_path:
@@ -79,22 +83,22 @@ class TeacherMethod(DistillationMethod):
     def save_artifacts(self, output_dir: Path) -> None:
         """A teacher trained here goes to `output_dir/teacher` with an image processor for the run's data, so
         `hf-distill kd --teacher OUTPUT/teacher` (or `AutoModelForImageClassification`) loads it."""
-        if self.trained_teacher is None:
+        if not self.teacher_trained_here:
             return
         staging = output_dir / f".{TEACHER_DIR}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        self.trained_teacher.save_pretrained(staging)
+        self.teacher.save_pretrained(staging)
         self.modality.processor(self.modality.settings_of(self.train_data)).save_pretrained(staging)
         commit_folder(staging, output_dir / TEACHER_DIR)
 
     @torch.no_grad()
-    def teacher_logits(self, teacher: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """`teacher`'s float32 logits on `inputs`, a batch at a time (in the run's precision)."""
-        device = next(teacher.parameters()).device
+    def teacher_logits(self, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """The teacher's float32 logits on `inputs`, a batch at a time (in the run's precision)."""
+        device = next(self.teacher.parameters()).device
         logits = []
         for batch in inputs.split(batch_size):
             with autocast_context(self.config.mixed_precision, device):
-                logits.append(self.modality.logits(teacher, batch.to(device)).float())
+                logits.append(self.modality.logits(self.teacher, batch.to(device)).float())
         return torch.cat(logits)
 
 
@@ -184,6 +188,7 @@ class RDED(TeacherMethod):
     """
 
     config_class = RDEDConfig
+    synthesizes_once = True
     paper = {
         "title": "On the Diversity and Realism of Distilled Dataset: An Efficient Dataset Distillation Paradigm",
         "authors": "Peng Sun, Bei Shi, Daiwei Yu, Tao Lin",
@@ -201,7 +206,6 @@ class RDED(TeacherMethod):
 
     def synthesize(self, context: SelectionContext) -> tuple[torch.Tensor, torch.Tensor]:
         config, data = self.config, self.train_data
-        teacher = self.teacher(context)
         height, width = data.image_size
         patch_size = (max(1, height // config.factor), max(1, width // config.factor))
         keep = config.images_per_class * config.factor**2
@@ -218,7 +222,7 @@ class RDED(TeacherMethod):
             flat = crops.flatten(0, 1)
             scored = flat if config.factor == 1 else pad_to(flat, (height, width))
             losses = F.cross_entropy(
-                self.teacher_logits(teacher, scored),
+                self.teacher_logits(scored),
                 torch.full((flat.shape[0],), label, device=context.device),
                 reduction="none",
             ).view(crops.shape[:2])
@@ -227,7 +231,7 @@ class RDED(TeacherMethod):
             best = crops[torch.arange(crops.shape[0]), best_crop.cpu()][chosen]
             images.append(stitch(best, config.factor, config.images_per_class, (height, width)))
         images = torch.cat(images)
-        return images, self.teacher_logits(teacher, images).cpu()
+        return images, self.teacher_logits(images).cpu()
 
 
 def pad_to(patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -235,3 +239,148 @@ def pad_to(patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     top, left = (size[0] - patches.shape[-2]) // 2, (size[1] - patches.shape[-1]) // 2
     bottom, right = size[0] - patches.shape[-2] - top, size[1] - patches.shape[-1] - left
     return F.pad(patches, (left, right, top, bottom))
+
+
+@dataclass
+class SRe2LConfig(TeacherConfig, SyntheticOptimizationConfig):
+    """SRe2L's recovery settings; defaults are the authors' CIFAR script (`recover_cifar.sh`: Adam lr 0.25, betas
+    (0.5, 0.9), 1,000 iterations with a cosine decay, r_bn 0.01, jitter 4)."""
+
+    method: str = field(default="sre2l", init=False, metadata={"help": "SRe2L (Yin, Xing & Shen, NeurIPS 2023)."})
+    num_iterations: int = field(default=1000, metadata={"help": "Recovery iterations (SRe2L: 1,000)."})
+    init: str = field(default="noise", metadata={"help": "SRe2L starts from Gaussian noise."})
+    optimizer: str = field(default="adam", metadata={"help": "SRe2L: Adam, betas (adam_beta1, adam_beta2)."})
+    lr_images: float = field(
+        default=0.25, metadata={"help": "Pixel learning rate (SRe2L CIFAR: 0.25), cosine-decayed."}
+    )
+    adam_beta1: float = field(default=0.5, metadata={"help": "Adam's beta1 (SRe2L: 0.5)."})
+    adam_beta2: float = field(default=0.9, metadata={"help": "Adam's beta2 (SRe2L: 0.9)."})
+    bn_weight: float = field(
+        default=0.01,
+        metadata={
+            "help": "Weight of the batch-norm statistics term: the distance of each BN layer's batch mean and "
+            "variance from the teacher's running ones (SRe2L's r_bn: 0.01 on CIFAR, 0.01-0.05 on ImageNet)."
+        },
+    )
+    first_bn_multiplier: float = field(
+        default=10.0, metadata={"help": "Extra weight of the first BN layer's term (SRe2L: 10)."}
+    )
+    jitter: int = field(
+        default=4, metadata={"help": "Random shift (pixels, both axes, wrapping) of the images at every step."}
+    )
+    net_norm: str = field(
+        default="batchnorm",
+        metadata={"help": "The teacher trained here needs batch norm: its running statistics are what is matched."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.optimizer != "adam":
+            raise ValueError(f"sre2l recovers images with Adam (optimizer='adam'), got optimizer={self.optimizer!r}.")
+        if self.bn_weight < 0 or self.first_bn_multiplier < 0 or self.jitter < 0:
+            raise ValueError("bn_weight, first_bn_multiplier and jitter must be >= 0.")
+
+
+class BatchNormStatistics:
+    """While active (`with`), records for every `BatchNorm2d` of `network` how far the statistics of its input batch
+    are from its running ones: `||mean - running_mean||_2 + ||var - running_var||_2` (biased variance), in order."""
+
+    def __init__(self, network: nn.Module):
+        self.layers = [module for module in network.modules() if isinstance(module, nn.BatchNorm2d)]
+        self.distances: list[torch.Tensor] = []
+        self._handles = []
+
+    def _record(self, module: nn.BatchNorm2d, inputs: tuple, output: torch.Tensor) -> None:
+        x = inputs[0].float()
+        mean = x.mean(dim=(0, 2, 3))
+        var = x.transpose(0, 1).flatten(1).var(dim=1, unbiased=False)
+        self.distances.append(torch.norm(module.running_mean - mean) + torch.norm(module.running_var - var))
+
+    def __enter__(self) -> "BatchNormStatistics":
+        self._handles = [layer.register_forward_hook(self._record) for layer in self.layers]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def take(self) -> list[torch.Tensor]:
+        """The distances recorded since the last call."""
+        distances, self.distances = self.distances, []
+        return distances
+
+
+@register_method("sre2l")
+class SRe2L(TeacherMethod):
+    """Squeeze, recover, relabel (SRe2L): images recovered from a batch-norm teacher, then relabelled by it.
+
+    Each iteration every batch of one image per class (the set has `images_per_class` of them) is shifted by a random
+    jitter and scored by the teacher: cross-entropy on its classes plus `bn_weight` times the distance of every BN
+    layer's batch statistics from the teacher's running ones (the first layer weighted `first_bn_multiplier`). Adam
+    with a cosine-decayed learning rate; pixels are clipped to the valid range after each step. At the end the set's
+    soft labels are the teacher's logits on it.
+    """
+
+    config_class = SRe2LConfig
+    class_separable = False  # the BN statistics span every class of a batch
+    paper = {
+        "title": "Squeeze, Recover and Relabel: Dataset Condensation at ImageNet Scale From A New Perspective",
+        "authors": "Zeyuan Yin, Eric Xing, Zhiqiang Shen",
+        "year": "2023",
+        "url": "https://arxiv.org/abs/2306.13092",
+        "bibtex": (
+            "@inproceedings{yin2023squeeze,\n"
+            "  title={Squeeze, Recover and Relabel: Dataset Condensation at ImageNet Scale From A New Perspective},\n"
+            "  author={Yin, Zeyuan and Xing, Eric and Shen, Zhiqiang},\n"
+            "  booktitle={Advances in Neural Information Processing Systems (NeurIPS)},\n"
+            "  year={2023}\n}"
+        ),
+    }
+
+    def setup(self, context: SelectionContext) -> None:
+        super().setup(context)
+        self.statistics = BatchNormStatistics(self.teacher)
+        if not self.statistics.layers:
+            raise ValueError(
+                "sre2l matches the teacher's batch-norm statistics, but the teacher has no BatchNorm2d layer: use "
+                "net_norm='batchnorm' (a teacher trained here) or a teacher with batch norm (e.g. a ResNet)."
+            )
+
+    def build_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            groups, lr=self.config.lr_images, betas=(self.config.adam_beta1, self.config.adam_beta2)
+        )
+
+    def lr_factor(self, iteration: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * iteration / max(1, self.config.num_iterations)))
+
+    def loss(self, synthetic, classes: list[int], iteration: int, update: int) -> torch.Tensor:
+        config = self.config
+        shifts = torch.randint(
+            config.jitter + 1, (2,), generator=derive_generator(config.seed, "sre2l-jitter", iteration)
+        )
+        images = torch.roll(synthetic.images, shifts=tuple(shifts.tolist()), dims=(2, 3))
+        device = images.device
+        weights = [config.first_bn_multiplier] + [1.0] * (len(self.statistics.layers) - 1)
+        total = images.new_zeros(())
+        with self.statistics:
+            for index in range(synthetic.images_per_class):
+                rows = torch.arange(synthetic.num_classes, device=device) * synthetic.images_per_class + index
+                with autocast_context(config.mixed_precision, device):
+                    logits = self.modality.logits(self.teacher, images[rows])
+                distances = self.statistics.take()
+                bn = sum(weight * distance for weight, distance in zip(weights, distances, strict=True))
+                total = total + F.cross_entropy(logits.float(), synthetic.labels[rows]) + config.bn_weight * bn
+        return total
+
+    def after_update(self, synthetic, iteration: int, update: int) -> None:
+        # Keep pixels displayable: SRe2L clips every channel to [0, 1] in pixel units (not in a whitened space).
+        if getattr(self.train_data, "zca", None) is not None:
+            return
+        with torch.no_grad():
+            for channel, (mean, std) in enumerate(zip(self.train_data.mean, self.train_data.std, strict=True)):
+                synthetic.images[:, channel].clamp_(-mean / std, (1 - mean) / std)
+
+    def final_label_logits(self, synthetic) -> torch.Tensor:
+        return self.teacher_logits(synthetic.images.detach())
