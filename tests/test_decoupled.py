@@ -4,11 +4,14 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_KD_SETTINGS
 from torch import nn
+from transformers import ResNetConfig
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_distill import DistillTrainer
 from hf_distill.constants import CONFIG_NAME, TEACHER_DIR
+from hf_distill.kd import KDConfig, train_student
 from hf_distill.methods import RDED, RDEDConfig, SRe2LConfig
 from hf_distill.methods.decoupled import BatchNormStatistics, random_resized_crops, stitch
 from hf_distill.modeling import load_teacher
@@ -128,3 +131,30 @@ def test_sre2l_needs_a_batch_norm_teacher(tiny_image_dataset):
     data = tiny_image_dataset(num_classes=3, rows_per_class=4, size=8)
     with pytest.raises(ValueError, match="no BatchNorm2d layer"):
         DistillTrainer(SRe2LConfig(**TINY, teacher_epochs=1, net_norm="instancenorm"), data["train"], None)
+
+
+@pytest.mark.parametrize("config_class", [RDEDConfig, SRe2LConfig])
+def test_a_resnet_teacher_at_a_higher_resolution_then_a_resnet_student(config_class, tiny_image_dataset, tmp_path):
+    """Issue 22's higher-resolution path, in miniature: RGB images resized up (8 -> 16 pixels), a transformers
+    ResNet teacher trained here, the set saved with it, and a ResNet student trained by the KD step with it."""
+    data = tiny_image_dataset(num_classes=3, rows_per_class=6, size=8, mode="RGB")
+    data.save_to_disk(str(tmp_path / "data"))  # the KD step reads the real test split from the source
+    resnet = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
+    settings = {**TINY, "teacher_epochs": 2, "image_size": 16, "output_dir": str(tmp_path / "set")}
+    settings |= {"candidates_per_class": 6} if config_class is RDEDConfig else {"num_iterations": 2}
+    trainer = DistillTrainer(config_class(**settings), data["train"], data["test"], model=resnet)
+    assert trainer.method.teacher.config.model_type == "resnet"
+    trainer.train()
+    trainer.save()
+    assert trainer.synthetic.images.shape == (6, 3, 16, 16) and trainer.synthetic.target_type == "soft"
+    settings = {**TINY_KD_SETTINGS, "train_teacher": False, "student_config": resnet.to_dict()}
+    kd = KDConfig(
+        distilled_dataset=str(tmp_path / "set"),
+        teacher_name_or_path=str(tmp_path / "set" / TEACHER_DIR),
+        source_dataset=str(tmp_path / "data"),
+        output_dir=str(tmp_path / "student"),
+        **settings,
+    )
+    student = train_student(kd)
+    assert student.model.config.model_type == "resnet"
+    assert 0.0 <= student.eval_results["accuracy"] <= 100.0
