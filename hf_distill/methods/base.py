@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,6 +34,21 @@ from ..seeding import derive_generator
 from ..splits import ClassBalancedSampler
 from ..synthetic import SyntheticSet
 from ..training import TrainingCallback, autocast_context
+
+
+@dataclass
+class TrainedNetworkConfig(DistillConfig):
+    """Settings of the methods that train a network on the whole real split first (coresets' selection networks,
+    teacher-based methods' teachers)."""
+
+    selection_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder where networks trained on the whole real split (selection networks, teachers) are kept "
+            "and reused, named by a digest of the data, architecture, schedule and seed: herding, k-center, rded, "
+            "sre2l and every IPC that need the same network train it once."
+        },
+    )
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 
 from ..config import DistillConfig
 from ..registry import register_method
-from .base import DistillationMethod, SelectionContext
+from .base import DistillationMethod, SelectionContext, TrainedNetworkConfig
 
 KEEP_CHOICES = ("highest", "lowest")
 
@@ -58,7 +58,7 @@ class RandomSelection(DistillationMethod):
 
 
 @dataclass
-class CoresetConfig(DistillConfig):
+class CoresetConfig(TrainedNetworkConfig):
     """Settings of the coresets that look at the data through a network of the run's architecture."""
 
     num_iterations: int = field(default=0, metadata={"help": "Unused: selection takes no iterations."})
@@ -68,14 +68,6 @@ class CoresetConfig(DistillConfig):
             "help": "Epochs the selection network trains on the whole real training split (the evaluation "
             "protocol's SGD schedule) before it embeds or scores the rows; 0: a randomly initialised network. "
             "DeepCore trains 200 (a ResNet-18 on a GPU); each epoch costs one pass over the training split."
-        },
-    )
-
-    selection_cache_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder where trained selection networks are kept and reused (named by a digest of the data, "
-            "architecture, schedule and seed), so herding, k-center and every IPC train one network once."
         },
     )
 

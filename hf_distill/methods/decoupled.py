@@ -17,17 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpointing import commit_folder
-from ..config import DistillConfig, SyntheticOptimizationConfig
+from ..config import SyntheticOptimizationConfig
 from ..constants import TEACHER_DIR
 from ..modeling import load_teacher
 from ..registry import register_method
 from ..seeding import derive_generator
 from ..training import autocast_context
-from .base import DistillationMethod, SelectionContext
+from .base import DistillationMethod, SelectionContext, TrainedNetworkConfig
 
 
 @dataclass
-class TeacherConfig(DistillConfig):
+class TeacherConfig(TrainedNetworkConfig):
     """Where a teacher-based method's teacher comes from."""
 
     num_iterations: int = field(default=0, metadata={"help": "Unused: the set is built in one pass."})
@@ -43,13 +43,6 @@ class TeacherConfig(DistillConfig):
     teacher_epochs: int = field(
         default=30,
         metadata={"help": "Epochs of the teacher trained here (when teacher_name_or_path is unset)."},
-    )
-    selection_cache_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder where a teacher trained here is kept and reused (named by a digest of the data, "
-            "architecture, schedule and seed), so runs at other IPCs or settings train it once."
-        },
     )
 
     def __post_init__(self):
