@@ -158,3 +158,16 @@ def test_a_resnet_teacher_at_a_higher_resolution_then_a_resnet_student(config_cl
     student = train_student(kd)
     assert student.model.config.model_type == "resnet"
     assert 0.0 <= student.eval_results["accuracy"] <= 100.0
+
+
+def test_the_card_of_a_teacher_based_set_names_its_teacher_and_soft_labels(tiny_image_dataset, tmp_path):
+    from hf_distill.cards import render_dataset_card
+
+    data = tiny_image_dataset(num_classes=3, rows_per_class=6, size=8)
+    config = RDEDConfig(**TINY, teacher_epochs=1, candidates_per_class=4, output_dir=str(tmp_path / "set"))
+    trainer = DistillTrainer(config, data["train"], data["test"])
+    trainer.train()
+    trainer.save()
+    card = str(render_dataset_card(tmp_path / "set"))
+    assert "| Labels | the teacher's soft labels (`soft_label` column) |" in card
+    assert "| Teacher | `teacher`: the distillation architecture trained 1 epochs on the whole training split" in card
