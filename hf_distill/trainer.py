@@ -131,7 +131,9 @@ class DistillTrainer(SetEvaluationMixin):
         self.distill_seconds = 0.0
         self.eval_results: dict = {}
         self.selected_rows: torch.LongTensor | None = None
-        self.method.setup(SelectionContext(config, self.prepared, self.accelerator))
+        # What setup, selection and one-pass synthesis may use: the run's config, data and accelerator.
+        self.selection_context = SelectionContext(config, self.prepared, self.accelerator)
+        self.method.setup(self.selection_context)
         self.synthetic = self._initial_synthetic_set().to(self.accelerator.device)
         self.optimizer = self._create_optimizer()
 
@@ -209,15 +211,13 @@ class DistillTrainer(SetEvaluationMixin):
         classes = list(range(data.num_classes))
         learned_targets = {}
         if self.method.selects_real_rows:
-            context = SelectionContext(config, self.prepared, self.accelerator)
             started = time.perf_counter()
-            self.selected_rows = self.method.select(context).cpu()
+            self.selected_rows = self.method.select(self.selection_context).cpu()
             self.distill_seconds = time.perf_counter() - started  # a coreset's cost is its selection
             images = self.modality.to_learnable(data.inputs[self.selected_rows.to(data.inputs.device)])
         elif self.method.synthesizes_once:
-            context = SelectionContext(config, self.prepared, self.accelerator)
             started = time.perf_counter()
-            images, label_logits = self.method.synthesize(context)
+            images, label_logits = self.method.synthesize(self.selection_context)
             self.distill_seconds = time.perf_counter() - started  # the set's cost is its one pass (teacher included)
             if label_logits is not None:
                 learned_targets["label_logits"] = label_logits

@@ -5,6 +5,8 @@ baseline is random real images with the same teacher.
 
 - `rded` (Sun, Shi, Yu & Lin, CVPR 2024): random resized crops of real images, scored by the teacher's
   cross-entropy on their class; the most confident crops, `factor x factor` of them stitched into each image.
+- `sre2l` (Yin, Xing & Shen, NeurIPS 2023): images optimised from noise to match the teacher's batch-norm statistics
+  and classes, then relabelled by the teacher.
 """
 
 import math
@@ -56,7 +58,6 @@ class TeacherMethod(DistillationMethod):
     saved with the set as `teacher/`, so the KD step can use it."""
 
     teacher: nn.Module | None = None
-    teacher_trained_here: bool = False
 
     def setup(self, context: SelectionContext) -> None:
         """The configured teacher, or the run's architecture trained `teacher_epochs` epochs on the real split."""
@@ -66,7 +67,6 @@ class TeacherMethod(DistillationMethod):
             )
         else:
             self.teacher = context.network(epochs=self.config.teacher_epochs, key="teacher").requires_grad_(False)
-            self.teacher_trained_here = True
 
     def run_metadata(self) -> dict:
         if self.config.teacher_name_or_path:
@@ -76,7 +76,7 @@ class TeacherMethod(DistillationMethod):
     def save_artifacts(self, output_dir: Path) -> None:
         """A teacher trained here goes to `output_dir/teacher` with an image processor for the run's data, so
         `hf-distill kd --teacher OUTPUT/teacher` (or `AutoModelForImageClassification`) loads it."""
-        if not self.teacher_trained_here:
+        if self.config.teacher_name_or_path:  # not ours to save
             return
         staging = output_dir / f".{TEACHER_DIR}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
