@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from run_benchmark import REPO_ROOT, machine_info  # scripts here run with this folder on sys.path
+from run_benchmark import REPO_ROOT, git_commit, machine_info  # scripts here run with this folder on sys.path
 
 RUNS_DIR = REPO_ROOT / "benchmarks" / "runs" / "scale"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "scale_on_disk.json"
@@ -182,6 +182,7 @@ def write(results: list[dict], args) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "command": "python benchmarks/scale_on_disk.py " + shlex.join(sys.argv[1:]),
+        "commit": git_commit(),
         "machine": machine_info(),
         "recipe": str(RECIPE.relative_to(REPO_ROOT)),
         "iterations": args.iterations,

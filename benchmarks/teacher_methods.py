@@ -79,7 +79,13 @@ def student(args, set_folder: str, teacher: Path, seed: int) -> dict:
     ]  # fmt: skip
     measured = child(command)
     results = json.loads((out / "eval_results.json").read_text())
-    return {"seed": seed, "accuracy": results["accuracy"], **measured}
+    teacher_info = json.loads((out / "kd_config.json").read_text()).get("teacher") or {}
+    return {
+        "seed": seed,
+        "accuracy": results["accuracy"],
+        "teacher_accuracy": teacher_info.get("test_accuracy"),
+        **measured,
+    }
 
 
 def main() -> None:
@@ -111,6 +117,7 @@ def main() -> None:
         "commit": git_commit(),
         "machine": machine_info(),
         "teacher": str(teacher.relative_to(REPO_ROOT)),
+        "teacher_accuracy": rows[args.methods[0]]["students"][0]["teacher_accuracy"],
         "sets": rows,
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")

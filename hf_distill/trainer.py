@@ -218,7 +218,7 @@ class DistillTrainer(SetEvaluationMixin):
         elif self.method.synthesizes_once:
             started = time.perf_counter()
             images, label_logits = self.method.synthesize(self.selection_context)
-            self.distill_seconds = time.perf_counter() - started  # the set's cost is its one pass (teacher included)
+            self.distill_seconds = time.perf_counter() - started  # its one pass (a teacher trains in setup)
             if label_logits is not None:
                 learned_targets["label_logits"] = label_logits
         elif config.init == "real":
