@@ -21,7 +21,7 @@ from .modalities import ImageData, ImageModality, Modality
 from .modeling import fresh_model, reinitialize_
 from .seeding import derive_generator, seeded_rng
 from .splits import ClassBalancedSampler
-from .training import TrainingCallback, accuracy, loss_for_targets, model_forward, train_classifier
+from .training import TEST_BATCH_SIZE, TrainingCallback, accuracy, loss_for_targets, model_forward, train_classifier
 
 
 @dataclass
@@ -49,7 +49,7 @@ class EvaluationProtocol:
     weight_decay: float = 5e-4
     batch_size: int = 256
     dsa_strategy: str | None = None
-    test_batch_size: int = 1024
+    test_batch_size: int = TEST_BATCH_SIZE
     seed: int = 0
     text_protocol: str = "linear_probe"
 
@@ -117,7 +117,7 @@ def train_with_protocol(
 def model_accuracy(
     model: torch.nn.Module,
     data: ImageData,
-    batch_size: int = 1024,
+    batch_size: int = TEST_BATCH_SIZE,
     input_name: str = "pixel_values",
     forward=None,
 ) -> float:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from hf_distill import DistillTrainer
 from hf_distill.data import load_source
 from hf_distill.methods import get_method_class
+from hf_distill.modalities import image_disk
 from hf_distill.modalities.image import ImageModality
 from hf_distill.modalities.image_decoding import prepare_images
 from hf_distill.modalities.image_disk import prepare_images_on_disk
@@ -74,7 +75,7 @@ def test_rows_on_disk_indexes_like_a_tensor_and_says_what_it_cannot_do(tmp_path)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])
-def test_disk_preparation_gives_the_in_memory_values(tiny_image_dataset, tmp_path, mode):
+def test_disk_preparation_gives_the_in_memory_values(tiny_image_dataset, tmp_path, mode, monkeypatch):
     train = tiny_image_dataset(num_classes=3, rows_per_class=7, size=8, mode=mode)["train"]
     in_memory = prepare_images(train, "image", "label", batch_size=4)
     on_disk = prepare_images_on_disk(train, "image", "label", store_dir=tmp_path, batch_size=4)
@@ -83,9 +84,18 @@ def test_disk_preparation_gives_the_in_memory_values(tiny_image_dataset, tmp_pat
     rows = torch.tensor([20, 0, 5, 5, 11])
     assert torch.equal(on_disk.images[rows], in_memory.images[rows])
     assert torch.equal(on_disk.labels, in_memory.labels)
-    # A second preparation of the same data reads the store back (no new folder).
+
+    # A second preparation of the same data reads the store back (no new folder), and its labels and statistics
+    # from beside it: neither the Arrow label column nor a pass over the rows again.
+    def refuse(*args, **kwargs):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(image_disk, "read_labels", refuse)
+    monkeypatch.setattr(RowStore, "blocks", refuse)
     again = prepare_images_on_disk(train, "image", "label", store_dir=tmp_path)
     assert again.images.store.path == on_disk.images.store.path and len(list(tmp_path.iterdir())) == 1
+    assert again.mean == on_disk.mean and again.std == on_disk.std
+    assert torch.equal(again.labels, in_memory.labels)
 
 
 def test_disk_preparation_resizes_and_converts_like_memory(tiny_image_dataset, tmp_path):

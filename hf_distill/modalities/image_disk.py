@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,8 @@ from .image_decoding import (
 
 logger = logging.getLogger(__name__)
 
+#: The pixel statistics of a store, kept beside its rows once computed (`[mean, std]`, one value per channel).
+STATS_FILE = "stats.npy"
 #: Bumped whenever what a store holds for the same inputs changes, so old stores are not reused.
 STORE_FORMAT = 1
 
@@ -122,21 +124,19 @@ def prepare_images_on_disk(
         )
         if key is None:
             weakref.finalize(store, shutil.rmtree, path.parent, True)
-    labels = _labels_of_stream(labels, label_column) if streamed else read_labels(ds, label_column)
+    if streamed:
+        labels = _labels_of_stream(labels, label_column)
+    else:
+        labels = _stored(store, _labels_file(label_column), lambda: read_labels(ds, label_column))
     class_names = class_names_of(ds, label_column, labels)
     check_label_range(labels, len(class_names), label_column, "given")
     if store.num_rows != len(labels):  # pragma: no cover - defensive
         raise RuntimeError(f"The store {store.path} holds {store.num_rows} rows for a split of {len(labels)}.")
 
     channels, height, width = store.row_shape
-    mean_values, std_values = normalization_stats(
-        mean,
-        std,
-        channels,
-        image_column,
-        lambda: (to_float(torch.from_numpy(block)) for block in store.blocks()),
-        store.num_rows * height * width,
-    )
+    if mean is None:  # the statistics of the stored pixels: one pass over the store, once per store
+        mean, std = _stored(store, STATS_FILE, lambda: np.asarray(_store_stats(store, image_column)))
+    mean_values, std_values = normalization_stats(mean, std, channels, image_column, None, 0)
     return ImageData(
         images=RowsOnDisk(store, NormalizedPixels(mean_values, std_values)),
         labels=torch.tensor(labels, dtype=torch.int64),
@@ -144,6 +144,42 @@ def prepare_images_on_disk(
         mean=mean_values,
         std=std_values,
     )
+
+
+def _store_stats(store: RowStore, image_column: str) -> tuple[list[float], list[float]]:
+    channels, height, width = store.row_shape
+    return normalization_stats(
+        None,
+        None,
+        channels,
+        image_column,
+        lambda: (to_float(torch.from_numpy(block)) for block in store.blocks()),
+        store.num_rows * height * width,
+    )
+
+
+def _labels_file(label_column: str) -> str:
+    # A digest, not the name itself: a column name may hold characters a file name cannot.
+    return f"labels-{hashlib.sha256(label_column.encode()).hexdigest()[:16]}.npy"
+
+
+def _stored(store: RowStore, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """`compute()`, kept in the store's folder as `name` the first time, read from there afterwards.
+
+    Why: reading a label column from a memory-mapped Arrow file pages in the neighbouring image bytes too (the kernel
+    reads ahead), which at a million rows held ~400 MB of file-backed memory for a column of 8 MB; and the pixel
+    statistics are a pass over the whole store. The store's rows never change (its name is the split's
+    fingerprint), so both are computed once. Written under a temporary name and renamed: a reader finds all or none.
+    """
+    path = store.path / name
+    if path.is_file():
+        return np.load(path)
+    value = np.asarray(compute())
+    partial = path.with_name(f".{name}.{os.getpid()}.tmp")
+    with open(partial, "wb") as file:
+        np.save(file, value)
+    os.replace(partial, path)
+    return value
 
 
 def _labels_of_stream(values: list, label_column: str) -> np.ndarray:
