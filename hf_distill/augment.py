@@ -31,6 +31,7 @@ __all__ = [
     "FAMILY_OPS",
     "AugmentParams",
     "SiameseAugment",
+    "CutMix",
 ]
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -404,3 +405,48 @@ class SiameseAugment:
         zeros = torch.zeros_like(angle)
         theta = torch.stack([cos, -sin, zeros, sin, cos, zeros], dim=1).view(-1, 2, 3).to(x.dtype)
         return self._affine(x, theta)
+
+
+@dataclass(frozen=True)
+class CutMix:
+    """CutMix (Yun et al., ICCV 2019) on a batch: one box, pasted into every image from another image of the batch.
+
+    The box covers `1 - lam` of the area with `lam ~ Beta(alpha, alpha)`, its centre uniform over the image and its
+    sides clipped at the border (as the paper's code and RDED's/SRe2L's students); `kept` is then the share of each
+    image that is its own, by which hard or soft labels are mixed. Not differentiable through the box, and not
+    siamese: it is for training students, not for matching.
+
+    Args:
+        images (`torch.Tensor` of shape `(B, C, H, W)`): The batch (unchanged).
+        alpha (`float`): The Beta concentration (1.0: `lam` uniform in `[0, 1]`, the papers' setting).
+        generator (`torch.Generator`): The only source of randomness.
+    """
+
+    mixed: torch.Tensor
+    partner: torch.LongTensor  # row i's box comes from row partner[i]
+    kept: float
+
+    @classmethod
+    def apply(cls, images: torch.Tensor, alpha: float, generator: torch.Generator) -> CutMix:
+        if images.ndim != 4:
+            raise ValueError(f"CutMix mixes image batches (B, C, H, W), got shape {tuple(images.shape)}.")
+        height, width = images.shape[-2:]
+        partner = torch.randperm(images.shape[0], generator=generator)
+        # Beta(alpha, alpha) as X / (X + Y) with X, Y ~ Gamma(alpha): torch's Beta sampler takes no generator.
+        gammas = torch._standard_gamma(torch.full((2,), float(alpha)), generator=generator)
+        lam = float(gammas[0] / gammas.sum().clamp_min(torch.finfo(gammas.dtype).tiny))
+        cut = math.sqrt(1.0 - lam)
+        cut_h, cut_w = int(height * cut), int(width * cut)
+        centre_y, centre_x = (int(v) for v in torch.randint(0, 1 << 30, (2,), generator=generator))
+        centre_y, centre_x = centre_y % height, centre_x % width
+        top, bottom = max(centre_y - cut_h // 2, 0), min(centre_y + cut_h // 2, height)
+        left, right = max(centre_x - cut_w // 2, 0), min(centre_x + cut_w // 2, width)
+        mixed = images.clone()
+        mixed[:, :, top:bottom, left:right] = images[partner.to(images.device), :, top:bottom, left:right]
+        kept = 1.0 - (bottom - top) * (right - left) / (height * width)
+        return cls(mixed, partner, kept)
+
+    def mix(self, targets: torch.Tensor) -> torch.Tensor:
+        """Per-row targets (probabilities, one-hot rows) mixed as the pixels were: `kept * t + (1 - kept) *
+        t[partner]`."""
+        return self.kept * targets + (1.0 - self.kept) * targets[self.partner.to(targets.device)]

@@ -21,6 +21,7 @@ from datasets import List, Value, load_from_disk
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from hf_distill import KDConfig, KDTrainer
+from hf_distill.augment import CutMix
 from hf_distill.cli import main
 from hf_distill.constants import CONFIG_NAME
 from hf_distill.kd import (
@@ -229,6 +230,44 @@ def test_augmentation_is_reproducible_for_a_seed(tmp_path, distilled_dir):
     for a, b in zip(first.model.parameters(), second.model.parameters()):
         assert torch.equal(a, b)
     assert kd_trainer(tmp_path, distilled_dir, alpha=1.0, augmentation="none").augment.enabled is False
+
+
+def test_cutmix_pastes_one_box_and_mixes_labels_by_the_area_kept():
+    images = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 2, 8, 8).contiguous()
+    mixing = CutMix.apply(images, 1.0, torch.Generator().manual_seed(0))
+    again = CutMix.apply(images, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(mixing.mixed, again.mixed) and torch.equal(images[:, 0, 0, 0], torch.arange(4.0))
+    for row in range(4):  # each image keeps `kept` of its pixels; the rest is its partner's (one box, all channels)
+        own = (mixing.mixed[row] == row).float().mean().item()
+        if mixing.partner[row] != row:
+            assert own == pytest.approx(mixing.kept)
+            assert torch.equal(mixing.mixed[row] != row, mixing.mixed[row] == mixing.partner[row].float())
+    assert 0.0 <= mixing.kept <= 1.0
+    # The share pasted is uniform (Beta(1, 1)) before the box is clipped at the border, which keeps ~68% on average.
+    large = torch.zeros(4, 1, 32, 32)
+    kept = [CutMix.apply(large, 1.0, torch.Generator().manual_seed(seed)).kept for seed in range(200)]
+    assert 0.6 < float(np.mean(kept)) < 0.78 and min(kept) < 0.3 and max(kept) > 0.95
+
+    # Hard labels mixed by the area: CE against kept * y + (1 - kept) * y[partner].
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    loss, _ = distillation_loss(logits, labels, None, alpha=1.0, temperature=1.0, mix_targets=mixing.mix)
+    expected = mixing.kept * F.cross_entropy(logits, labels) + (1 - mixing.kept) * F.cross_entropy(
+        logits, labels[mixing.partner]
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_cutmix_in_training_is_reproducible_and_refused_for_bad_values(tmp_path, distilled_dir):
+    first = kd_trainer(tmp_path, distilled_dir, teacher=tiny_teacher(), alpha=0.0, cutmix=1.0, seed=3)
+    second = kd_trainer(tmp_path, distilled_dir, teacher=tiny_teacher(), alpha=0.0, cutmix=1.0, seed=3)
+    plain = kd_trainer(tmp_path, distilled_dir, teacher=tiny_teacher(), alpha=0.0, seed=3)
+    for trainer in (first, second, plain):
+        trainer.train()
+    assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), second.model.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(first.model.parameters(), plain.model.parameters()))
+    assert first.kd_config_dict()["cutmix"] == 1.0
+    with pytest.raises(ValueError, match="cutmix must be"):
+        KDConfig(output_dir=str(tmp_path / "x"), cutmix=-1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

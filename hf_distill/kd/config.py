@@ -142,6 +142,15 @@ class KDConfig(TrainingArguments):
             "'splice+token_dropout'."
         },
     )
+    cutmix: float = field(
+        default=0.0,
+        metadata={
+            "help": "CutMix on every training batch after the augmentation (images only): a box of each image "
+            "replaced by the same box of another, covering a share ~ Beta(a, a) of the area, a = this value; 0 turns "
+            "it off. RDED's and SRe2L's students use 1.0 with the teacher labelling the mixed images (alpha 0); hard "
+            "and soft labels are mixed by the area each image keeps."
+        },
+    )
     head_learning_rate: float | None = field(
         default=None,
         metadata={
@@ -199,6 +208,8 @@ class KDConfig(TrainingArguments):
             raise ValueError(
                 f"use_soft_labels must be one of {list(SOFT_LABEL_CHOICES)}, got {self.use_soft_labels!r}."
             )
+        if not (math.isfinite(self.cutmix) and self.cutmix >= 0):
+            raise ValueError(f"cutmix must be a finite number >= 0 (0: off; RDED's students: 1.0), got {self.cutmix}.")
         for name in ("augmentation", "teacher_augmentation"):
             value = getattr(self, name)
             if value is None:
@@ -233,6 +244,7 @@ class KDConfig(TrainingArguments):
             "use_soft_labels",
             "soft_label_weight",
             "augmentation",
+            "cutmix",
             "distilled_dataset",
             "distilled_revision",
             "source_dataset",

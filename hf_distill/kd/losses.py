@@ -8,9 +8,14 @@ When the distilled set has a `soft_label` column (learned labels), its rows are 
 [`kd_target_probabilities`]. `alpha=1` is plain cross-entropy and needs no teacher.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+#: Mixes per-row target distributions `(B, K)` as the inputs were mixed (e.g. [`hf_distill.augment.CutMix.mix`]).
+TargetMixer = Callable[[torch.Tensor], torch.Tensor]
 
 
 def kd_target_probabilities(
@@ -19,6 +24,7 @@ def kd_target_probabilities(
     temperature: float,
     soft_label_weight: float = 0.5,
     soft_labels_are_probabilities: bool = False,
+    mix_targets: TargetMixer | None = None,
 ) -> torch.Tensor:
     """The KD target distribution at temperature `T`.
 
@@ -33,6 +39,8 @@ def kd_target_probabilities(
         temperature (`float`): `T`.
         soft_label_weight (`float`, *optional*, defaults to 0.5): `w`, used only when both targets are given.
         soft_labels_are_probabilities (`bool`, *optional*, defaults to `False`): How to read `soft_labels`.
+        mix_targets (*optional*): When the inputs were mixed (CutMix), mixes the soft labels' rows alike (the teacher,
+            which sees the mixed inputs, needs no mixing).
 
     Returns:
         `torch.Tensor` of shape `(B, K)`: float32 probabilities.
@@ -47,7 +55,7 @@ def kd_target_probabilities(
             soft = tempered / tempered.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(tempered.dtype).tiny)
         else:
             soft = F.softmax(soft_labels / temperature, dim=-1)
-        targets.append(soft)
+        targets.append(soft if mix_targets is None else mix_targets(soft))
     if teacher_logits is not None:
         targets.append(F.softmax(teacher_logits.float() / temperature, dim=-1))
     if len(targets) == 1:
@@ -65,13 +73,15 @@ def distillation_loss(
     soft_labels: torch.Tensor | None = None,
     soft_label_weight: float = 0.5,
     soft_labels_are_probabilities: bool = False,
+    mix_targets: TargetMixer | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(target || softmax(student / T))`.
 
     `KL` is averaged over the batch (`reduction="batchmean"`, the true KL per example); the `T^2` factor keeps the
     gradient scale of the soft term independent of `T` (Hinton et al., 2015). The target is
     [`kd_target_probabilities`] of the teacher logits and/or soft labels. With `alpha == 1` no target is needed and
-    the loss is plain cross-entropy; with `alpha == 0`, hard labels are optional.
+    the loss is plain cross-entropy; with `alpha == 0`, hard labels are optional. `mix_targets` (inputs mixed by
+    CutMix): the hard labels' one-hot rows and the soft labels are mixed by it, the teacher labels what it sees.
 
     Returns:
         `tuple`: the loss, and `{"ce_loss": ..., "kd_loss": ...}` (detached; each present when computed; `kd_loss`
@@ -81,7 +91,10 @@ def distillation_loss(
     parts: dict[str, torch.Tensor] = {}
     loss = logits.new_zeros(())
     if labels is not None:
-        ce = F.cross_entropy(logits, labels.long())
+        if mix_targets is None:
+            ce = F.cross_entropy(logits, labels.long())
+        else:
+            ce = F.cross_entropy(logits, mix_targets(F.one_hot(labels.long(), logits.shape[-1]).float()))
         parts["ce_loss"] = ce.detach()
         if alpha > 0:
             loss = loss + alpha * ce
@@ -89,7 +102,7 @@ def distillation_loss(
         raise ValueError(f"alpha={alpha} > 0 weighs a cross-entropy on hard labels, but no labels were given.")
     if alpha < 1:
         target = kd_target_probabilities(
-            teacher_logits, soft_labels, temperature, soft_label_weight, soft_labels_are_probabilities
+            teacher_logits, soft_labels, temperature, soft_label_weight, soft_labels_are_probabilities, mix_targets
         )
         log_student = F.log_softmax(logits / temperature, dim=-1)
         kd = F.kl_div(log_student, target, reduction="batchmean") * temperature**2

@@ -19,7 +19,7 @@ from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 
-from ..augment import strategy_or_none
+from ..augment import CutMix, strategy_or_none
 from ..checkpointing import save_tensors, write_json_atomic
 from ..constants import EVAL_RESULTS_NAME, KD_CONFIG_NAME, SOFT_LABEL_COLUMN, __version__
 from ..modalities import ImageModality
@@ -41,9 +41,9 @@ class KDTrainer(Trainer):
     """A [`~transformers.Trainer`] that distills a frozen teacher (and/or the set's soft labels) into a student.
 
     Each training batch is augmented on the fly (DSA, `args.augmentation`) with draws from a `torch.Generator` seeded
-    by `(args.seed, process, global step, micro-step)`; the student and the teacher see the same augmented batch. The
-    loss is [`distillation_loss`]; `ce_loss` and `kd_loss` are logged beside `loss`. Evaluation on the real test split
-    reports `eval_accuracy` ([`hf_distill.training.predictions_accuracy`]).
+    by `(args.seed, process, global step, micro-step)`, then mixed by CutMix when `args.cutmix`; the student and the
+    teacher see the same augmented batch. The loss is [`distillation_loss`]; `ce_loss` and `kd_loss` are logged beside
+    `loss`. Evaluation on the real test split reports `eval_accuracy` ([`hf_distill.training.predictions_accuracy`]).
 
     Args:
         model (`PreTrainedModel`, *optional*): The student; built with [`build_student`] from `args` and `distilled`
@@ -164,6 +164,11 @@ class KDTrainer(Trainer):
         class_names = distilled.class_names if distilled is not None else []
         self.augment = self.modality.augmentation(self.augmentation_resolved, class_names)
         self._augment_step = (-1, 0)  # (global step, micro-step) of the last draw
+        if args.cutmix and not isinstance(self.modality, ImageModality):
+            raise ValueError(
+                f"cutmix mixes images; this set is {self.modality.name}. For text, augmentation='splice' is its "
+                "counterpart (the head of one example joined to the tail of another)."
+            )
 
         # Teacher: frozen, eval mode, on the training device.
         self.teacher = None
@@ -276,12 +281,18 @@ class KDTrainer(Trainer):
         generator = derive_generator(self.args.seed, "kd-augment", self.args.process_index, step, micro_step)
         return self.augment(pixel_values, generator)
 
-    def _training_augmentation(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _training_augmentation(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, CutMix | None]:
+        """The augmented batch, then CutMix when `args.cutmix` (its own draws, keyed like the augmentation's)."""
         step = self.state.global_step
         last_step, micro = self._augment_step
         micro = micro + 1 if step == last_step else 0  # gradient accumulation: several batches per step
         self._augment_step = (step, micro)
-        return self.augment_batch(pixel_values, step, micro)
+        pixel_values = self.augment_batch(pixel_values, step, micro)
+        if not self.args.cutmix:
+            return pixel_values, None
+        generator = derive_generator(self.args.seed, "kd-cutmix", self.args.process_index, step, micro)
+        mixing = CutMix.apply(pixel_values, self.args.cutmix, generator)
+        return mixing.mixed, mixing
 
     # ------------------------------------------------------------------ loss and logging
 
@@ -290,8 +301,9 @@ class KDTrainer(Trainer):
         pixel_values = inputs[self.modality.input_name]
         labels = inputs.get("labels")
         soft_labels = inputs.get("soft_labels") if self.use_soft_labels else None
+        mixing = None
         if model.training:
-            pixel_values = self._training_augmentation(pixel_values)
+            pixel_values, mixing = self._training_augmentation(pixel_values)
         outputs = self.modality.forward(model, pixel_values)
         logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
 
@@ -309,6 +321,7 @@ class KDTrainer(Trainer):
             soft_labels=soft_labels,
             soft_label_weight=self.args.soft_label_weight if teacher_logits is not None else 1.0,
             soft_labels_are_probabilities=self.soft_labels_are_probabilities,
+            mix_targets=mixing.mix if mixing is not None else None,
         )
         mode = "train" if model.training else "eval"
         for name, value in parts.items():
