@@ -12,6 +12,9 @@ python benchmarks/teacher_methods.py --dataset cifar10 --ipc 10 --methods rded s
    every augmented batch and the KL alone (`--alpha 0 --use_soft_labels no`: the sets' own soft labels are not used,
    so every set gets the same supervision; RDED's and SRe2L's evaluation), `--seeds` students each. The random
    subset with the teacher is the fair baseline (DD-Ranking, 2025): what the teacher alone gives.
+   With `--student-recipe recipes/kd/<dataset>_<method>_ipc<N>.yaml`, every student is trained with that recipe's
+   settings instead (the authors' student: optimiser, schedule, batch, augmentation, CutMix, temperature); results
+   then go to `<dataset>_ipc<N>_<recipe name>.json`.
 3. Also recorded: each set's protocol accuracy without the teacher (`eval_results.json`: trained on its soft labels),
    the teacher's own test accuracy, peak RSS and wall time of every child.
 
@@ -70,10 +73,11 @@ def distill(args, method: str) -> dict:
 
 
 def student(args, set_folder: str, teacher: Path, seed: int) -> dict:
-    """A KD student on one set with the shared teacher; its test accuracy."""
-    out = RUNS_DIR / "students" / f"{Path(set_folder).name}_seed{seed}"
+    """A KD student on one set with the shared teacher (the `--student-recipe`'s settings when given); its accuracy."""
+    recipe = ["--config", str(args.student_recipe)] if args.student_recipe else []
+    out = RUNS_DIR / "students" / f"{Path(set_folder).name}{variant_suffix(args)}_seed{seed}"
     command = [
-        sys.executable, "-m", "hf_distill.cli", "kd", "--distilled", str(REPO_ROOT / set_folder),
+        sys.executable, "-m", "hf_distill.cli", "kd", *recipe, "--distilled", str(REPO_ROOT / set_folder),
         "--teacher", str(teacher), "--alpha", "0", "--use_soft_labels", "no", "--seed", str(seed),
         "--output_dir", str(out), "--num_train_epochs", str(args.student_epochs),
     ]  # fmt: skip
@@ -88,6 +92,11 @@ def student(args, set_folder: str, teacher: Path, seed: int) -> dict:
     }
 
 
+def variant_suffix(args) -> str:
+    """`_<recipe name>` for students trained by a `--student-recipe`, so their folders and results stand apart."""
+    return f"_{Path(args.student_recipe).stem}" if args.student_recipe else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
@@ -95,6 +104,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["rded", "sre2l"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Students per set.")
     parser.add_argument("--student-epochs", type=int, default=300)
+    parser.add_argument(
+        "--student-recipe",
+        type=Path,
+        help="An `hf-distill kd` recipe whose student settings every student uses (e.g. recipes/kd/"
+        "cifar10_rded_ipc10.yaml, the RDED authors' student); the set, teacher, alpha 0 and seed are set here.",
+    )
     args = parser.parse_args()
 
     sets = {method: distill(args, method) for method in [*args.methods, "random"]}
@@ -111,11 +126,12 @@ def main() -> None:
         }
         print(f"{name}: KD student {rows[name]['kd_accuracy']} ± {rows[name]['kd_std']}", flush=True)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{args.dataset}_ipc{args.ipc}.json"
+    path = RESULTS_DIR / f"{args.dataset}_ipc{args.ipc}{variant_suffix(args)}.json"
     payload = {
         "command": "python benchmarks/teacher_methods.py " + shlex.join(sys.argv[1:]),
         "commit": git_commit(),
         "machine": machine_info(),
+        "student_recipe": str(args.student_recipe) if args.student_recipe else None,
         "teacher": str(teacher.relative_to(REPO_ROOT)),
         "teacher_accuracy": rows[args.methods[0]]["students"][0]["teacher_accuracy"],
         "sets": rows,
