@@ -3,6 +3,7 @@ in-memory result for the same seed."""
 
 import gc
 import json
+import mmap
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import Array3D, ClassLabel, Dataset, Features, IterableDataset
+from datasets import Array3D, ClassLabel, Dataset, Features, IterableDataset, load_from_disk
 from safetensors.torch import load_file
 
 from hf_distill import DistillTrainer
@@ -21,6 +22,7 @@ from hf_distill.modalities import image_disk
 from hf_distill.modalities.image import ImageModality
 from hf_distill.modalities.image_decoding import prepare_images
 from hf_distill.modalities.image_disk import prepare_images_on_disk
+from hf_distill.page_release import release_file_pages
 from hf_distill.row_store import RowsOnDisk, RowStore, RowStoreWriter
 
 
@@ -96,6 +98,39 @@ def test_disk_preparation_gives_the_in_memory_values(tiny_image_dataset, tmp_pat
     assert again.images.store.path == on_disk.images.store.path and len(list(tmp_path.iterdir())) == 1
     assert again.mean == on_disk.mean and again.std == on_disk.std
     assert torch.equal(again.labels, in_memory.labels)
+
+
+def _resident_file_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
+def test_released_file_pages_leave_the_resident_set_and_stay_readable(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(np.arange(16 << 20, dtype=np.uint32).tobytes())  # 64 MiB
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = np.frombuffer(mapped, dtype=np.uint32)
+        assert int(view[::1024].sum()) > 0  # touch every page
+        before = _resident_file_kib()
+        assert release_file_pages([path]) >= 64 << 20
+        assert before - _resident_file_kib() > 48 << 10  # most of the 64 MiB left the resident set
+        assert int(view[-1]) == (16 << 20) - 1  # and reads back from the file
+        del view
+    assert release_file_pages([]) == 0
+
+
+def test_a_split_on_disk_hands_back_its_source_pages(tiny_image_dataset, tmp_path, monkeypatch):
+    tiny_image_dataset(num_classes=2, rows_per_class=3, size=8).save_to_disk(str(tmp_path / "data"))
+    train = load_from_disk(str(tmp_path / "data"))["train"]
+    released = []
+    monkeypatch.setattr(image_disk, "release_file_pages", lambda paths: released.append(list(paths)))
+    prepare_images_on_disk(train, "image", "label", store_dir=tmp_path / "rows", batch_size=2)
+    sources = [entry["filename"] for entry in train.cache_files]
+    assert sources and released and all(paths == sources for paths in released)
+    assert len(released) == 3 + 1  # after each decoded batch, and once prepared
 
 
 def test_disk_preparation_resizes_and_converts_like_memory(tiny_image_dataset, tmp_path):

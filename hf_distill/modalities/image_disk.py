@@ -27,6 +27,7 @@ from datasets import config as datasets_config
 from datasets.utils.tqdm import tqdm
 
 from ..data import check_label_feature, check_label_range, class_names_of, read_labels
+from ..page_release import release_file_pages
 from ..row_store import STORE_HEADER, RowsOnDisk, RowStore, RowStoreWriter
 from .image_data import ImageData
 from .image_decoding import (
@@ -137,6 +138,7 @@ def prepare_images_on_disk(
     if mean is None:  # the statistics of the stored pixels: one pass over the store, once per store
         mean, std = _stored(store, STATS_FILE, lambda: np.asarray(_store_stats(store, image_column)))
     mean_values, std_values = normalization_stats(mean, std, channels, image_column, None, 0)
+    release_file_pages(_source_files(ds))  # from here on rows come from the store: the source's pages can go
     return ImageData(
         images=RowsOnDisk(store, NormalizedPixels(mean_values, std_values)),
         labels=torch.tensor(labels, dtype=torch.int64),
@@ -156,6 +158,11 @@ def _store_stats(store: RowStore, image_column: str) -> tuple[list[float], list[
         lambda: (to_float(torch.from_numpy(block)) for block in store.blocks()),
         store.num_rows * height * width,
     )
+
+
+def _source_files(ds: Dataset | IterableDataset) -> list[str]:
+    """The Arrow files a split is memory-mapped from (none for a stream or a split held in memory)."""
+    return [entry["filename"] for entry in getattr(ds, "cache_files", None) or [] if isinstance(entry, dict)]
 
 
 def _labels_file(label_column: str) -> str:
@@ -208,6 +215,7 @@ def write_store(
     writer, channels, counts, nonfinite, start = None, num_channels, Counter(), 0, 0
     labels = [] if label_column else None
     total = len(ds) if isinstance(ds, Dataset) else None
+    source_files = _source_files(ds)
     try:
         with tqdm(total=total, desc=desc, unit="img", leave=False) as progress:
             for groups, batch_labels in decoded_batches(ds, image_column, batch_size, label_column):
@@ -225,6 +233,7 @@ def write_store(
                     writer = _append(writer, path, rows, start, image_column)
                 start += count
                 progress.update(count)
+                release_file_pages(source_files)  # decoded and written: else the whole source ends up resident
         check_finite(nonfinite, image_column)
         if writer is None:
             raise ValueError(f"Cannot prepare images from an empty dataset (column {image_column!r} has no rows).")
