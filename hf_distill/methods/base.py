@@ -133,8 +133,13 @@ class SelectionContext:
         digest.update(str(tuple(inputs.shape)).encode())
         stride = max(1, len(inputs) // 4096)
         digest.update(inputs[::stride].float().contiguous().cpu().numpy().tobytes())
-        # `text_protocol` is read by text evaluation only: leaving it out keeps networks cached before it existed.
-        schedule = {name: value for name, value in protocol.to_dict().items() if name != "text_protocol"}
+        # Left out, so networks cached before them stay valid: `text_protocol` (read by text evaluation only) and
+        # `test_batch_size` (how many test examples go through at once: training does not read it).
+        schedule = {
+            name: value
+            for name, value in protocol.to_dict().items()
+            if name not in ("text_protocol", "test_batch_size")
+        }
         settings = [self.prepared.model_config.to_json_string(), json.dumps(schedule, sort_keys=True)]
         digest.update(json.dumps([*settings, key, self.config.seed, self.config.mixed_precision]).encode())
         return Path(folder) / f"{key}-{digest.hexdigest()[:16]}.safetensors"
