@@ -28,6 +28,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import yaml
 from run_benchmark import (
     REPO_ROOT,
     git_commit,
@@ -37,7 +38,18 @@ from run_benchmark import (
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results" / "teacher_methods"
 RUNS_DIR = REPO_ROOT / "benchmarks" / "runs" / "teacher_methods"
-DATASETS = {"cifar10": "../shared/data/cifar10", "mnist": "../shared/data/mnist"}
+#: `--dataset` -> the data; the recipes are `recipes/<dataset>/` (cifar10_64px: CIFAR-10 resized, a ResNet-18 teacher).
+DATASETS = {
+    "cifar10": "../shared/data/cifar10",
+    "cifar10_64px": "../shared/data/cifar10",
+    "mnist": "../shared/data/mnist",
+}
+#: Recipe keys the random subset takes from the first method's recipe, so it is prepared (and judged) alike.
+SHARED_WITH_RANDOM = ("image_size", "model_name_or_path")
+
+
+def recipe(args, method: str) -> Path:
+    return REPO_ROOT / "recipes" / args.dataset / f"{method}_ipc{args.ipc}.yaml"
 
 
 def child(command: list[str]) -> dict:
@@ -56,8 +68,12 @@ def distill(args, method: str) -> dict:
     if method == "random":
         command = [*hf_distill, "--dataset", DATASETS[args.dataset], "--method", "random"]
         command += ["--images_per_class", str(args.ipc), "--seed", "0"]
+        first = yaml.safe_load(recipe(args, args.methods[0]).read_text())
+        for key in SHARED_WITH_RANDOM:
+            if key in first:
+                command += [f"--{key}", str(first[key])]
     else:
-        command = [*hf_distill, "--config", str(REPO_ROOT / "recipes" / args.dataset / f"{method}_ipc{args.ipc}.yaml")]
+        command = [*hf_distill, "--config", str(recipe(args, method))]
     command += ["--output_dir", str(out), "--overwrite_output_dir", "true", "--eval_random_baseline", "false"]
     measured = child(command)
     config = json.loads((out / "distill_config.json").read_text())
@@ -74,10 +90,11 @@ def distill(args, method: str) -> dict:
 
 def student(args, set_folder: str, teacher: Path, seed: int) -> dict:
     """A KD student on one set with the shared teacher (the `--student-recipe`'s settings when given); its accuracy."""
-    recipe = ["--config", str(args.student_recipe)] if args.student_recipe else []
+    settings = ["--config", str(args.student_recipe)] if args.student_recipe else []
+    settings += ["--student_config", str(args.student_config)] if args.student_config else []
     out = RUNS_DIR / "students" / f"{Path(set_folder).name}{variant_suffix(args)}_seed{seed}"
     command = [
-        sys.executable, "-m", "hf_distill.cli", "kd", *recipe, "--distilled", str(REPO_ROOT / set_folder),
+        sys.executable, "-m", "hf_distill.cli", "kd", *settings, "--distilled", str(REPO_ROOT / set_folder),
         "--teacher", str(teacher), "--alpha", "0", "--use_soft_labels", "no", "--seed", str(seed),
         "--output_dir", str(out), "--num_train_epochs", str(args.student_epochs),
     ]  # fmt: skip
@@ -104,6 +121,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["rded", "sre2l"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Students per set.")
     parser.add_argument("--student-epochs", type=int, default=300)
+    parser.add_argument(
+        "--student-config",
+        type=Path,
+        help="The students' architecture (`hf-distill kd --student_config`), e.g. recipes/cifar10_64px/resnet18.",
+    )
     parser.add_argument(
         "--student-recipe",
         type=Path,
@@ -132,6 +154,7 @@ def main() -> None:
         "commit": git_commit(),
         "machine": machine_info(),
         "student_recipe": str(args.student_recipe) if args.student_recipe else None,
+        "student_config": str(args.student_config) if args.student_config else None,
         "teacher": str(teacher.relative_to(REPO_ROOT)),
         "teacher_accuracy": rows[args.methods[0]]["students"][0]["teacher_accuracy"],
         "sets": rows,
