@@ -45,7 +45,7 @@ DATASETS = {
     "mnist": "../shared/data/mnist",
 }
 #: Recipe keys the random subset takes from the first method's recipe, so it is prepared (and judged) alike.
-SHARED_WITH_RANDOM = ("image_size", "model_name_or_path")
+SHARED_WITH_RANDOM = ("image_size", "model_name_or_path", "eval_num_models", "eval_epochs")
 
 
 def recipe(args, method: str) -> Path:
