@@ -173,10 +173,10 @@ def _labels_file(label_column: str) -> str:
 def _stored(store: RowStore, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """`compute()`, kept in the store's folder as `name` the first time, read from there afterwards.
 
-    Why: reading a label column from a memory-mapped Arrow file pages in the neighbouring image bytes too (the kernel
-    reads ahead), which at a million rows held ~400 MB of file-backed memory for a column of 8 MB; and the pixel
-    statistics are a pass over the whole store. The store's rows never change (its name is the split's
-    fingerprint), so both are computed once. Written under a temporary name and renamed: a reader finds all or none.
+    Why: reading a label column from a memory-mapped Arrow file visits every record batch of the split, and the kernel
+    reads the image bytes around each small label buffer with it; the pixel statistics are a pass over the whole
+    store (~25 s at a million CIFAR-10 rows). The store's rows never change (its name is the split's fingerprint), so
+    both are computed once. Written under a temporary name and renamed: a reader finds all or none.
     """
     path = store.path / name
     if path.is_file():
