@@ -37,10 +37,11 @@ def save_tensors(
 
 def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """[`save_tensors`] under a temporary name beside `path` (its folder created), then renamed into place: a reader
-    (or a run killed mid-write) finds the whole file or none, never half of one (caches read back by later runs)."""
+    (or a run killed mid-write) finds the whole file or none, never half of one (caches read back by later runs). The
+    temporary name is the process's own, so processes writing the same cache at once never write into one file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_tensors(tensors, tmp)
     os.replace(tmp, path)
     return path

@@ -12,22 +12,20 @@ the disk. Linux only; elsewhere, or when the call is unavailable, nothing is don
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from collections.abc import Iterable
 
 _MADV_DONTNEED = 4  # <sys/mman.h> on Linux
-_madvise = None
 
 
+@functools.cache
 def _madvise_function():
-    global _madvise
-    if _madvise is None:
-        function = ctypes.CDLL(None, use_errno=True).madvise
-        function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        function.restype = ctypes.c_int
-        _madvise = function
-    return _madvise
+    function = ctypes.CDLL(None, use_errno=True).madvise
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
 
 
 def release_file_pages(paths: Iterable[str | os.PathLike]) -> int:

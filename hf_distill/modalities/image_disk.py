@@ -25,7 +25,9 @@ import torch
 from datasets import Dataset, IterableDataset
 from datasets import config as datasets_config
 from datasets.utils.tqdm import tqdm
+from safetensors.torch import load_file
 
+from ..checkpointing import save_tensors_atomic
 from ..data import check_label_feature, check_label_range, class_names_of, read_labels
 from ..page_release import release_file_pages
 from ..row_store import STORE_HEADER, RowsOnDisk, RowStore, RowStoreWriter
@@ -44,7 +46,7 @@ from .image_decoding import (
 logger = logging.getLogger(__name__)
 
 #: The pixel statistics of a store, kept beside its rows once computed (`[mean, std]`, one value per channel).
-STATS_FILE = "stats.npy"
+STATS_FILE = "stats.safetensors"
 #: Bumped whenever what a store holds for the same inputs changes, so old stores are not reused.
 STORE_FORMAT = 1
 
@@ -167,7 +169,7 @@ def _source_files(ds: Dataset | IterableDataset) -> list[str]:
 
 def _labels_file(label_column: str) -> str:
     # A digest, not the name itself: a column name may hold characters a file name cannot.
-    return f"labels-{hashlib.sha256(label_column.encode()).hexdigest()[:16]}.npy"
+    return f"labels-{hashlib.sha256(label_column.encode()).hexdigest()[:16]}.safetensors"
 
 
 def _stored(store: RowStore, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -176,16 +178,13 @@ def _stored(store: RowStore, name: str, compute: Callable[[], np.ndarray]) -> np
     Why: reading a label column from a memory-mapped Arrow file visits every record batch of the split, and the kernel
     reads the image bytes around each small label buffer with it; the pixel statistics are a pass over the whole
     store (~25 s at a million CIFAR-10 rows). The store's rows never change (its name is the split's fingerprint), so
-    both are computed once. Written under a temporary name and renamed: a reader finds all or none.
+    both are computed once ([`save_tensors_atomic`]: a reader finds all of the file or none).
     """
     path = store.path / name
     if path.is_file():
-        return np.load(path)
+        return load_file(path)["value"].numpy()
     value = np.asarray(compute())
-    partial = path.with_name(f".{name}.{os.getpid()}.tmp")
-    with open(partial, "wb") as file:
-        np.save(file, value)
-    os.replace(partial, path)
+    save_tensors_atomic({"value": torch.from_numpy(np.ascontiguousarray(value))}, path)
     return value
 
 
