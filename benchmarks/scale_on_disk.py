@@ -2,6 +2,8 @@
 
 ```bash
 python benchmarks/scale_on_disk.py --rows 50000 250000 1000000 --iterations 50
+python benchmarks/scale_on_disk.py --rows 50000 1000000 --iterations 50 --runs streamed
+python benchmarks/scale_on_disk.py --rows 1000000 --iterations 50 --runs processes --processes 2
 ```
 
 1. **Data**: `benchmarks/runs/scale/cifar10_<rows>` (a `DatasetDict.save_to_disk` folder) holds CIFAR-10's
@@ -13,12 +15,19 @@ python benchmarks/scale_on_disk.py --rows 50000 250000 1000000 --iterations 50
    the seconds per iteration are not dominated by a one-off compile; no checkpoints; a one-model one-epoch
    evaluation) twice: the first run decodes the split into its row store, the second reads the store back. Beside
    them, the same recipe in memory at the smallest size (what every run did before `data_on_disk`).
+3. `--runs streamed`: the same split written as parquet files (`cifar10_<rows>_parquet`, as the Hub serves data)
+   and read with `--streaming true`: one pass over the stream into a row store of the run's own, removed at its end.
+4. `--runs processes`: at the largest size, the store read by one process and then by `--processes` processes on
+   this machine (`accelerate launch --config_file recipes/accelerate_configs/one_machine.yaml`), each process
+   reading only its own classes' rows; the two distilled sets are compared value by value.
 
-Each run is a child process; this script samples its `/proc/<pid>/status` every 0.2 s for the resident memory
-split into anonymous (`RssAnon`: tensors, Python objects) and file-backed pages (`RssFile`: memory-mapped Arrow
-files and libraries, which the kernel can drop), and takes the child's peak RSS (`ru_maxrss`, both kinds) from
-`wait4`. Seconds per iteration are the run's own (`distill_seconds / iterations_completed`: the distillation loop
-only). Results: `benchmarks/results/scale_on_disk.json` (with this command) and `scale_on_disk.png`.
+Each run is a child process; this script samples the `/proc/<pid>/status` of it and its descendants every 0.2 s
+for the resident memory split into anonymous (`RssAnon`: tensors, Python objects) and file-backed pages (`RssFile`:
+memory-mapped Arrow files and libraries, which the kernel can drop), summed over the processes, and takes the
+child's peak RSS (`ru_maxrss`, both kinds; the largest single process of its tree) from `wait4`. Seconds per
+iteration are the run's own (`distill_seconds / iterations_completed`: the distillation loop only). Results:
+`benchmarks/results/scale_on_disk.json` (each row with the command and commit that measured it; a later command
+replaces only the rows it measures) and `scale_on_disk.png`.
 """
 
 import argparse
@@ -38,6 +47,7 @@ from run_benchmark import REPO_ROOT, git_commit, machine_info  # scripts here ru
 RUNS_DIR = REPO_ROOT / "benchmarks" / "runs" / "scale"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "scale_on_disk.json"
 RECIPE = REPO_ROOT / "recipes" / "cifar10" / "dm_ipc10.yaml"
+ACCELERATE_CONFIG = REPO_ROOT / "recipes" / "accelerate_configs" / "one_machine.yaml"
 CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10"
 
 
@@ -65,23 +75,56 @@ def build(rows: int, folder: Path) -> None:
     DatasetDict({"train": concatenate_datasets(copies), "test": source["test"]}).save_to_disk(str(folder))
 
 
+def build_parquet(rows: int) -> None:
+    """Writes the `rows`-row dataset's splits as parquet files named as on the Hub (`<split>-00000-of-00001`)."""
+    from datasets import load_from_disk
+
+    folder = parquet_folder(rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, ds in load_from_disk(str(RUNS_DIR / f"cifar10_{rows}")).items():
+        ds.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+
+
+def parquet_folder(rows: int) -> Path:
+    return RUNS_DIR / f"cifar10_{rows}_parquet"
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (from `/proc/<pid>/task/*/children`)."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                pending.extend(int(child) for child in task.read_text().split())
+            except OSError:
+                pass
+    return tree
+
+
 def run_sampled(command: list[str]) -> dict:
-    """Runs `command`; its exit code, wall seconds, peak RSS (`ru_maxrss`) and peak anonymous / file-backed RSS."""
-    peaks = {"RssAnon": 0, "RssFile": 0}
+    """Runs `command`; its exit code, wall seconds, peak RSS (`ru_maxrss`) and the peaks of the anonymous,
+    file-backed and total RSS summed over its process tree."""
+    peaks = {"RssAnon": 0, "RssFile": 0, "total": 0}
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO_ROOT)
     done = threading.Event()
 
     def sample():
-        status = Path(f"/proc/{process.pid}/status")
         while not done.is_set():
-            try:
-                for line in status.read_text().splitlines():
-                    key, _, value = line.partition(":")
-                    if key in peaks:
-                        peaks[key] = max(peaks[key], int(value.split()[0]))
-            except (OSError, ValueError):
-                pass
+            now = {"RssAnon": 0, "RssFile": 0}
+            for pid in process_tree(process.pid):
+                try:
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        key, _, value = line.partition(":")
+                        if key in now:
+                            now[key] += int(value.split()[0])
+                except (OSError, ValueError):
+                    pass
+            now["total"] = now["RssAnon"] + now["RssFile"]
+            for key, value in now.items():
+                peaks[key] = max(peaks[key], value)
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -96,22 +139,40 @@ def run_sampled(command: list[str]) -> dict:
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "peak_anonymous_mib": round(peaks["RssAnon"] / 1024, 1),
         "peak_file_backed_mib": round(peaks["RssFile"] / 1024, 1),
+        "peak_total_mib": round(peaks["total"] / 1024, 1),
     }
 
 
-def measure(folder: Path, iterations: int, on_disk: bool, store_dir: Path) -> dict:
-    """One child run of the DM recipe on `folder`."""
-    with tempfile.TemporaryDirectory(prefix="scale-") as output_dir:
+def measure(
+    dataset: Path,
+    iterations: int,
+    store_dir: Path,
+    *,
+    on_disk: bool = True,
+    streaming: bool = False,
+    processes: int = 1,
+    keep: Path | None = None,
+) -> dict:
+    """One child run of the DM recipe on `dataset` (on `processes` processes); its output is kept in `keep`."""
+    with tempfile.TemporaryDirectory(prefix="scale-") as scratch:
+        output_dir = keep or Path(scratch)
+        launcher = [sys.executable, "-m", "hf_distill.cli", "distill"]
+        if processes > 1:
+            launcher = [
+                sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIG),
+                "--num_processes", str(processes), str(REPO_ROOT / "recipes" / "distill.py"),
+            ]  # fmt: skip
         command = [
-            sys.executable, "-m", "hf_distill.cli", "distill", "--config", str(RECIPE), "--dataset", str(folder),
-            "--num_iterations", str(iterations), "--output_dir", output_dir, "--torch_compile", "false",
+            *launcher, "--config", str(RECIPE), "--dataset", str(dataset),
+            "--num_iterations", str(iterations), "--output_dir", str(output_dir), "--torch_compile", "false",
             "--save_steps", "0", "--eval_num_models", "1", "--eval_epochs", "1", "--eval_random_baseline", "false",
-            "--data_on_disk", str(on_disk).lower(), "--data_cache_dir", str(store_dir),
+            "--data_on_disk", str(on_disk).lower(), "--streaming", str(streaming).lower(),
+            "--data_cache_dir", str(store_dir),
         ]  # fmt: skip
         measured = run_sampled(command)
         if measured["returncode"] != 0:
             raise RuntimeError(f"The run failed (exit {measured['returncode']}): {shlex.join(command)}")
-        config = json.loads((Path(output_dir) / "distill_config.json").read_text())
+        config = json.loads((output_dir / "distill_config.json").read_text())
     completed = config["iterations_completed"]
     return {
         **measured,
@@ -119,6 +180,17 @@ def measure(folder: Path, iterations: int, on_disk: bool, store_dir: Path) -> di
         "seconds_per_iteration": round(config["distill_seconds"] / completed, 4),
         "mixed_precision": config.get("mixed_precision"),
     }
+
+
+def largest_difference(first: Path, second: Path) -> float:
+    """The largest absolute difference between the pixels of two runs' exported sets (and their labels must agree)."""
+    import torch
+    from datasets import load_from_disk
+
+    sets = [load_from_disk(str(folder / "dataset")).with_format("torch") for folder in (first, second)]
+    if not torch.equal(sets[0]["label"][:], sets[1]["label"][:]):
+        raise RuntimeError(f"The sets of {first} and {second} hold different labels.")
+    return (sets[0]["pixel_values"][:] - sets[1]["pixel_values"][:]).abs().max().item()
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -151,43 +223,98 @@ def plot(rows: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+RUN_LABELS = {
+    "built": "on disk, store built",
+    "read": "on disk, store read",
+    "memory": "in memory",
+    "streamed": "streamed from parquet",
+    "processes": "on disk, store read, {} processes",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[50_000, 250_000, 1_000_000])
     parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument(
+        "--runs", nargs="+", choices=sorted(RUN_LABELS), default=["built", "read", "memory"],
+        help="built and read: at every size; memory: at the smallest; streamed: at every size, from parquet; "
+        "processes: at the largest, one process then --processes processes reading the same store.",
+    )  # fmt: skip
+    parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--build", type=int, help=argparse.SUPPRESS)  # the child that writes one dataset
+    parser.add_argument("--build-parquet", type=int, help=argparse.SUPPRESS)  # the child that writes its parquet
     args = parser.parse_args()
     if args.build:
         build(args.build, RUNS_DIR / f"cifar10_{args.build}")
         return
+    if args.build_parquet:
+        build_parquet(args.build_parquet)
+        return
 
-    results = []
+    measured = []
     for rows in args.rows:
         folder, store_dir = RUNS_DIR / f"cifar10_{rows}", RUNS_DIR / f"rows_{rows}"
         if not (folder / "dataset_dict.json").is_file():
             subprocess.run([sys.executable, __file__, "--build", str(rows)], check=True, cwd=REPO_ROOT)
-        shutil.rmtree(store_dir, ignore_errors=True)  # the first run decodes the split (timed and measured)
-        runs = [("on disk, store built", True), ("on disk, store read", True)]
-        if rows == min(args.rows):
-            runs.append(("in memory", False))
-        for label, on_disk in runs:
+        if "streamed" in args.runs and not any(parquet_folder(rows).glob("train-*.parquet")):
+            subprocess.run([sys.executable, __file__, "--build-parquet", str(rows)], check=True, cwd=REPO_ROOT)
+        for run in args.runs:
+            if (run == "memory" and rows != min(args.rows)) or (run == "processes" and rows != max(args.rows)):
+                continue
+            if run == "built":
+                shutil.rmtree(store_dir, ignore_errors=True)  # this run decodes the split (timed and measured)
+            if run == "processes":
+                measured += compare_processes(folder, store_dir, rows, args)
+            else:
+                print(f"== {rows} rows: {RUN_LABELS[run]}", flush=True)
+                dataset = parquet_folder(rows) if run == "streamed" else folder
+                on_disk, streaming = run != "memory", run == "streamed"
+                result = measure(dataset, args.iterations, store_dir, on_disk=on_disk, streaming=streaming)
+                measured.append({"rows": rows, "run": RUN_LABELS[run], **result})
+                print(json.dumps(measured[-1]), flush=True)
+            write(measured)
+
+
+def compare_processes(folder: Path, store_dir: Path, rows: int, args) -> list[dict]:
+    """The store read by one process, then by `args.processes`: both rows, the second with the largest difference
+    between its set and the first's."""
+    with tempfile.TemporaryDirectory(prefix="scale-sets-") as sets:
+        results = []
+        for processes in (1, args.processes):
+            label = RUN_LABELS["processes"].format(processes) if processes > 1 else RUN_LABELS["read"]
             print(f"== {rows} rows: {label}", flush=True)
-            results.append({"rows": rows, "run": label, **measure(folder, args.iterations, on_disk, store_dir)})
+            keep = Path(sets) / str(processes)
+            result = measure(folder, args.iterations, store_dir, processes=processes, keep=keep)
+            results.append({"rows": rows, "run": label, **result})
             print(json.dumps(results[-1]), flush=True)
-        write(results, args)
-    write(results, args)
+        difference = largest_difference(Path(sets) / "1", Path(sets) / str(args.processes))
+        results[-1]["largest_difference_from_one_process"] = difference
+        print(f"largest difference from one process: {difference}", flush=True)
+    return results
 
 
-def write(results: list[dict], args) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+def write(measured: list[dict]) -> None:
+    """Adds `measured` (with this command and commit) to the results file, replacing rows of the same size and run."""
+    command, commit = "python benchmarks/scale_on_disk.py " + shlex.join(sys.argv[1:]), git_commit()
+    measured = [{**row, "command": command, "commit": commit} for row in measured]
+    results = []
+    if RESULTS.is_file():
+        previous = json.loads(RESULTS.read_text())
+        new = {(row["rows"], row["run"]) for row in measured}
+        for row in previous["results"]:
+            row.setdefault("command", previous.get("command"))  # files written before rows carried their own
+            row.setdefault("commit", previous.get("commit"))
+            if (row["rows"], row["run"]) not in new:
+                results.append(row)
+    results = sorted(results + measured, key=lambda row: (row["rows"], row["run"]))
     payload = {
-        "command": "python benchmarks/scale_on_disk.py " + shlex.join(sys.argv[1:]),
-        "commit": git_commit(),
+        "commands": sorted({row["command"] for row in results}),
         "machine": machine_info(),
         "recipe": str(RECIPE.relative_to(REPO_ROOT)),
-        "iterations": args.iterations,
         "results": results,
     }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     plot(results, RESULTS.with_suffix(".png"))
 
