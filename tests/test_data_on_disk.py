@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import Array3D, ClassLabel, Dataset, Features, IterableDataset, load_from_disk
+from datasets import Array3D, ClassLabel, Dataset, Features, IterableDataset, load_dataset_builder, load_from_disk
 from safetensors.torch import load_file
 
 from hf_distill import DistillTrainer
@@ -228,6 +228,25 @@ def test_load_source_streams_data_files(tmp_path, tiny_image_dataset):
     train, test = load_source(tmp_path / "train.parquet", test_split=None, streaming=True)
     assert isinstance(train, IterableDataset) and test is None
     assert sum(1 for _ in train) == 6
+
+
+def test_streamed_parquet_is_read_in_small_batches_without_prebuffering(tmp_path, tiny_image_dataset, monkeypatch):
+    """pyarrow's pre-buffering of whole row groups made a stream's resident memory grow with the rows read."""
+    from hf_distill import data as data_module
+
+    builders = []
+
+    def recording_builder(*args, **kwargs):
+        builders.append(load_dataset_builder(*args, **kwargs))
+        return builders[-1]
+
+    monkeypatch.setattr(data_module, "load_dataset_builder", recording_builder)
+    tiny_image_dataset(num_classes=2, rows_per_class=3, size=8)["train"].to_parquet(str(tmp_path / "train.parquet"))
+    train, _ = load_source(tmp_path / "train.parquet", test_split=None, streaming=True)
+    assert sum(1 for _ in train) == 6
+    (builder,) = builders
+    assert builder.config.fragment_scan_options.pre_buffer is False
+    assert builder.config.batch_size == data_module.STREAMED_PARQUET_BATCH_ROWS
 
 
 def test_two_processes_on_disk_match_one_in_memory(tiny_image_dataset, tmp_path):
