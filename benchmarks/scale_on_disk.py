@@ -200,8 +200,10 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, marker in (("on disk, store built", "o"), ("on disk, store read", "s"), ("in memory", "^")):
-        chosen = [row for row in rows if row["run"] == label]
+    # The N-process run is left out: its memory is summed over processes that share their mapped pages.
+    for run, marker in (("built", "o"), ("read", "s"), ("memory", "^"), ("streamed", "D")):
+        label = RUN_LABELS[run]
+        chosen = sorted((row for row in rows if row["run"] == label), key=lambda row: row["rows"])
         if not chosen:
             continue
         sizes = [row["rows"] for row in chosen]
