@@ -289,8 +289,19 @@ def test_two_machines_on_one_host_match_one_process(tiny_image_dataset, tmp_path
             str(repo / "recipes" / "distill.py"), "--dataset", str(tmp_path / "data"), *flags,
             "--output_dir", str(tmp_path / f"out{rank}"), "--data_cache_dir", str(tmp_path / f"rows{rank}"),
         ]  # fmt: skip
-        launches.append(subprocess.Popen(command, cwd=repo))
-    assert [launch.wait(timeout=300) for launch in launches] == [0, 0]
+        log = open(tmp_path / f"launch{rank}.log", "w")  # noqa: SIM115 - closed below
+        launches.append((subprocess.Popen(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT), log))
+    codes = []
+    for launch, log in launches:
+        try:
+            codes.append(launch.wait(timeout=300))
+        except subprocess.TimeoutExpired:
+            launch.kill()
+            codes.append("timed out")
+        log.close()
+    # Seen once (session 24): the launches waited 300 s; their logs say why next time.
+    logs = "\n".join(f"--- rank {r}:\n" + (tmp_path / f"launch{r}.log").read_text()[-3000:] for r in (0, 1))
+    assert codes == [0, 0], logs
     assert (tmp_path / "rows0").is_dir() and (tmp_path / "rows1").is_dir()  # each machine its own store
     saved = Dataset.load_from_disk(str(tmp_path / "out0" / "dataset")).with_format("torch")
     torch.testing.assert_close(saved["pixel_values"][:], single.synthetic.images.detach(), rtol=1e-5, atol=1e-5)
