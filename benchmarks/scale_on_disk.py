@@ -2,7 +2,7 @@
 
 ```bash
 python benchmarks/scale_on_disk.py --rows 50000 250000 1000000 --iterations 50
-python benchmarks/scale_on_disk.py --rows 50000 1000000 --iterations 50 --runs streamed
+python benchmarks/scale_on_disk.py --rows 50000 250000 1000000 --iterations 50 --runs streamed
 python benchmarks/scale_on_disk.py --rows 1000000 --iterations 50 --runs processes --processes 2
 ```
 
@@ -49,6 +49,14 @@ RESULTS = REPO_ROOT / "benchmarks" / "results" / "scale_on_disk.json"
 RECIPE = REPO_ROOT / "recipes" / "cifar10" / "dm_ipc10.yaml"
 ACCELERATE_CONFIG = REPO_ROOT / "recipes" / "accelerate_configs" / "one_machine.yaml"
 CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10"
+#: `--runs` choices and the name each run has in the results.
+RUN_LABELS = {
+    "built": "on disk, store built",
+    "read": "on disk, store read",
+    "memory": "in memory",
+    "streamed": "streamed from parquet",
+    "processes": "on disk, store read, {} processes",
+}
 
 
 def build(rows: int, folder: Path) -> None:
@@ -223,15 +231,6 @@ def plot(rows: list[dict], path: Path) -> None:
     right.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-
-
-RUN_LABELS = {
-    "built": "on disk, store built",
-    "read": "on disk, store read",
-    "memory": "in memory",
-    "streamed": "streamed from parquet",
-    "processes": "on disk, store read, {} processes",
-}
 
 
 def main() -> None:
