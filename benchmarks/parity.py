@@ -296,6 +296,23 @@ def record(path: Path, key: str, entry: dict, header: dict) -> None:
     write_results(path, data)
 
 
+def mark_timing_disturbed(path: Path, key: str, why: str) -> None:
+    """Keeps a run's sets and accuracies but takes its timings out of every table (`timing_disturbed`: why).
+
+    For a run that shared the cores with another job: its accuracy is what it is, its seconds are not comparable.
+    """
+    data = json.loads(path.read_text())
+    if key not in data.get("runs", {}):
+        raise SystemExit(f"{path} has no run {key!r}; it has: {', '.join(data.get('runs', {}))}.")
+    data["runs"][key]["timing_disturbed"] = why
+    write_results(path, data)
+
+
+def _timed(runs: list[dict]) -> list[dict]:
+    """The runs whose timings count (not marked `timing_disturbed`)."""
+    return [run for run in runs if "timing_disturbed" not in run]
+
+
 def write_results(path: Path, data: dict) -> None:
     """Writes a results file atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -479,12 +496,20 @@ def report(results_dir: Path) -> str:
         for variant in variants:
             mine = [run for run in runs if run["variant"] == variant]
             seeds = ", ".join(str(run["seed"]) for run in sorted(mine, key=lambda r: r["seed"]))
-            per_machine = _mean_by_machine(mine, lambda run: run["seconds_per_iteration"])
-            speed = "; ".join(f"{seconds:.3f} ({cpu})" for cpu, seconds in per_machine.items())
+            per_machine = _mean_by_machine(_timed(mine), lambda run: run["seconds_per_iteration"])
+            speed = "; ".join(f"{seconds:.3f} ({cpu})" for cpu, seconds in per_machine.items()) or "-"
+            disturbed = [run for run in mine if "timing_disturbed" in run]
+            if disturbed:
+                speed += " (not timed: seed " + ", ".join(str(run["seed"]) for run in disturbed) + ")"
             judged = [_summary([mean(run["judges"][j]["accuracies"]) for run in mine]) for j in ("project", "second")]
             iterations = sorted({run["iterations"] for run in mine})
             lines.append(f"| {variant} | {seeds} | {iterations} | {speed} | {judged[0]} | {judged[1]} |")
         lines.append("")
+        lines += [
+            f"Seed {run['seed']} of {run['variant']}: timing left out ({run['timing_disturbed']})."
+            for run in runs
+            if "timing_disturbed" in run
+        ]
         lines += _wall_time_table(list(runs))
         lines += [line for speed in data.get("speed", []) for line in _speed_lines(speed)]
     return "\n".join(lines)
@@ -516,7 +541,7 @@ def _wall_time_table(runs: list[dict]) -> list[str]:
     for name in ("project", "second"):
         finals = [mean(run["judges"][name]["accuracies"]) for run in authors]
         bar[name] = mean(finals) - (stdev(finals) if len(finals) > 1 else 0.0)
-    authors_seconds = _mean_by_machine(authors, _seconds)
+    authors_seconds = _mean_by_machine(_timed(authors), _seconds)
     timings = "; ".join(f"{seconds:.0f} s on {cpu}" for cpu, seconds in authors_seconds.items())
     lines = [
         f"Accuracy against wall time (authors, {authors[0]['iterations']} iterations: {timings}; "
@@ -525,7 +550,7 @@ def _wall_time_table(runs: list[dict]) -> list[str]:
         "| set | seed | machine | iteration | seconds | project judge | second judge |",
         "|---|---|---|---|---|---|---|",
     ]
-    for run in sorted(curved, key=lambda r: (r["variant"], r["machine"]["cpu"], r["seed"])):
+    for run in sorted(_timed(curved), key=lambda r: (r["variant"], r["machine"]["cpu"], r["seed"])):
         cpu = run["machine"]["cpu"]
         points = [*run["curve"], {"iteration": run["iterations"], "seconds": _seconds(run), "judges": run["judges"]}]
         reached = {}
@@ -583,7 +608,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--report", action="store_true", help="Print the tables of every results file and stop.")
+    parser.add_argument(
+        "--mark-timing-disturbed",
+        nargs=3,
+        metavar=("FILE", "RUN", "WHY"),
+        help="Leave a run's timings out of the tables, keeping its accuracies, e.g. `mnist_dsa_ipc10 authors/1 "
+        "'shared the cores with another job'`; then stop.",
+    )
     args = parser.parse_args(argv)
+    if args.mark_timing_disturbed:
+        stem, key, why = args.mark_timing_disturbed
+        mark_timing_disturbed(Path(args.results_dir) / f"{stem}.json", key, why)
+        print(report(args.results_dir))
+        return
     if args.report:
         print(report(args.results_dir))
         return

@@ -213,6 +213,14 @@ def test_report_summarises_every_variant(tmp_path, monkeypatch):
     assert "| authors | 0, 1, 2 | [600] | 1.500 (x); 0.300 (y) | 92.33 ± 1.53 | 81.00 ± 1.00 |" in table
     assert "| float32 | 0 | [600] | 0.500 (x) | 95.00 | 85.00 |" in table
 
+    # A run that shared the cores keeps its accuracy but leaves the timings, and the table says so.
+    parity.mark_timing_disturbed(tmp_path / "mnist_dm_ipc10.json", "authors/1", "shared the cores")
+    table = parity.report(tmp_path)
+    assert "| authors | 0, 1, 2 | [600] | 1.000 (x); 0.300 (y) (not timed: seed 1) | 92.33 ± 1.53 |" in table
+    assert "Seed 1 of authors: timing left out (shared the cores)." in table
+    with pytest.raises(SystemExit, match="has no run 'authors/7'"):
+        parity.mark_timing_disturbed(tmp_path / "mnist_dm_ipc10.json", "authors/7", "why")
+
 
 def test_snapshots_on_the_way_leave_the_final_set_unchanged(tiny_image_dataset, tiny_config, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
