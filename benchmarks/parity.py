@@ -9,6 +9,8 @@ python benchmarks/parity.py --reference-repo /tmp/DatasetCondensation --dataset 
 python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
     --iterations 30 --seeds 0 1 2 --num-experts 3 --expert-train-epochs 6
 python benchmarks/parity.py --report   # the markdown table of every result file
+# a run that shared the cores: keep its accuracies, leave its timings out of the tables
+python benchmarks/parity.py --mark-timing-disturbed mnist_dsa_ipc10 authors/1 "why"
 ```
 
 For each seed this runs
