@@ -365,6 +365,7 @@ def render_dataset_card(
             zca=metadata.get("zca"),
             learned_lr=None if metadata.get("learned_lr") is None else float(f"{metadata['learned_lr']:.6g}"),
             step_size_schedule=len(metadata.get("learned_step_sizes") or []),
+            adam_student=metadata.get("inner_optimizer") == "adam",
             eval_uses_learned_lr=bool(metadata.get("eval_use_learned_lr")),
             distilled_lr=(results.get("distilled") or {}).get("lr"),
             distill_architecture=distill_architecture,

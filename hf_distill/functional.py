@@ -22,6 +22,9 @@ every architecture `build_model` makes works.
     per-step vectors are stored (the backward replays the steps forward), so memory does not grow with the steps
     at all, and no Hessian-vector product is computed. For the images, labels and step size it equals `"full"`
     when `num_steps == 1`; the gradient w.r.t. the start parameters is `a_N` (`d theta_N / d theta_0 ~ I`).
+
+- [`AdamState`]: the student can step by Adam instead of SGD (RaT-BPTT's inner optimiser), differentiated by plain
+  autograd (`"full"`); the moments live in the state, so an unroll continued in a second call resumes them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from .config import SyntheticOptimizationConfig
 
 __all__ = [
     "MEMORY_MODES",
+    "AdamState",
     "ParameterSpec",
     "UnrolledSGDConfig",
     "UnrollPlan",
@@ -222,6 +226,52 @@ def plan_unroll(
     return UnrollPlan(indices, params)
 
 
+@dataclass
+class AdamState:
+    """The moments of a student trained by Adam in the unroll (RaT-BPTT's `--inner_optim Adam`).
+
+    The update is `torch.optim.Adam`'s (no weight decay), written with out-of-place ops so that autograd
+    differentiates through it: `theta <- theta - lr * m_hat / (sqrt(v_hat) + eps)`. [`unrolled_sgd_flat`] advances
+    the state in place, so a burn-in without a graph and the window after it share one Adam.
+
+    Args:
+        exp_avg (`torch.Tensor`): The first moment `m`, shaped like the flat parameter vector.
+        exp_avg_sq (`torch.Tensor`): The second moment `v`.
+        count (`int`): Steps taken (for the bias corrections).
+        betas (`tuple[float, float]`, defaults to `(0.9, 0.999)`): As `torch.optim.Adam`'s.
+        eps (`float`, defaults to 1e-8): As `torch.optim.Adam`'s.
+    """
+
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    count: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    @classmethod
+    def zeros_like(cls, theta: torch.Tensor, **kwargs) -> AdamState:
+        """A fresh state (no step taken) for the flat parameter vector `theta`."""
+        zeros = torch.zeros_like(theta, dtype=torch.promote_types(theta.dtype, torch.float32))
+        return cls(zeros, zeros.clone(), **kwargs)
+
+    def direction(self, gradient: torch.Tensor) -> torch.Tensor:
+        """Takes one step's moments from `gradient` and returns the step's direction `m_hat / (sqrt(v_hat) + eps)`."""
+        beta1, beta2 = self.betas
+        self.count += 1
+        self.exp_avg = beta1 * self.exp_avg + (1 - beta1) * gradient
+        self.exp_avg_sq = beta2 * self.exp_avg_sq + (1 - beta2) * gradient * gradient
+        m_hat = self.exp_avg / (1 - beta1**self.count)
+        v_hat = self.exp_avg_sq / (1 - beta2**self.count)
+        # sqrt's derivative is infinite at 0: an entry whose gradient has always been exactly 0 (m = v = 0) would
+        # turn the backward into NaN. Clamped, its direction is still 0 and its derivative 0.
+        return m_hat / (v_hat.clamp_min(torch.finfo(v_hat.dtype).tiny).sqrt() + self.eps)
+
+    def detach_(self) -> AdamState:
+        """Drops the moments' graph (after steps that are not differentiated)."""
+        self.exp_avg, self.exp_avg_sq = self.exp_avg.detach(), self.exp_avg_sq.detach()
+        return self
+
+
 def _logits(output) -> torch.Tensor:
     if hasattr(output, "logits"):
         return output.logits
@@ -393,8 +443,12 @@ def unrolled_sgd_flat(
     memory: str = "full",
     autocast_dtype: torch.dtype | None = None,
     input_name: str = "pixel_values",
+    adam: AdamState | None = None,
 ) -> torch.Tensor:
     """[`unrolled_sgd`] on a flat parameter vector laid out by `spec` (MTT's expert format).
+
+    With `adam` (an [`AdamState`] for `start`, advanced in place), the student steps by Adam with learning rate
+    `step_size` instead of SGD; only `memory="full"` differentiates it.
 
     Returns:
         `torch.Tensor`: `theta_N`, a flat vector like `start`.
@@ -422,6 +476,10 @@ def unrolled_sgd_flat(
     )
     unroll = _Unroll(model, spec, plan, augment, autocast_dtype, input_name)
     differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (start, images, targets, step_size))
+    if adam is not None and differentiable and memory != "full":
+        raise ValueError(
+            f"An Adam student is differentiated by plain autograd only: use memory='full', not {memory!r}."
+        )
     if num_steps == 0:
         return start
     if memory == "full" or not differentiable:
@@ -430,9 +488,12 @@ def unrolled_sgd_flat(
         for step in range(num_steps):
             with torch.enable_grad():
                 gradient = unroll.step_gradient(theta, images, targets, step, create_graph=differentiable)
-            theta = theta - _step_lr(step_size, step) * gradient
+            direction = gradient if adam is None else adam.direction(gradient)
+            theta = theta - _step_lr(step_size, step) * direction
             if not differentiable:
                 theta = theta.detach().requires_grad_(True)
+                if adam is not None:
+                    adam.detach_()
         return theta if differentiable else theta.detach()
     return _ReverseUnroll.apply(unroll, memory, start, images, targets, step_size)
 

@@ -2,9 +2,10 @@
 with the random truncation of RaT-BPTT (Feng, Vedantam & Kempe, "Embarrassingly Simple Dataset Distillation", ICLR
 2024).
 
-Each iteration draws a fresh network, trains it by plain SGD on the (augmented) synthetic set with the set's
-learned step size, and measures the cross-entropy of the trained network on a batch of real images; the gradient
-flows back through the training steps into the pixels, the step size and (optionally) soft labels:
+Each iteration draws a fresh network, trains it by plain SGD (or Adam, RaT-BPTT's inner optimiser) on the
+(augmented) synthetic set with the set's learned step size, and measures the cross-entropy of the trained network on
+a batch of real images; the gradient flows back through the training steps into the pixels, the step size and
+(optionally) soft labels:
 
     loss = CE(f(theta_N, X_real), y_real),    theta_{i+1} = theta_i - lr * grad CE(f(theta_i, aug_i(X_syn)), Y_syn)
 
@@ -19,12 +20,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..functional import UnrolledSGDConfig, functional_logits, unrolled_sgd_flat
+from ..functional import AdamState, UnrolledSGDConfig, functional_logits, unrolled_sgd_flat
 from ..modeling import batch_norm_layers, convnet_variant, reinitialize_
 from ..registry import register_method
 from ..seeding import derive_generator
 from ..synthetic import SyntheticSet
 from .base import UnrolledSGDMethod
+
+INNER_OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass
@@ -32,9 +35,9 @@ class MetaLearningConfig(UnrolledSGDConfig):
     """Meta-learning with (randomly truncated) back-propagation through time.
 
     Defaults follow RaT-BPTT's CIFAR-10 command (the authors' README): an unroll of up to 200 steps, a window of 60,
-    Adam lr 1e-3 on the pixels, 5,000 real images per outer step. Two differences, both because this library's unroll
-    is plain SGD: the student trains by SGD with a learned step size (DD's inner optimiser) where RaT-BPTT's uses
-    Adam, and the step size is one scalar shared by every step unless `per_step_lr` (DD learns one per step).
+    Adam lr 1e-3 on the pixels, 5,000 real images per outer step. The student trains by SGD with a learned step size
+    (DD's inner optimiser) unless `inner_optimizer="adam"` (RaT-BPTT's, with `syn_lr_init=1e-3`), and the step size
+    is one scalar shared by every step unless `per_step_lr` (DD learns one per step).
     """
 
     method: str = field(default="dd", init=False, metadata={"help": "Meta-learning (DD, RaT-BPTT)."})
@@ -83,6 +86,14 @@ class MetaLearningConfig(UnrolledSGDConfig):
             "unroll's few steps, while the protocol trains for hundreds of epochs with its own lr."
         },
     )
+    inner_optimizer: str = field(
+        default="sgd",
+        metadata={
+            "help": "The student's optimiser in the unroll: 'sgd' (DD's) or 'adam' (RaT-BPTT's `--inner_optim Adam`, "
+            "whose lr is 1e-3: set syn_lr_init to it). Either way its learning rate is learned from syn_lr_init. "
+            "'adam' needs unroll_memory='full'."
+        },
+    )
     inner_net_width: int | None = field(
         default=None,
         metadata={
@@ -101,6 +112,20 @@ class MetaLearningConfig(UnrolledSGDConfig):
             raise ValueError(
                 f"window={self.window}: it must be between 1 and unroll_steps ({self.unroll_steps}), or None to "
                 "back-propagate through every step."
+            )
+        if self.inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(
+                f"inner_optimizer must be one of {', '.join(INNER_OPTIMIZERS)}; got {self.inner_optimizer!r}."
+            )
+        if self.inner_optimizer == "adam" and self.unroll_memory != "full":
+            raise ValueError(
+                f"inner_optimizer='adam' is differentiated by plain autograd only: set unroll_memory='full' (got "
+                f"{self.unroll_memory!r})."
+            )
+        if self.inner_optimizer == "adam" and self.eval_use_learned_lr:
+            raise ValueError(
+                "eval_use_learned_lr=True would train the SGD evaluation models with the learned Adam learning rate: "
+                "leave it False with inner_optimizer='adam'."
             )
         if self.learn_regression_targets:
             raise ValueError(
@@ -205,6 +230,8 @@ class MetaLearning(UnrolledSGDMethod):
             "augment": self.augment,
             "autocast_dtype": self.autocast_dtype(),
             "input_name": self.modality.input_name,
+            # One Adam for the whole unroll: the window resumes the moments the burn-in built up.
+            "adam": AdamState.zeros_like(theta) if config.inner_optimizer == "adam" else None,
         }
         images, targets, step_size = synthetic.images, synthetic.targets(), self.student_step_size(synthetic)
         # A per-step schedule: the burn-in uses its first entries, the window the next ones.
