@@ -33,7 +33,6 @@ from datasets import (
     load_dataset_builder,
     load_from_disk,
 )
-from datasets.packaged_modules.parquet.parquet import ParquetConfig
 
 from .constants import DIGITS_SOURCE
 from .hub_utils import check_hub_access, hub_error, looks_like_local_path
@@ -253,7 +252,8 @@ def _load_dataset(path: str, name: str | None = None, *, streaming: bool = False
     if not streaming:
         return load_dataset(path, name, **kwargs)
     builder = load_dataset_builder(path, name, **kwargs)
-    if isinstance(builder.config, ParquetConfig):
+    # The parquet builder's config class is not exported by `datasets`: recognised by the builder's name and options.
+    if builder.name == "parquet" and hasattr(builder.config, "fragment_scan_options"):
         if builder.config.fragment_scan_options is None:
             builder.config.fragment_scan_options = arrow_dataset.ParquetFragmentScanOptions(pre_buffer=False)
         builder.config.batch_size = builder.config.batch_size or STREAMED_PARQUET_BATCH_ROWS
