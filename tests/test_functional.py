@@ -148,7 +148,9 @@ def test_adam_unroll_matches_torch_adam_and_resumes_its_moments(network, start_p
     state = AdamState.zeros_like(start)
     split = unroll(unroll(start, state, 2), state, 2)
     assert state.count == 4
-    torch.testing.assert_close(split, whole, rtol=1e-10, atol=1e-12)
+    # Each call draws its own image order; Adam's division by sqrt(v) magnifies the summation-order rounding of
+    # near-zero gradients, hence the tolerance.
+    torch.testing.assert_close(split, whole, rtol=1e-7, atol=1e-9)
 
     model = fresh_model(CONFIG, derive_generator(0, "other")).to(DTYPE)
     model.load_state_dict(start_params, strict=False)
