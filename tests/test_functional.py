@@ -113,19 +113,25 @@ def test_tesla_is_exact_for_one_step_and_first_order_beyond(network, start_param
         assert cosine > 0.5, (name, cosine)
 
 
+def _trained_by_torch_optim(start_params, images, labels, optimizer_class, lr, num_steps):
+    """A model from `start_params` trained by a `torch.optim` optimiser on all images: the unroll's reference."""
+    model = fresh_model(CONFIG, derive_generator(0, "other")).to(DTYPE)
+    model.load_state_dict(start_params, strict=False)
+    optimizer = optimizer_class(model.parameters(), lr=lr)
+    for _ in range(num_steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(pixel_values=images).logits, labels).backward()
+        optimizer.step()
+    return model
+
+
 def test_full_unroll_matches_hand_written_sgd(network, start_params):
     """No augmentation, all images per step: theta_{i+1} = theta_i - lr * grad CE, written out with a real model."""
     images = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=DTYPE)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     final = unrolled_sgd(network, start_params, images, labels, 0.1, 3, None, derive_generator(0, "u"), None)
 
-    model = fresh_model(CONFIG, derive_generator(0, "other")).to(DTYPE)
-    model.load_state_dict(start_params, strict=False)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(3):
-        optimizer.zero_grad()
-        F.cross_entropy(model(pixel_values=images).logits, labels).backward()
-        optimizer.step()
+    model = _trained_by_torch_optim(start_params, images, labels, torch.optim.SGD, lr=0.1, num_steps=3)
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(final[name], parameter.detach(), rtol=1e-10, atol=1e-12)
     assert not final["classifier.weight"].requires_grad  # nothing to differentiate: no graph kept
@@ -152,13 +158,7 @@ def test_adam_unroll_matches_torch_adam_and_resumes_its_moments(network, start_p
     # near-zero gradients, hence the tolerance.
     torch.testing.assert_close(split, whole, rtol=1e-7, atol=1e-9)
 
-    model = fresh_model(CONFIG, derive_generator(0, "other")).to(DTYPE)
-    model.load_state_dict(start_params, strict=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(4):
-        optimizer.zero_grad()
-        F.cross_entropy(model(pixel_values=images).logits, labels).backward()
-        optimizer.step()
+    model = _trained_by_torch_optim(start_params, images, labels, torch.optim.Adam, lr=0.01, num_steps=4)
     torch.testing.assert_close(whole, spec.flatten(dict(model.named_parameters())).detach(), rtol=1e-8, atol=1e-10)
     sgd = unroll(start, None, 4)
     assert not torch.allclose(sgd, whole, rtol=1e-3)
