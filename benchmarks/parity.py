@@ -310,9 +310,14 @@ def mark_timing_disturbed(path: Path, key: str, why: str) -> None:
     write_results(path, data)
 
 
+def _timing_disturbed(run: dict) -> bool:
+    """Whether `run` was marked by [`mark_timing_disturbed`]."""
+    return "timing_disturbed" in run
+
+
 def _timed(runs: list[dict]) -> list[dict]:
     """The runs whose timings count (not marked `timing_disturbed`)."""
-    return [run for run in runs if "timing_disturbed" not in run]
+    return [run for run in runs if not _timing_disturbed(run)]
 
 
 def write_results(path: Path, data: dict) -> None:
@@ -500,7 +505,7 @@ def report(results_dir: Path) -> str:
             seeds = ", ".join(str(run["seed"]) for run in sorted(mine, key=lambda r: r["seed"]))
             per_machine = _mean_by_machine(_timed(mine), lambda run: run["seconds_per_iteration"])
             speed = "; ".join(f"{seconds:.3f} ({cpu})" for cpu, seconds in per_machine.items()) or "-"
-            disturbed = [run for run in mine if "timing_disturbed" in run]
+            disturbed = [run for run in mine if _timing_disturbed(run)]
             if disturbed:
                 speed += " (not timed: seed " + ", ".join(str(run["seed"]) for run in disturbed) + ")"
             judged = [_summary([mean(run["judges"][j]["accuracies"]) for run in mine]) for j in ("project", "second")]
@@ -510,7 +515,7 @@ def report(results_dir: Path) -> str:
         lines += [
             f"Seed {run['seed']} of {run['variant']}: timing left out ({run['timing_disturbed']})."
             for run in runs
-            if "timing_disturbed" in run
+            if _timing_disturbed(run)
         ]
         lines += _wall_time_table(list(runs))
         lines += [line for speed in data.get("speed", []) for line in _speed_lines(speed)]
