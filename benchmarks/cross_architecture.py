@@ -8,9 +8,12 @@ python benchmarks/cross_architecture.py --sets benchmarks/sets/mnist/*_ipc10 \
 Each set folder (a finished run: `benchmarks/runs/...`, or one kept by `run_benchmark.py --keep-sets` under
 `benchmarks/sets/`) is evaluated in a child process by `hf-distill evaluate SET --architectures ...
 --results_name eval_results_cross_architecture.json` (the recorded results are untouched): every architecture is
-trained on the set and on the random real subset of the same size with the protocol. The rows are gathered into
-`benchmarks/results/cross_architecture/<dataset>_ipc<N>.json` (with this command) and printed as a markdown table
-(distilled / random real per architecture).
+trained on the set and on the random real subset of the same size with the protocol. The random subset's figures
+depend only on the data, its preprocessing, the protocol and the run's network (`BASELINE_FIELDS`), not on the
+set, so with `--random-baseline shared` (the default) it is trained once per distinct combination and the later
+sets' rows reuse it (`random_real_from` names the set that measured it); `each` trains it again for every set,
+`none` not at all. The rows are gathered into `benchmarks/results/cross_architecture/<dataset>_ipc<N>.json` (with
+this command) and printed as a markdown table (distilled / random real per architecture).
 """
 
 import argparse
@@ -21,16 +24,34 @@ from pathlib import Path
 
 from run_benchmark import REPO_ROOT, machine_info, run_measured  # scripts here run with this folder on sys.path
 
+from hf_distill.evaluation import fair_figures
+
 RESULTS_NAME = "eval_results_cross_architecture.json"
 DEFAULT_OUTPUT_DIR = REPO_ROOT / "benchmarks" / "results" / "cross_architecture"
+#: The `distill_config.json` fields the random real subset's evaluation depends on: the data and its preprocessing,
+#: the subset's size and seed, the protocol, and the run's network (named variants start from it). Not the precision:
+#: evaluation always trains in float32.
+BASELINE_FIELDS = (
+    "source", "train_split", "test_split", "image_size", "image_shape", "image_mean", "image_std", "zca",
+    "zca_regularization", "modality", "max_length", "images_per_class", "seed", "eval_lr",
+    "eval_batch_size", "eval_dsa_strategy_resolved", "eval_text_protocol", "architecture", "model_name_or_path",
+    "net_act", "net_depth", "net_norm", "net_pooling", "net_width",
+)  # fmt: skip
 
 
-def evaluate_set(set_dir: Path, architectures: str, num_models: int, epochs: int) -> dict:
+def baseline_key(config: dict) -> str:
+    """Sets with equal keys have the same random real subset, evaluated the same way."""
+    return json.dumps({field: config.get(field) for field in BASELINE_FIELDS}, sort_keys=True)
+
+
+def evaluate_set(set_dir: Path, architectures: str, num_models: int, epochs: int, random_baseline: bool) -> dict:
     """One child `hf-distill evaluate --architectures` run; returns its table and cost."""
     command = [
         sys.executable, "-m", "hf_distill.cli", "evaluate", str(set_dir), "--architectures", architectures,
         "--num_models", str(num_models), "--epochs", str(epochs), "--results_name", RESULTS_NAME,
     ]  # fmt: skip
+    if not random_baseline:
+        command.append("--no_random_baseline")
     measured = run_measured(command, REPO_ROOT)
     if measured["returncode"] != 0:
         raise RuntimeError(f"{set_dir}: evaluation failed (exit {measured['returncode']}): {shlex.join(command)}")
@@ -42,10 +63,37 @@ def evaluate_set(set_dir: Path, architectures: str, num_models: int, epochs: int
         "method": config["method"],
         "dataset": Path(str((config.get("source") or {}).get("dataset") or "")).name,
         "images_per_class": config["images_per_class"],
+        "target_type": config.get("target_type", "hard"),
         "table": table,
         "wall_seconds": measured["wall_seconds"],
         "peak_rss_mib": measured["peak_rss_mib"],
     }
+
+
+def evaluate_sets(sets: list[Path], architectures: str, num_models: int, epochs: int, random_baseline: str) -> list:
+    """Every set's row; with `random_baseline="shared"` the random subset is trained for the first set of each
+    `baseline_key` only, and copied into the others' rows (their `fair` figures recomputed from it)."""
+    rows, measured_by = [], {}
+    for path in sets:
+        key = baseline_key(json.loads((path / "distill_config.json").read_text()))
+        source = measured_by.get(key) if random_baseline == "shared" else None
+        row = evaluate_set(path, architectures, num_models, epochs, random_baseline != "none" and source is None)
+        if source is not None:
+            share_random_baseline(row, source)
+        elif random_baseline != "none":
+            measured_by[key] = row
+        rows.append(row)
+    return rows
+
+
+def share_random_baseline(row: dict, source: dict) -> None:
+    """Copies `source`'s random real figures into `row` (same `baseline_key`) and recomputes its fair figures."""
+    row["random_real_from"] = source["set"]
+    for name, entry in row["table"].items():
+        random_real = source["table"].get(name, {}).get("random_real")
+        if random_real is not None:
+            entry["random_real"] = random_real
+            entry["fair"] = fair_figures(entry, row["target_type"])
 
 
 def markdown(rows: list[dict], architectures: list[str]) -> str:
@@ -72,9 +120,15 @@ def main() -> None:
     parser.add_argument("--num-models", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
+    parser.add_argument(
+        "--random-baseline",
+        choices=("shared", "each", "none"),
+        default="shared",
+        help="Train the random real subset once per distinct data/protocol (shared), for every set, or never.",
+    )
     args = parser.parse_args()
 
-    rows = [evaluate_set(path, args.architectures, args.num_models, args.epochs) for path in args.sets]
+    rows = evaluate_sets(args.sets, args.architectures, args.num_models, args.epochs, args.random_baseline)
     names = args.architectures.split(",")
     datasets, ipcs = {row["dataset"] for row in rows}, {row["images_per_class"] for row in rows}
     if len(datasets) != 1 or len(ipcs) != 1:
@@ -85,6 +139,7 @@ def main() -> None:
         "architectures": names,
         "num_models": args.num_models,
         "epochs": args.epochs,
+        "random_baseline": args.random_baseline,
         "rows": rows,
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)

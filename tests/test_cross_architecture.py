@@ -1,6 +1,9 @@
 """Cross-architecture evaluation and the fair figures: every named architecture builds and runs, the run's own
 architecture repeats the protocol's figures, the table reaches eval_results.json and the card."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -68,3 +71,47 @@ def test_the_run_architecture_repeats_the_protocol_and_others_join_the_table(tin
     )
     with pytest.raises(ValueError, match="does not exist"):
         trainer.evaluate_architectures(["./no-such-model"])
+
+
+def test_benchmark_trains_the_random_subset_once_per_data_and_protocol(monkeypatch, tmp_path):
+    # benchmarks/ is a folder of scripts (their imports expect it on sys.path), not a package.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import cross_architecture
+
+    base = {"source": {"dataset": "mnist"}, "images_per_class": 10, "seed": 0, "eval_lr": 0.01, "zca": False}
+    configs = {"dm": base, "rfad": {**base, "target_type": "regression"}, "zca": {**base, "zca": True}}
+    for name, config in configs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "distill_config.json").write_text(json.dumps(config))
+
+    asked = []
+
+    def fake_evaluate_set(path, architectures, num_models, epochs, random_baseline):
+        asked.append((path.name, random_baseline))
+        entry = {"distilled": {"mean": 90.0}}
+        if random_baseline:
+            entry["random_real"] = {"mean": 80.0 if path.name == "dm" else 70.0}
+        entry["fair"] = fair_figures(entry)
+        target_type = configs[path.name].get("target_type", "hard")
+        return {"set": path.name, "target_type": target_type, "table": {"convnet": entry}}
+
+    monkeypatch.setattr(cross_architecture, "evaluate_set", fake_evaluate_set)
+    sets = [tmp_path / name for name in configs]
+    rows = cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "shared")
+    assert asked == [("dm", True), ("rfad", False), ("zca", True)]  # rfad shares dm's data and protocol
+    shared = rows[1]["table"]["convnet"]
+    assert rows[1]["random_real_from"] == "dm" and shared["random_real"] == {"mean": 80.0}
+    assert shared["fair"] == {
+        "distilled_labels": "regression",
+        "improvement_over_random": 10.0,
+        "baseline_labels": "hard",
+    }
+    assert rows[2]["table"]["convnet"]["random_real"] == {"mean": 70.0} and "random_real_from" not in rows[2]
+
+    asked.clear()
+    cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "each")
+    assert [flag for _, flag in asked] == [True, True, True]
+    asked.clear()
+    rows = cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "none")
+    assert [flag for _, flag in asked] == [False, False, False]
+    assert all("random_real" not in row["table"]["convnet"] for row in rows)
