@@ -97,7 +97,7 @@ def share_random_baseline(row: dict, source: dict) -> None:
 
 
 def markdown(rows: list[dict], architectures: list[str]) -> str:
-    """`| method | arch 1 | arch 2 | ...` with `distilled (random real)` cells, and a random-real row per set."""
+    """`| method | arch 1 | arch 2 | ...` with `distilled (random real)` cells (random: shared or per set)."""
     lines = ["| set | " + " | ".join(architectures) + " |", "|---|" + "---|" * len(architectures)]
     for row in rows:
         cells = []
