@@ -7,7 +7,7 @@ python benchmarks/parity.py --reference-repo /tmp/DatasetCondensation --dataset 
     --iterations 600 --seeds 0 1 2
 # MTT: a checkout of GeorgeCazenavette/mtt-distillation; both sides train 3 experts x 6 epochs first (once)
 python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
-    --iterations 30 --seeds 0 1 2 --num-experts 3 --expert-train-epochs 6
+    --iterations 30 --seeds 0 1 2 --num-experts 3 --expert-train-epochs 6  # [--our-experts benchmarks/experts/mnist]
 python benchmarks/parity.py --report   # the markdown table of every result file
 # a run that shared the cores: keep its accuracies, leave its timings out of the tables
 python benchmarks/parity.py --mark-timing-disturbed mnist_dsa_ipc10 authors/1 "why"
@@ -352,7 +352,7 @@ def run_overrides(args) -> dict:
     with the same size as the authors')."""
     overrides = {"batch_real": args.batch_real} if args.batch_real else {}
     if args.method == "mtt":
-        overrides["expert_path"] = str(experts_folder(args, "experts"))
+        overrides["expert_path"] = args.our_experts or str(experts_folder(args, "experts"))
     return overrides
 
 
@@ -364,14 +364,25 @@ def our_experts(args, config, prepared) -> dict:
         raise SystemExit(f"--expert-train-epochs must be >= max_start_epoch - 1 + expert_epochs = {needed}.")
     index = Path(config.expert_path) / "experts.json"
     if not index.is_file():
+        if args.our_experts:
+            raise SystemExit(f"--our-experts {args.our_experts}: no experts.json there.")
         train_experts_for_config(
             config, prepared.train_data, prepared.test_data, config.expert_path,
             num_experts=args.num_experts, num_epochs=args.expert_train_epochs,
         )  # fmt: skip
-    experts = json.loads(index.read_text())["experts"]
+    saved = json.loads(index.read_text())
+    experts = saved["experts"]
+    if (len(experts), saved["num_epochs"]) != (args.num_experts, args.expert_train_epochs):
+        # Both sides must draw from experts of one size, or the comparison is of the experts.
+        raise SystemExit(
+            f"{config.expert_path} holds {len(experts)} experts x {saved['num_epochs']} epochs; the authors' side "
+            f"trains --num-experts {args.num_experts} x --expert-train-epochs {args.expert_train_epochs}."
+        )
     return {
         "path": config.expert_path,
         "num_experts": len(experts),
+        "num_epochs": saved["num_epochs"],
+        "training": saved.get("training", {}),
         "train_seconds": round(sum(e.get("train_seconds") or 0.0 for e in experts), 1),
     }
 
@@ -595,6 +606,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-real", type=int, default=None, help="Default: the recipe's.")
     parser.add_argument("--num-experts", type=int, default=3, help="MTT: experts trained on each side.")
     parser.add_argument("--expert-train-epochs", type=int, default=6, help="MTT: epochs of every expert.")
+    parser.add_argument(
+        "--our-experts",
+        default=None,
+        help="MTT: our experts already trained (e.g. the recipe's `hf-distill train-experts` folder) instead of "
+        "training them under benchmarks/runs/parity; they must be --num-experts x --expert-train-epochs.",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["authors", "float32"], choices=["authors", *VARIANTS])
     parser.add_argument(
