@@ -191,7 +191,7 @@ def test_runner_says_when_the_script_is_missing(tmp_path):
 
 def test_report_summarises_every_variant(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import parity
+    import parity_results
 
     def run(variant, seed, speed, project, second, cpu="x"):
         judges = {"project": {"accuracies": project}, "second": {"accuracies": second}}
@@ -208,18 +208,18 @@ def test_report_summarises_every_variant(tmp_path, monkeypatch):
     }
     data = {"dataset": "mnist", "method": "dm", "ipc": 10, "settings": {}}
     (tmp_path / "mnist_dm_ipc10.json").write_text(json.dumps({**data, "runs": runs}))
-    table = parity.report(tmp_path)
+    table = parity_results.report(tmp_path)
     # Accuracy over every seed; seconds per iteration per machine, never averaged across machines.
     assert "| authors | 0, 1, 2 | [600] | 1.500 (x); 0.300 (y) | 92.33 ± 1.53 | 81.00 ± 1.00 |" in table
     assert "| float32 | 0 | [600] | 0.500 (x) | 95.00 | 85.00 |" in table
 
     # A run that shared the cores keeps its accuracy but leaves the timings, and the table says so.
-    parity.mark_timing_disturbed(tmp_path / "mnist_dm_ipc10.json", "authors/1", "shared the cores")
-    table = parity.report(tmp_path)
+    parity_results.mark_timing_disturbed(tmp_path / "mnist_dm_ipc10.json", "authors/1", "shared the cores")
+    table = parity_results.report(tmp_path)
     assert "| authors | 0, 1, 2 | [600] | 1.000 (x); 0.300 (y) (not timed: seed 1) | 92.33 ± 1.53 |" in table
     assert "Seed 1 of authors: timing left out (shared the cores)." in table
     with pytest.raises(SystemExit, match="has no run 'authors/7'"):
-        parity.mark_timing_disturbed(tmp_path / "mnist_dm_ipc10.json", "authors/7", "why")
+        parity_results.mark_timing_disturbed(tmp_path / "mnist_dm_ipc10.json", "authors/7", "why")
 
 
 def test_snapshots_on_the_way_leave_the_final_set_unchanged(tiny_image_dataset, tiny_config, monkeypatch):
@@ -272,3 +272,28 @@ def test_report_gives_time_to_the_authors_accuracy(tmp_path, monkeypatch):
     assert (
         "| time to the authors' accuracy, project judge | 1 | y | | 100 | no authors' run on this machine | |" in table
     )
+
+
+def test_our_experts_must_match_the_authors_experts_size(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import argparse
+
+    import parity
+
+    folder = tmp_path / "experts"
+    args = argparse.Namespace(our_experts=str(folder), num_experts=3, expert_train_epochs=6)
+    config = argparse.Namespace(expert_path=str(folder), max_start_epoch=5, expert_epochs=2)
+    with pytest.raises(SystemExit, match="no experts.json there"):
+        parity.our_experts(args, config, prepared=None)
+
+    folder.mkdir()
+    experts = [{"file": f"expert_{i:03d}.safetensors", "train_seconds": 400.0} for i in range(2)]
+    (folder / "experts.json").write_text(json.dumps({"num_epochs": 6, "experts": experts, "training": {"lr": 0.01}}))
+    # Experts of another size would make the comparison one of the experts, not of the distillation.
+    with pytest.raises(SystemExit, match="holds 2 experts x 6 epochs"):
+        parity.our_experts(args, config, prepared=None)
+
+    args.num_experts = 2
+    assert parity.our_experts(args, config, prepared=None) == {
+        "path": str(folder), "num_experts": 2, "num_epochs": 6, "training": {"lr": 0.01}, "train_seconds": 800.0,
+    }  # fmt: skip
