@@ -109,7 +109,7 @@ def run_reference(args, workdir: Path, seed: int, script_and_arguments: list[str
     log_path = workdir / "log.txt"
     workdir.mkdir(parents=True, exist_ok=True)
     with (
-        open(log_path, "w") as log,
+        open(log_path, "w", buffering=1) as log,  # line-buffered: the log can be followed while it runs
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process,
     ):
         for line in process.stdout:
