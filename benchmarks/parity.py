@@ -5,7 +5,8 @@
 git clone https://github.com/VICO-UoE/DatasetCondensation /tmp/DatasetCondensation
 python benchmarks/parity.py --reference-repo /tmp/DatasetCondensation --dataset mnist --method dm --ipc 10 \
     --iterations 600 --seeds 0 1 2
-# MTT: a checkout of GeorgeCazenavette/mtt-distillation; both sides train 3 experts x 6 epochs first (once)
+# MTT: a checkout of GeorgeCazenavette/mtt-distillation; both sides train 3 experts x 6 epochs first (once;
+# `--experts-only` trains them and stops)
 python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
     --iterations 30 --seeds 0 1 2 --num-experts 3 --expert-train-epochs 6  # [--our-experts benchmarks/experts/mnist]
 python benchmarks/parity.py --report   # the markdown table of every result file
@@ -149,23 +150,34 @@ def experts_folder(args, side: str) -> Path:
     return RUNS_DIR / side / f"{args.dataset}_{args.num_experts}x{args.expert_train_epochs}"
 
 
-def authors_experts(args, config, prepared, seed: int) -> tuple[Path, float]:
+def authors_experts(args, prepared) -> dict:
     """MTT's experts trained by their `buffer.py` (once per dataset and size; kept under `benchmarks/runs/parity`)
     with the settings our experts use: `--num-experts` x `--expert-train-epochs`, SGD lr 0.01, batch 256, the
-    recipe's DSA strategy. Returns the buffer folder and the seconds it took (0 when it was there already)."""
+    recipe's DSA strategy, the first of `--seeds`. Returns where they are and what training them cost (recorded in
+    `training.json` beside them, and read back from it when they were there already)."""
     buffers = experts_folder(args, "buffers")
     authors_name = AUTHORS_DATASETS[args.dataset][0]
+    record_file = buffers / "training.json"
     if (buffers / authors_name / "ConvNet" / "replay_buffer_0.pt").is_file():
-        return buffers, 0.0
+        recorded = json.loads(record_file.read_text()) if record_file.is_file() else {}
+        return {"path": str(buffers), **recorded}
+    command = [
+        "buffer.py", "--dataset", authors_name, "--model", "ConvNet", "--num_experts", str(args.num_experts),
+        "--train_epochs", str(args.expert_train_epochs), "--lr_teacher", "0.01", "--batch_train", "256",
+        "--dsa", "True", "--dsa_strategy", prepared.dsa_strategy or "none", "--save_interval", str(args.num_experts),
+        "--buffer_path", str(buffers.resolve()), "--data_path", "data",
+    ]  # fmt: skip
     started = time.monotonic()
-    run_reference(
-        args, buffers.with_name(buffers.name + "_work"), seed,
-        ["buffer.py", "--dataset", authors_name, "--model", "ConvNet", "--num_experts", str(args.num_experts),
-         "--train_epochs", str(args.expert_train_epochs), "--lr_teacher", "0.01", "--batch_train", "256",
-         "--dsa", "True", "--dsa_strategy", prepared.dsa_strategy or "none", "--save_interval", str(args.num_experts),
-         "--buffer_path", str(buffers.resolve()), "--data_path", "data"],
-    )  # fmt: skip
-    return buffers, time.monotonic() - started
+    run_reference(args, buffers.with_name(buffers.name + "_work"), args.seeds[0], command)
+    recorded = {
+        "train_seconds": round(time.monotonic() - started, 1),
+        "seed": args.seeds[0],
+        "command": [REFERENCE_RUNNER.name, *command],
+        "machine": this_machine(),
+        "reference_commit": git_commit(Path(args.reference_repo)),
+    }
+    write_results(record_file, recorded)
+    return {"path": str(buffers), **recorded}
 
 
 def mtt_arguments(args, config, prepared, buffers: Path) -> list[str]:
@@ -193,11 +205,8 @@ def mtt_final_set(workdir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def run_authors(args, config, seed: int, prepared) -> dict:
     """The authors' script with `config`'s settings; its final set in our normalisation, and its timing."""
     workdir = Path(tempfile.mkdtemp(prefix=f"parity_{args.method}_{seed}_"))
-    extra = {}
-    if args.method == "mtt":
-        buffers, expert_seconds = authors_experts(args, config, prepared, seed)
-        extra["expert_seconds"] = expert_seconds
-        script_and_arguments = mtt_arguments(args, config, prepared, buffers)
+    if args.method == "mtt":  # their experts: trained beforehand by `prepare_experts`
+        script_and_arguments = mtt_arguments(args, config, prepared, experts_folder(args, "buffers"))
     else:
         script_and_arguments = dc_arguments(args, config, prepared)
     arrivals = run_reference(args, workdir, seed, script_and_arguments)
@@ -218,7 +227,6 @@ def run_authors(args, config, seed: int, prepared) -> dict:
         "timed_iterations": [first, last],
         "command": [REFERENCE_RUNNER.name, *script_and_arguments],
         "log": str(workdir / "log.txt"),
-        **extra,
     }
 
 
@@ -345,6 +353,14 @@ def our_experts(args, config, prepared) -> dict:
     }
 
 
+def prepare_experts(args, config, prepared) -> dict:
+    """MTT: both sides' experts, trained once (or found) before any distillation; what each cost."""
+    experts = {"experts": our_experts(args, config, prepared)}
+    if "authors" in args.variants:
+        experts["authors_experts"] = authors_experts(args, prepared)
+    return experts
+
+
 def distill_and_judge(args) -> None:
     path = results_path(args.results_dir, args.dataset, args.method, args.ipc)
     run_settings = run_overrides(args)
@@ -358,7 +374,10 @@ def distill_and_judge(args) -> None:
         "settings": {**settings, "dsa_strategy": prepared.dsa_strategy},
     }
     if args.method == "mtt":
-        header["experts"] = our_experts(args, config, prepared)
+        header.update(prepare_experts(args, config, prepared))
+        if args.experts_only:
+            print(json.dumps(header, indent=2))
+            return
     machine = this_machine()
     for seed in args.seeds:
         for variant in args.variants:
@@ -401,7 +420,7 @@ def interleaved_speed(args) -> None:
     seed = args.seeds[0]
     config, prepared = prepare_recipe(args, seed, run_settings)
     if args.method == "mtt":
-        our_experts(args, config, prepared)
+        prepare_experts(args, config, prepared)
     rounds = []
     for round_index in range(args.speed_rounds):
         timings = {}
@@ -447,6 +466,11 @@ def main(argv: list[str] | None = None) -> None:
         help="MTT: our experts already trained (e.g. the recipe's `hf-distill train-experts` folder) instead of "
         "training them under benchmarks/runs/parity; they must be --num-experts x --expert-train-epochs.",
     )
+    parser.add_argument(
+        "--experts-only",
+        action="store_true",
+        help="MTT: train (or find) both sides' experts, print what they cost, and stop.",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["authors", "float32"], choices=["authors", *VARIANTS])
     parser.add_argument(
@@ -483,6 +507,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         print(report(args.results_dir))
         return
+    if args.experts_only and args.method != "mtt":
+        parser.error("--experts-only is for --method mtt (the other methods have no experts).")
     if "authors" in args.variants and not args.reference_repo:
         parser.error("--reference-repo is needed to run the authors' code (or leave 'authors' out of --variants).")
     if args.speed_rounds:

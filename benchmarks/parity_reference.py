@@ -21,7 +21,9 @@ For MTT's `distill.py` (mtt-distillation), three more shims, none in the compare
   (`image_syn`, `label_syn`, `syn_lr` of the calling frame) to `final_set.pt` in `--workdir`: the script itself
   saves only the set of its best evaluation, and the parity compares final sets;
 * `Tensor.cuda()` returns the tensor itself when there is no GPU (`distill.py` calls `image_syn.cuda()` where it
-  saves its images, even on CPU);
+  saves its images, even on CPU), and `Tensor.cpu()` copies a tensor already on the CPU, as it copies one off a GPU
+  (`buffer.py` snapshots each epoch's parameters with `.cpu()`; without the copy every snapshot is the live
+  parameters, so every epoch of an expert's trajectory would be its last);
 * `--add-digit-datasets`: its `utils.get_dataset` knows CIFAR-10/100, Tiny and ImageNet only; MNIST and
   FashionMNIST are answered as the DC code's `get_dataset` answers them (one channel, 28 x 28, the same
   normalisation constants) through the torchvision stand-in, every other name goes to their function.
@@ -120,6 +122,12 @@ def _cuda_calls_on_cpu() -> None:
 
     if not torch.cuda.is_available():
         torch.Tensor.cuda = lambda self, *_, **__: self
+        # On a GPU, `.cpu()` always copies; on the CPU it returns the tensor itself. MTT's `buffer.py` keeps each
+        # epoch's parameters as `p.detach().cpu()`: on the CPU every snapshot would alias the live parameters,
+        # which SGD then updates in place, so every epoch of a trajectory would be the last one (and `distill.py`,
+        # dividing by the distance between two of them, prints `loss = inf`, then `nan`: seen in session 30).
+        copy_to_cpu = torch.Tensor.cpu
+        torch.Tensor.cpu = lambda self, *a, **k: copy_to_cpu(self, *a, **k).clone()
 
 
 #: The DC code's constants for the digit datasets MTT's `get_dataset` lacks: (mean, std) of the training pixels.

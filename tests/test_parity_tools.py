@@ -115,7 +115,7 @@ def test_runner_runs_a_script_with_the_shims_and_seeds(tmp_path):
 
 #: A stand-in for mtt-distillation: `utils.get_dataset` knows CIFAR10 only (as theirs), and a script that does what
 #: `distill.py` does around the compared path: reads its arguments back from wandb, calls `.cuda()` and
-#: `make_grid` where it saves, and ends with `wandb.finish()`.
+#: `make_grid` where it saves, and ends with `wandb.finish()`; and what `buffer.py` does with `.cpu()`.
 MTT_UTILS = """
     import kornia as K
 
@@ -154,6 +154,14 @@ MTT_SCRIPT = """
         out.write(f"{args.dataset} {channel} {im_size} {num_classes} {mean} {std} {len(dst_train)} {len(dst_test)} "
                   f"{tuple(x.shape)} {class_map} {tuple(grid.shape)} {float(grid.min()):.1f} {float(grid.max()):.1f} "
                   f"{get_dataset('CIFAR10', 'data', args=args)}")
+    # buffer.py's snapshots of each epoch's parameters (`p.detach().cpu()`), then an in-place update.
+    weight = torch.nn.Parameter(torch.zeros(2))
+    snapshots = [weight.detach().cpu()]
+    weight.sum().backward()
+    torch.optim.SGD([weight], lr=1.0).step()
+    snapshots.append(weight.detach().cpu())
+    with open("snapshots.txt", "w") as out:
+        out.write(str([snapshot.tolist() for snapshot in snapshots]))
     wandb.finish()
 """
 
@@ -170,6 +178,8 @@ def test_runner_answers_what_the_mtt_script_needs(tmp_path):
     text = (work / "out.txt").read_text()
     assert text.startswith("MNIST 1 (28, 28) 3 [0.1307] [0.3081] 6 3 (3, 1, 8, 8) {0: 0, 1: 1, 2: 2} (1, 16, 16) ")
     assert text.endswith(" 0.0 1.0 theirs")
+    # `.cpu()` copies as it would off a GPU: the first epoch's snapshot is not the updated parameter.
+    assert (work / "snapshots.txt").read_text() == "[[0.0, 0.0], [-1.0, -1.0]]"
     final = torch.load(work / "final_set.pt")
     assert sorted(final) == ["image_syn", "label_syn", "syn_lr"]
     assert final["image_syn"].shape == (3, 1, 8, 8) and final["label_syn"].tolist() == [0, 1, 2]
@@ -297,3 +307,43 @@ def test_our_experts_must_match_the_authors_experts_size(tmp_path, monkeypatch):
     assert parity.our_experts(args, config, prepared=None) == {
         "path": str(folder), "num_experts": 2, "num_epochs": 6, "training": {"lr": 0.01}, "train_seconds": 800.0,
     }  # fmt: skip
+
+
+BUFFER_SCRIPT = """
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser()
+    for name in ("--dataset", "--model", "--buffer_path"):
+        parser.add_argument(name)
+    args, _ = parser.parse_known_args()
+    folder = os.path.join(args.buffer_path, args.dataset, args.model)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "replay_buffer_0.pt"), "w") as out:
+        out.write("experts")
+"""
+
+
+def test_authors_experts_are_trained_once_and_their_cost_kept(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import argparse
+
+    import parity
+
+    files = {"networks.py": NETWORKS, "utils.py": MTT_UTILS, "buffer.py": BUFFER_SCRIPT}
+    command, _ = _runner_on_stand_in(tmp_path, files)
+    monkeypatch.setattr(parity, "RUNS_DIR", tmp_path / "runs")
+    args = argparse.Namespace(
+        reference_repo=command[3], data_dir=command[5], dataset="mnist", method="mtt", num_experts=2,
+        expert_train_epochs=3, seeds=[4, 5],
+    )  # fmt: skip
+    prepared = argparse.Namespace(dsa_strategy="crop")
+    trained = parity.authors_experts(args, prepared)
+    buffers = tmp_path / "runs" / "buffers" / "mnist_2x3"
+    assert trained["path"] == str(buffers) and trained["seed"] == 4 and trained["train_seconds"] > 0
+    assert "--num_experts 2 --train_epochs 3" in " ".join(trained["command"])
+    assert (buffers / "MNIST" / "ConvNet" / "replay_buffer_0.pt").read_text() == "experts"
+    # Found the second time: not trained again, and what the training cost is read back.
+    (buffers.with_name("mnist_2x3_work") / "log.txt").unlink()
+    assert parity.authors_experts(args, prepared) == trained
+    assert not (buffers.with_name("mnist_2x3_work") / "log.txt").exists()
