@@ -213,6 +213,9 @@ def run_authors(args, config, seed: int, prepared) -> dict:
     first, last = min(arrivals), max(arrivals)
     per_iteration = (arrivals[last] - arrivals[first]) / (last - first)
     images, labels = mtt_final_set(workdir) if args.method == "mtt" else dc_final_set(workdir, args, config)
+    if not torch.isfinite(images).all():
+        # A diverged run (`loss = nan` in its log) would be judged at chance as if it were a set: stop instead.
+        raise RuntimeError(f"the authors' final set has non-finite pixels (the run diverged); see {workdir}/log.txt")
     # Their normalisation -> pixels in [0, 1] -> ours (the training split's own statistics).
     _, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
     train_data = prepared.train_data

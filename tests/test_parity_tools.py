@@ -347,3 +347,19 @@ def test_authors_experts_are_trained_once_and_their_cost_kept(tmp_path, monkeypa
     (buffers.with_name("mnist_2x3_work") / "log.txt").unlink()
     assert parity.authors_experts(args, prepared) == trained
     assert not (buffers.with_name("mnist_2x3_work") / "log.txt").exists()
+
+
+def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import argparse
+
+    import parity
+
+    # What the first MTT run on aliased experts gave: `loss = nan` for every iteration, a set of NaN pixels.
+    monkeypatch.setattr(parity, "mtt_arguments", lambda *args: ["distill.py"])
+    monkeypatch.setattr(parity, "run_reference", lambda *args: {0: 0.0, 10: 5.0})
+    nan_set = (torch.full((2, 1, 4, 4), float("nan")), torch.tensor([0, 1]))
+    monkeypatch.setattr(parity, "mtt_final_set", lambda workdir: nan_set)
+    args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
+    with pytest.raises(RuntimeError, match="non-finite pixels"):
+        parity.run_authors(args, argparse.Namespace(num_iterations=10), 0, prepared=None)
