@@ -24,7 +24,8 @@ For each seed this runs
   its seconds per iteration are timed from the `iter = ` lines it prints every 10 iterations, so its start-up and
   its own evaluation are not counted;
 * **ours**: `hf_distill` on the same recipe and iterations, in float32 (`--variants`: `float32` eager,
-  `float32-compiled`, or `auto`, the recipe's precision as the machine resolves it); seconds per iteration are the
+  `float32-compiled`, `auto`, the recipe's precision as the machine resolves it, or for MTT `auto-full-unroll`,
+  bf16 where native with the whole unroll in memory as the authors' code keeps it); seconds per iteration are the
   run's `distill_seconds` (compilation included) over its iterations;
 
 and judges every final set twice, with the same evaluation seeds for every set (paired comparison):
@@ -83,7 +84,11 @@ VARIANTS = {
     "float32": {"mixed_precision": "no", "torch_compile": False},
     "float32-compiled": {"mixed_precision": "no", "torch_compile": True},
     "auto": {},
+    # MTT only: bf16 where native and the whole unroll kept in memory (the authors' way), no recomputation.
+    "auto-full-unroll": {"mixed_precision": "auto", "unroll_memory": "full"},
 }
+#: Variants whose settings only one method has.
+METHOD_VARIANTS = {"auto-full-unroll": "mtt"}
 ITERATION_LINE = re.compile(r"iter = (\d+)")
 
 
@@ -510,6 +515,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         print(report(args.results_dir))
         return
+    for variant in args.variants:
+        if METHOD_VARIANTS.get(variant, args.method) != args.method:
+            parser.error(f"variant {variant!r} is for --method {METHOD_VARIANTS[variant]} only.")
     if args.experts_only and args.method != "mtt":
         parser.error("--experts-only is for --method mtt (the other methods have no experts).")
     if "authors" in args.variants and not args.reference_repo:

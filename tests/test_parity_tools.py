@@ -363,3 +363,12 @@ def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch):
     args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
     with pytest.raises(RuntimeError, match="non-finite pixels"):
         parity.run_authors(args, argparse.Namespace(num_iterations=10), 0, prepared=None)
+
+
+def test_a_variant_of_one_method_is_refused_for_another(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import parity
+
+    with pytest.raises(SystemExit):
+        parity.main(["--method", "dm", "--variants", "auto-full-unroll"])
+    assert "variant 'auto-full-unroll' is for --method mtt only" in capsys.readouterr().err
