@@ -1,6 +1,7 @@
 """The pieces `benchmarks/parity.py` runs the authors' code with: the torchvision stand-in, the runner
 (`benchmarks/parity_reference.py`) on a stand-in "reference repository" written here, and the report."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -23,6 +24,22 @@ def shim_transforms(monkeypatch):
     from torchvision import transforms
 
     return transforms
+
+
+@pytest.fixture
+def parity(monkeypatch):
+    """`benchmarks/parity.py` as a module (the scripts there import their neighbours by name)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import parity
+
+    return parity
+
+
+@pytest.fixture
+def parity_results(parity):
+    import parity_results
+
+    return parity_results
 
 
 def test_to_tensor_and_normalize_follow_torchvision(shim_transforms):
@@ -199,10 +216,7 @@ def test_runner_says_when_the_script_is_missing(tmp_path):
     assert "main_DM.py does not exist: is --repo a checkout of the right code?" in result.stderr
 
 
-def test_report_summarises_every_variant(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import parity_results
-
+def test_report_summarises_every_variant(tmp_path, parity_results):
     def run(variant, seed, speed, project, second, cpu="x"):
         judges = {"project": {"accuracies": project}, "second": {"accuracies": second}}
         return {
@@ -232,10 +246,7 @@ def test_report_summarises_every_variant(tmp_path, monkeypatch):
         parity_results.mark_timing_disturbed(tmp_path / "mnist_dm_ipc10.json", "authors/7", "why")
 
 
-def test_snapshots_on_the_way_leave_the_final_set_unchanged(tiny_image_dataset, tiny_config, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import parity
-
+def test_snapshots_on_the_way_leave_the_final_set_unchanged(tiny_image_dataset, tiny_config, parity):
     from hf_distill.preparation import prepare
 
     config = tiny_config(num_iterations=4, mixed_precision="no")
@@ -251,10 +262,7 @@ def test_snapshots_on_the_way_leave_the_final_set_unchanged(tiny_image_dataset, 
     assert stopped["snapshots"][0]["seconds"] <= stopped["snapshots"][1]["seconds"] <= stopped["seconds"]
 
 
-def test_report_gives_time_to_the_authors_accuracy(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import parity
-
+def test_report_gives_time_to_the_authors_accuracy(tmp_path, parity_results):
     def judges(project, second):
         return {"project": {"accuracies": project}, "second": {"accuracies": second}}
 
@@ -271,7 +279,7 @@ def test_report_gives_time_to_the_authors_accuracy(tmp_path, monkeypatch):
     }
     data = {"dataset": "mnist", "method": "dm", "ipc": 10, "settings": {}}
     (tmp_path / "mnist_dm_ipc10.json").write_text(json.dumps({**data, "runs": runs}))
-    table = parity.report(tmp_path)
+    table = parity_results.report(tmp_path)
     # The bar is the authors' mean less one std: 91 - 1.41 = 89.59 (project), 81 - 1.41 = 79.59 (second).
     assert "project 89.59, second 79.59" in table
     assert "| float32 | 0 | x | 100 | 50 | 89.00 | 79.00 |" in table
@@ -284,12 +292,7 @@ def test_report_gives_time_to_the_authors_accuracy(tmp_path, monkeypatch):
     )
 
 
-def test_our_experts_must_match_the_authors_experts_size(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import argparse
-
-    import parity
-
+def test_our_experts_must_match_the_authors_experts_size(tmp_path, parity):
     folder = tmp_path / "experts"
     args = argparse.Namespace(our_experts=str(folder), num_experts=3, expert_train_epochs=6)
     config = argparse.Namespace(expert_path=str(folder), max_start_epoch=5, expert_epochs=2)
@@ -324,12 +327,7 @@ BUFFER_SCRIPT = """
 """
 
 
-def test_authors_experts_are_trained_once_and_their_cost_kept(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import argparse
-
-    import parity
-
+def test_authors_experts_are_trained_once_and_their_cost_kept(tmp_path, monkeypatch, parity):
     files = {"networks.py": NETWORKS, "utils.py": MTT_UTILS, "buffer.py": BUFFER_SCRIPT}
     command, _ = _runner_on_stand_in(tmp_path, files)
     monkeypatch.setattr(parity, "RUNS_DIR", tmp_path / "runs")
@@ -349,12 +347,7 @@ def test_authors_experts_are_trained_once_and_their_cost_kept(tmp_path, monkeypa
     assert not (buffers.with_name("mnist_2x3_work") / "log.txt").exists()
 
 
-def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import argparse
-
-    import parity
-
+def test_a_diverged_authors_run_is_not_judged(monkeypatch, parity):
     # What the first MTT run on aliased experts gave: `loss = nan` for every iteration, a set of NaN pixels.
     monkeypatch.setattr(parity, "mtt_arguments", lambda *args: ["distill.py"])
     monkeypatch.setattr(parity, "run_reference", lambda *args: {0: 0.0, 10: 5.0})
@@ -365,10 +358,7 @@ def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch):
         parity.run_authors(args, argparse.Namespace(num_iterations=10), 0, prepared=None)
 
 
-def test_a_variant_of_one_method_is_refused_for_another(monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import parity
-
+def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
     with pytest.raises(SystemExit):
         parity.main(["--method", "dm", "--variants", "auto-full-unroll"])
     assert "variant 'auto-full-unroll' is for --method mtt only" in capsys.readouterr().err
