@@ -22,7 +22,7 @@ For each seed this runs
   (`recipes/<dataset>/<method>_ipc<N>.yaml`: batch_real, learning rates, augmentation strategy, real-image
   initialisation; MTT's syn_steps, expert_epochs, max_start_epoch, step-size initialisation) and `--iterations`;
   its seconds per iteration are timed from the `iter = ` lines it prints every 10 iterations, so its start-up and
-  its own evaluation are not counted;
+  its own evaluation are not counted; with `--curve`, MTT's sets on their way too (the DC code keeps none);
 * **ours**: `hf_distill` on the same recipe and iterations, in float32 (`--variants`: `float32` eager,
   `float32-compiled`, `auto`, the recipe's precision as the machine resolves it, or for MTT `auto-full-unroll`,
   bf16 where native with the whole unroll in memory as the authors' code keeps it); seconds per iteration are the
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import torch
 from machine import cpu_model  # benchmarks/machine.py: scripts here run with this folder on sys.path
-from parity_reference import FINAL_SET_FILE
+from parity_reference import FINAL_SET_FILE, SNAPSHOT_FILE
 from parity_results import mark_timing_disturbed, record, report, results_path, write_results
 
 from hf_distill.augment import resolve_strategy
@@ -103,12 +103,17 @@ def recipe_config(dataset: str, method: str, ipc: int, iterations: int, seed: in
     return config
 
 
-def run_reference(args, workdir: Path, seed: int, script_and_arguments: list[str]) -> dict[int, float]:
+def run_reference(
+    args, workdir: Path, seed: int, script_and_arguments: list[str], snapshots: list[int] = ()
+) -> dict[int, float]:
     """One of the authors' scripts through `parity_reference.py` in `workdir` (its output in `workdir/log.txt`);
-    returns when each `iter = N` line arrived (monotonic seconds), which is how their runs are timed."""
+    returns when each `iter = N` line arrived (monotonic seconds), which is how their runs are timed. MTT's
+    `distill.py` also leaves its set of each of `snapshots` there (`SNAPSHOT_FILE`)."""
     runner = [sys.executable, "-u", str(REFERENCE_RUNNER), "--repo", args.reference_repo, "--data-dir", args.data_dir]
     if args.method == "mtt" and args.dataset in ("mnist", "fashion_mnist"):
         runner.append("--add-digit-datasets")  # their get_dataset knows neither (see parity_reference.py)
+    if args.method == "mtt" and snapshots:
+        runner += ["--snapshots", *map(str, snapshots)]
     command = [*runner, "--workdir", str(workdir), "--seed", str(seed), "--", *script_and_arguments]
     print("authors:", " ".join(command), flush=True)
     arrivals = {}
@@ -202,39 +207,59 @@ def mtt_arguments(args, config, prepared, buffers: Path) -> list[str]:
     return arguments
 
 
-def mtt_final_set(workdir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    saved = torch.load(workdir / FINAL_SET_FILE)  # kept by parity_reference's wandb.finish() stand-in
+def mtt_final_set(workdir: Path, file: str = FINAL_SET_FILE) -> tuple[torch.Tensor, torch.Tensor]:
+    saved = torch.load(workdir / file)  # kept by parity_reference's wandb stand-in (finish(), or log() on the way)
     return saved["image_syn"], saved["label_syn"]
 
 
-def run_authors(args, config, seed: int, prepared) -> dict:
-    """The authors' script with `config`'s settings; its final set in our normalisation, and its timing."""
+def to_our_normalisation(images: torch.Tensor, args, prepared) -> torch.Tensor:
+    """The authors' normalisation -> pixels in [0, 1] -> ours (the training split's own statistics)."""
+    _, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
+    train_data = prepared.train_data
+    mean_a, std_a = torch.tensor(mean_a).view(1, -1, 1, 1), torch.tensor(std_a).view(1, -1, 1, 1)
+    mean_o, std_o = torch.tensor(train_data.mean).view(1, -1, 1, 1), torch.tensor(train_data.std).view(1, -1, 1, 1)
+    return (images.float() * std_a + mean_a - mean_o) / std_o
+
+
+def authors_snapshots(workdir: Path, args, prepared, snapshots: list[int], per_iteration: float) -> list[dict]:
+    """MTT: the authors' sets kept on their way (`--curve`), with the seconds of their iterations up to each (the
+    measured seconds per iteration times the iteration, as their final set's seconds are counted)."""
+    kept = []
+    for iteration in sorted(snapshots):
+        if not (workdir / SNAPSHOT_FILE.format(iteration)).is_file():
+            print(f"  no authors' set at iteration {iteration} (is the real wandb installed?)", flush=True)
+            continue
+        images, _ = mtt_final_set(workdir, SNAPSHOT_FILE.format(iteration))
+        images = to_our_normalisation(images, args, prepared)
+        kept.append({"iteration": iteration, "seconds": per_iteration * iteration, "images": images})
+    return kept
+
+
+def run_authors(args, config, seed: int, prepared, snapshots: list[int] = ()) -> dict:
+    """The authors' script with `config`'s settings; its final set in our normalisation, and its timing; for MTT,
+    its sets at `snapshots` iterations too (the DC code keeps none on its way)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"parity_{args.method}_{seed}_"))
     if args.method == "mtt":  # their experts: trained beforehand by `prepare_experts`
         script_and_arguments = mtt_arguments(args, config, prepared, experts_folder(args, "buffers"))
     else:
         script_and_arguments = dc_arguments(args, config, prepared)
-    arrivals = run_reference(args, workdir, seed, script_and_arguments)
+    snapshots = [i for i in snapshots if 0 < i < config.num_iterations] if args.method == "mtt" else []
+    arrivals = run_reference(args, workdir, seed, script_and_arguments, snapshots)
     first, last = min(arrivals), max(arrivals)
     per_iteration = (arrivals[last] - arrivals[first]) / (last - first)
     images, labels = mtt_final_set(workdir) if args.method == "mtt" else dc_final_set(workdir, args, config)
     if not torch.isfinite(images).all():
         # A diverged run (`loss = nan` in its log) would be judged at chance as if it were a set: stop instead.
         raise RuntimeError(f"the authors' final set has non-finite pixels (the run diverged); see {workdir}/log.txt")
-    # Their normalisation -> pixels in [0, 1] -> ours (the training split's own statistics).
-    _, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
-    train_data = prepared.train_data
-    mean_a, std_a = torch.tensor(mean_a).view(1, -1, 1, 1), torch.tensor(std_a).view(1, -1, 1, 1)
-    mean_o, std_o = torch.tensor(train_data.mean).view(1, -1, 1, 1), torch.tensor(train_data.std).view(1, -1, 1, 1)
-    images = (images.float() * std_a + mean_a - mean_o) / std_o
     return {
-        "images": images,
+        "images": to_our_normalisation(images, args, prepared),
         "labels": labels.long(),
         "seconds_per_iteration": per_iteration,
         "seconds": per_iteration * config.num_iterations,
         "timed_iterations": [first, last],
         "command": [REFERENCE_RUNNER.name, *script_and_arguments],
         "log": str(workdir / "log.txt"),
+        "snapshots": authors_snapshots(workdir, args, prepared, snapshots, per_iteration),
     }
 
 
@@ -393,7 +418,7 @@ def distill_and_judge(args) -> None:
             config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
             if variant == "authors":
-                run = run_authors(args, config, seed, prepared)
+                run = run_authors(args, config, seed, prepared, args.curve)
             else:
                 run = run_ours(config, prepared, args.curve)
             RUNS_DIR.mkdir(parents=True, exist_ok=True)
@@ -486,7 +511,8 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         nargs="*",
         default=[],
-        help="Iterations at which our sets are also judged on their way (accuracy against wall time).",
+        help="Iterations at which our sets (and MTT's authors' sets) are also judged on their way (accuracy "
+        "against wall time).",
     )
     parser.add_argument(
         "--speed-rounds",

@@ -19,7 +19,9 @@ For MTT's `distill.py` (mtt-distillation), three more shims, none in the compare
 * the `wandb` stand-in answers what `distill.py` reads back from it (`wandb.config._items`: the script's arguments,
   `wandb.run.name`) and, at `wandb.finish()` (the last line of its `main`), saves the script's final synthetic set
   (`image_syn`, `label_syn`, `syn_lr` of the calling frame) to `final_set.pt` in `--workdir`: the script itself
-  saves only the set of its best evaluation, and the parity compares final sets;
+  saves only the set of its best evaluation, and the parity compares final sets; with `--snapshots N ...`, its
+  `log` also keeps the set of iteration N (to `snapshot_N.pt`) when `distill.py` logs `{"Progress": N}` at the top
+  of that iteration, i.e. after N updates: the authors' accuracy on their way, as `parity.py --curve` judges ours;
 * `Tensor.cuda()` returns the tensor itself when there is no GPU (`distill.py` calls `image_syn.cuda()` where it
   saves its images, even on CPU), and `Tensor.cpu()` copies a tensor already on the CPU, as it copies one off a GPU
   (`buffer.py` snapshots each epoch's parameters with `.cpu()`; without the copy every snapshot is the live
@@ -49,9 +51,11 @@ SHIMS = Path(__file__).resolve().parent / "reference_shims"
 #: Where the `wandb.finish()` stand-in keeps the script's final synthetic set (in `--workdir`), and what it keeps.
 FINAL_SET_FILE = "final_set.pt"
 FINAL_SET_NAMES = ("image_syn", "label_syn", "syn_lr")
+#: Where it keeps the set of an iteration on the way (`--snapshots`).
+SNAPSHOT_FILE = "snapshot_{}.pt"
 
 
-def _stub_missing_modules() -> None:
+def _stub_missing_modules(snapshots: tuple[int, ...]) -> None:
     try:
         import scipy.ndimage.interpolation  # noqa: F401
     except ImportError:
@@ -74,7 +78,7 @@ def _stub_missing_modules() -> None:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            sys.modules["wandb"] = _wandb_stand_in()
+            sys.modules["wandb"] = _wandb_stand_in(snapshots)
 
 
 class _Unavailable(types.ModuleType):
@@ -90,13 +94,22 @@ class _Unavailable(types.ModuleType):
         raise ImportError(f"{self.__name__} is not installed; the reference code needs it for {self._used_for}.")
 
 
-def _wandb_stand_in() -> types.SimpleNamespace:
+def _keep_callers_set(caller: dict, path: str) -> None:
+    """Save the synthetic set among a frame's locals (`FINAL_SET_NAMES`) to `path`, if it has one."""
+    import torch
+
+    kept = {name: caller[name].detach().cpu() for name in FINAL_SET_NAMES if name in caller}
+    if kept:
+        torch.save(kept, path)
+
+
+def _wandb_stand_in(snapshots: tuple[int, ...] = ()) -> types.SimpleNamespace:
     """What the scripts call on `wandb`, logging nothing: `init(config=args)` keeps the arguments where
-    `distill.py` reads them back (`wandb.config._items`), and `finish()` keeps the final synthetic set."""
+    `distill.py` reads them back (`wandb.config._items`), `finish()` keeps the final synthetic set, and `log`
+    the set at each of `snapshots` (the iterations whose `Progress` it is told)."""
     stand_in = types.SimpleNamespace(
         config=types.SimpleNamespace(_items={}),
         run=types.SimpleNamespace(name="parity"),
-        log=lambda *_, **__: None,
         Histogram=lambda *_, **__: None,
         Image=lambda *_, **__: None,
     )
@@ -105,15 +118,14 @@ def _wandb_stand_in() -> types.SimpleNamespace:
         stand_in.config._items = dict(vars(config)) if config is not None else {}
         return stand_in.run
 
+    def log(data, step=None, **_):
+        if data.get("Progress") in snapshots:
+            _keep_callers_set(inspect.currentframe().f_back.f_locals, SNAPSHOT_FILE.format(data["Progress"]))
+
     def finish():
-        import torch
+        _keep_callers_set(inspect.currentframe().f_back.f_locals, FINAL_SET_FILE)
 
-        caller = inspect.currentframe().f_back.f_locals
-        final = {name: caller[name].detach().cpu() for name in FINAL_SET_NAMES if name in caller}
-        if final:
-            torch.save(final, FINAL_SET_FILE)
-
-    stand_in.init, stand_in.finish = init, finish
+    stand_in.init, stand_in.log, stand_in.finish = init, log, finish
     return stand_in
 
 
@@ -199,6 +211,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="Answer MNIST and FashionMNIST in the checkout's utils.get_dataset (MTT's knows neither).",
     )
+    parser.add_argument(
+        "--snapshots",
+        type=int,
+        nargs="*",
+        default=[],
+        help="MTT: iterations whose synthetic set the wandb stand-in keeps on the way (snapshot_N.pt).",
+    )
     args = parser.parse_args(argv[:split])
     script, *script_args = argv[split + 1 :]
     repo = Path(args.repo).resolve()
@@ -207,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ["PARITY_DATA_DIR"] = str(Path(args.data_dir).resolve())
     sys.path[:0] = [str(SHIMS), str(repo)]
-    _stub_missing_modules()
+    _stub_missing_modules(tuple(args.snapshots))
     _standard_layout_inputs()
     _cuda_calls_on_cpu()
     if args.add_digit_datasets:

@@ -179,6 +179,11 @@ MTT_SCRIPT = """
     snapshots.append(weight.detach().cpu())
     with open("snapshots.txt", "w") as out:
         out.write(str([snapshot.tolist() for snapshot in snapshots]))
+    # distill.py's loop logs `Progress` at the top of every iteration, then updates the set.
+    for it in range(3):
+        wandb.log({"Progress": it}, step=it)
+        with torch.no_grad():
+            image_syn.add_(1.0)
     wandb.finish()
 """
 
@@ -187,7 +192,9 @@ def test_runner_answers_what_the_mtt_script_needs(tmp_path):
     files = {"networks.py": NETWORKS, "utils.py": MTT_UTILS, "distill.py": MTT_SCRIPT}
     command, work = _runner_on_stand_in(tmp_path, files)
     result = subprocess.run(
-        [*command, "--workdir", str(work), "--add-digit-datasets", "--", "distill.py"], capture_output=True, text=True
+        [*command, "--workdir", str(work), "--add-digit-datasets", "--snapshots", "1", "--", "distill.py"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     # MNIST as the DC code gives it (one 28 x 28 channel... here the tiny 8 x 8 stand-in's rows, its classes), every
@@ -201,6 +208,10 @@ def test_runner_answers_what_the_mtt_script_needs(tmp_path):
     assert sorted(final) == ["image_syn", "label_syn", "syn_lr"]
     assert final["image_syn"].shape == (3, 1, 8, 8) and final["label_syn"].tolist() == [0, 1, 2]
     assert not final["image_syn"].requires_grad and float(final["syn_lr"]) == pytest.approx(0.01)
+    # The set after 1 of its 3 updates, kept on the way; no other iteration was asked for.
+    kept = torch.load(work / "snapshot_1.pt")
+    assert torch.allclose(kept["image_syn"] + 2.0, final["image_syn"])
+    assert sorted(path.name for path in work.glob("snapshot_*.pt")) == ["snapshot_1.pt"]
     # Without the flag their get_dataset answers (and refuses MNIST as theirs does).
     result = subprocess.run([*command, "--workdir", str(work), "--", "distill.py"], capture_output=True, text=True)
     assert result.returncode != 0 and "unknown dataset: MNIST" in result.stdout + result.stderr
@@ -273,7 +284,7 @@ def test_report_gives_time_to_the_authors_accuracy(tmp_path, parity_results):
     ours = {"variant": "float32", "iterations": 600, "seconds_per_iteration": 0.5, "seconds": 300.0}
     runs = {
         "authors/0": {**authors, "seed": 0, "seconds": 600.0, "judges": judges([90.0], [80.0])},
-        "authors/1": {**authors, "seed": 1, "seconds": 600.0, "judges": judges([92.0], [82.0])},
+        "authors/1": {**authors, "seed": 1, "seconds": 600.0, "judges": judges([92.0], [82.0]), "curve": curve[:1]},
         "float32/0": {**ours, "seed": 0, "judges": judges([95.0], [81.0]), "curve": curve, "machine": machine_x},
         "float32/1": {**ours, "seed": 1, "judges": judges([95.0], [81.0]), "curve": curve, "machine": machine_y},
     }
@@ -286,6 +297,9 @@ def test_report_gives_time_to_the_authors_accuracy(tmp_path, parity_results):
     assert "| float32 | 0 | x | 600 | 300 | 95.00 | 81.00 |" in table
     assert "| time to the authors' accuracy, project judge | 0 | x | | 100 | ratio 6.00 | |" in table
     assert "| time to the authors' accuracy, second judge | 0 | x | | 100 | ratio 6.00 | |" in table
+    # The authors' own curve is listed (MTT keeps one), without a time to their own accuracy.
+    assert "| authors | 1 | x | 100 | 50 | 89.00 | 79.00 |" in table
+    assert "| time to the authors' accuracy, project judge | 1 | x |" not in table
     # A run on a machine where the authors' code did not run gets no ratio: timings of two machines never mix.
     assert (
         "| time to the authors' accuracy, project judge | 1 | y | | 100 | no authors' run on this machine | |" in table
@@ -356,6 +370,28 @@ def test_a_diverged_authors_run_is_not_judged(monkeypatch, parity):
     args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
     with pytest.raises(RuntimeError, match="non-finite pixels"):
         parity.run_authors(args, argparse.Namespace(num_iterations=10), 0, prepared=None)
+
+
+def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(monkeypatch, parity):
+    def reference(args, workdir, seed, script_and_arguments, snapshots):
+        assert snapshots == [10, 20]  # within the run only
+        for iteration in [*snapshots, "final"]:
+            value = 30.0 if iteration == "final" else float(iteration)
+            kept = {"image_syn": torch.full((2, 1, 4, 4), value), "label_syn": torch.tensor([0, 1])}
+            name = "final_set.pt" if iteration == "final" else f"snapshot_{iteration}.pt"
+            torch.save(kept, workdir / name)
+        (workdir / "snapshot_20.pt").unlink()  # e.g. the real wandb was installed and kept nothing
+        return {0: 0.0, 10: 5.0, 20: 10.0, 30: 15.0}
+
+    monkeypatch.setattr(parity, "mtt_arguments", lambda *args: ["distill.py"])
+    monkeypatch.setattr(parity, "run_reference", reference)
+    args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
+    # Our normalisation equal to theirs: the pixels come back unchanged.
+    prepared = argparse.Namespace(train_data=argparse.Namespace(mean=[0.1307], std=[0.3081]))
+    run = parity.run_authors(args, argparse.Namespace(num_iterations=30), 0, prepared, [10, 20, 30, 40])
+    assert [(kept["iteration"], kept["seconds"]) for kept in run["snapshots"]] == [(10, 5.0)]
+    assert torch.allclose(run["snapshots"][0]["images"], torch.full((2, 1, 4, 4), 10.0))
+    assert torch.allclose(run["images"], torch.full((2, 1, 4, 4), 30.0)) and run["seconds"] == 15.0
 
 
 def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
