@@ -212,6 +212,12 @@ def mtt_final_set(workdir: Path, file: str = FINAL_SET_FILE) -> tuple[torch.Tens
     return saved["image_syn"], saved["label_syn"]
 
 
+def mtt_step_size(workdir: Path) -> float | None:
+    """The step size `distill.py` learned (its `syn_lr` at the end), beside its final set."""
+    step_size = torch.load(workdir / FINAL_SET_FILE).get("syn_lr")
+    return None if step_size is None else float(step_size)
+
+
 def to_our_normalisation(images: torch.Tensor, args, prepared) -> torch.Tensor:
     """The authors' normalisation -> pixels in [0, 1] -> ours (the training split's own statistics)."""
     _, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
@@ -260,6 +266,7 @@ def run_authors(args, config, seed: int, prepared, snapshots: list[int] = ()) ->
         "command": [REFERENCE_RUNNER.name, *script_and_arguments],
         "log": str(workdir / "log.txt"),
         "snapshots": authors_snapshots(workdir, args, prepared, snapshots, per_iteration),
+        **({"step_size": mtt_step_size(workdir)} if args.method == "mtt" else {}),
     }
 
 
@@ -278,6 +285,7 @@ def run_ours(config, prepared, snapshots: list[int] = ()) -> dict:
         kept.append({"iteration": stop, "seconds": trainer.distill_seconds, "images": images})
     trainer.config.num_iterations = total
     trainer.train()
+    step_size = trainer.synthetic.step_size  # MTT and meta-learning learn it: compared with the authors' `syn_lr`
     return {
         "images": trainer.synthetic.images.detach().cpu(),
         "labels": trainer.synthetic.labels.cpu(),
@@ -286,6 +294,7 @@ def run_ours(config, prepared, snapshots: list[int] = ()) -> dict:
         "mixed_precision": trainer.config.mixed_precision,
         "torch_compile": trainer.config.torch_compile,
         "snapshots": kept,
+        **({"step_size": step_size.detach().cpu().tolist()} if step_size is not None else {}),
     }
 
 

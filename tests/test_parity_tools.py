@@ -378,6 +378,7 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(monkeypa
         for iteration in [*snapshots, "final"]:
             value = 30.0 if iteration == "final" else float(iteration)
             kept = {"image_syn": torch.full((2, 1, 4, 4), value), "label_syn": torch.tensor([0, 1])}
+            kept["syn_lr"] = torch.tensor(value / 1000)
             name = "final_set.pt" if iteration == "final" else f"snapshot_{iteration}.pt"
             torch.save(kept, workdir / name)
         (workdir / "snapshot_20.pt").unlink()  # e.g. the real wandb was installed and kept nothing
@@ -392,6 +393,7 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(monkeypa
     assert [(kept["iteration"], kept["seconds"]) for kept in run["snapshots"]] == [(10, 5.0)]
     assert torch.allclose(run["snapshots"][0]["images"], torch.full((2, 1, 4, 4), 10.0))
     assert torch.allclose(run["images"], torch.full((2, 1, 4, 4), 30.0)) and run["seconds"] == 15.0
+    assert run["step_size"] == pytest.approx(0.03)  # their learned step size at the end
 
 
 def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
