@@ -361,18 +361,19 @@ def test_authors_experts_are_trained_once_and_their_cost_kept(tmp_path, monkeypa
     assert not (buffers.with_name("mnist_2x3_work") / "log.txt").exists()
 
 
-def test_a_diverged_authors_run_is_not_judged(monkeypatch, parity):
+def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch, parity):
     # What the first MTT run on aliased experts gave: `loss = nan` for every iteration, a set of NaN pixels.
     monkeypatch.setattr(parity, "mtt_arguments", lambda *args: ["distill.py"])
     monkeypatch.setattr(parity, "run_reference", lambda *args: {0: 0.0, 10: 5.0})
     nan_set = (torch.full((2, 1, 4, 4), float("nan")), torch.tensor([0, 1]))
     monkeypatch.setattr(parity, "mtt_final_set", lambda workdir: nan_set)
+    monkeypatch.setattr(parity.tempfile, "mkdtemp", lambda **_: str(tmp_path))
     args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
     with pytest.raises(RuntimeError, match="non-finite pixels"):
         parity.run_authors(args, argparse.Namespace(num_iterations=10), 0, prepared=None)
 
 
-def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(monkeypatch, parity):
+def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path, monkeypatch, parity):
     def reference(args, workdir, seed, script_and_arguments, snapshots):
         assert snapshots == [10, 20]  # within the run only
         for iteration in [*snapshots, "final"]:
@@ -386,6 +387,7 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(monkeypa
 
     monkeypatch.setattr(parity, "mtt_arguments", lambda *args: ["distill.py"])
     monkeypatch.setattr(parity, "run_reference", reference)
+    monkeypatch.setattr(parity.tempfile, "mkdtemp", lambda **_: str(tmp_path))  # the run's folder: not left in /tmp
     args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
     # Our normalisation equal to theirs: the pixels come back unchanged.
     prepared = argparse.Namespace(train_data=argparse.Namespace(mean=[0.1307], std=[0.3081]))
