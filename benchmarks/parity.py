@@ -112,7 +112,7 @@ def run_reference(
     runner = [sys.executable, "-u", str(REFERENCE_RUNNER), "--repo", args.reference_repo, "--data-dir", args.data_dir]
     if args.method == "mtt" and args.dataset in ("mnist", "fashion_mnist"):
         runner.append("--add-digit-datasets")  # their get_dataset knows neither (see parity_reference.py)
-    if args.method == "mtt" and snapshots:
+    if snapshots:  # MTT only (run_authors passes none for the DC code, which keeps no set on its way)
         runner += ["--snapshots", *map(str, snapshots)]
     command = [*runner, "--workdir", str(workdir), "--seed", str(seed), "--", *script_and_arguments]
     print("authors:", " ".join(command), flush=True)
