@@ -36,6 +36,14 @@ def parity(monkeypatch):
 
 
 @pytest.fixture
+def parity_authors(parity):
+    """`benchmarks/parity_authors.py`: the authors' side of the parity runs."""
+    import parity_authors
+
+    return parity_authors
+
+
+@pytest.fixture
 def parity_results(parity):
     import parity_results
 
@@ -341,39 +349,39 @@ BUFFER_SCRIPT = """
 """
 
 
-def test_authors_experts_are_trained_once_and_their_cost_kept(tmp_path, monkeypatch, parity):
+def test_authors_experts_are_trained_once_and_their_cost_kept(tmp_path, monkeypatch, parity_authors):
     files = {"networks.py": NETWORKS, "utils.py": MTT_UTILS, "buffer.py": BUFFER_SCRIPT}
     command, _ = _runner_on_stand_in(tmp_path, files)
-    monkeypatch.setattr(parity, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(parity_authors, "RUNS_DIR", tmp_path / "runs")
     args = argparse.Namespace(
         reference_repo=command[3], data_dir=command[5], dataset="mnist", method="mtt", num_experts=2,
         expert_train_epochs=3, seeds=[4, 5],
     )  # fmt: skip
     prepared = argparse.Namespace(dsa_strategy="crop")
-    trained = parity.authors_experts(args, prepared)
+    trained = parity_authors.authors_experts(args, prepared)
     buffers = tmp_path / "runs" / "buffers" / "mnist_2x3"
     assert trained["path"] == str(buffers) and trained["seed"] == 4 and trained["train_seconds"] > 0
     assert "--num_experts 2 --train_epochs 3" in " ".join(trained["command"])
     assert (buffers / "MNIST" / "ConvNet" / "replay_buffer_0.pt").read_text() == "experts"
     # Found the second time: not trained again, and what the training cost is read back.
     (buffers.with_name("mnist_2x3_work") / "log.txt").unlink()
-    assert parity.authors_experts(args, prepared) == trained
+    assert parity_authors.authors_experts(args, prepared) == trained
     assert not (buffers.with_name("mnist_2x3_work") / "log.txt").exists()
 
 
-def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch, parity):
+def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch, parity_authors):
     # What the first MTT run on aliased experts gave: `loss = nan` for every iteration, a set of NaN pixels.
-    monkeypatch.setattr(parity, "mtt_arguments", lambda *args: ["distill.py"])
-    monkeypatch.setattr(parity, "run_reference", lambda *args: {0: 0.0, 10: 5.0})
+    monkeypatch.setattr(parity_authors, "mtt_arguments", lambda *args: ["distill.py"])
+    monkeypatch.setattr(parity_authors, "run_reference", lambda *args: {0: 0.0, 10: 5.0})
     nan_set = (torch.full((2, 1, 4, 4), float("nan")), torch.tensor([0, 1]))
-    monkeypatch.setattr(parity, "mtt_final_set", lambda workdir: nan_set)
-    monkeypatch.setattr(parity.tempfile, "mkdtemp", lambda **_: str(tmp_path))
+    monkeypatch.setattr(parity_authors, "mtt_final_set", lambda workdir: nan_set)
+    monkeypatch.setattr(parity_authors.tempfile, "mkdtemp", lambda **_: str(tmp_path))
     args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
     with pytest.raises(RuntimeError, match="non-finite pixels"):
-        parity.run_authors(args, argparse.Namespace(num_iterations=10), 0, prepared=None)
+        parity_authors.run_authors(args, argparse.Namespace(num_iterations=10), 0, prepared=None)
 
 
-def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path, monkeypatch, parity):
+def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path, monkeypatch, parity_authors):
     def reference(args, workdir, seed, script_and_arguments, snapshots):
         assert snapshots == [10, 20]  # within the run only
         for iteration in [*snapshots, "final"]:
@@ -385,13 +393,13 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path
         (workdir / "snapshot_20.pt").unlink()  # e.g. the real wandb was installed and kept nothing
         return {0: 0.0, 10: 5.0, 20: 10.0, 30: 15.0}
 
-    monkeypatch.setattr(parity, "mtt_arguments", lambda *args: ["distill.py"])
-    monkeypatch.setattr(parity, "run_reference", reference)
-    monkeypatch.setattr(parity.tempfile, "mkdtemp", lambda **_: str(tmp_path))  # the run's folder: not left in /tmp
+    monkeypatch.setattr(parity_authors, "mtt_arguments", lambda *args: ["distill.py"])
+    monkeypatch.setattr(parity_authors, "run_reference", reference)
+    monkeypatch.setattr(parity_authors.tempfile, "mkdtemp", lambda **_: str(tmp_path))  # the run's folder: not left in /tmp
     args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
     # Our normalisation equal to theirs: the pixels come back unchanged.
     prepared = argparse.Namespace(train_data=argparse.Namespace(mean=[0.1307], std=[0.3081]))
-    run = parity.run_authors(args, argparse.Namespace(num_iterations=30), 0, prepared, [10, 20, 30, 40])
+    run = parity_authors.run_authors(args, argparse.Namespace(num_iterations=30), 0, prepared, [10, 20, 30, 40])
     assert [(kept["iteration"], kept["seconds"]) for kept in run["snapshots"]] == [(10, 5.0)]
     assert torch.allclose(run["snapshots"][0]["images"], torch.full((2, 1, 4, 4), 10.0))
     assert torch.allclose(run["images"], torch.full((2, 1, 4, 4), 30.0)) and run["seconds"] == 15.0
