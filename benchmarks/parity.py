@@ -9,6 +9,9 @@ python benchmarks/parity.py --reference-repo /tmp/DatasetCondensation --dataset 
 # `--experts-only` trains them and stops)
 python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
     --iterations 30 --seeds 0 1 2 --num-experts 3 --expert-train-epochs 6  # [--our-experts benchmarks/experts/mnist]
+# MTT, paired: ours start from the authors' initial set of each seed (their iteration 0, judged too with --curve 0)
+python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
+    --iterations 30 --seeds 0 1 2 --variants authors auto-full-unroll --same-start --curve 0
 python benchmarks/parity.py --report   # the markdown table of every result file
 # a run that shared the cores: keep its accuracies, leave its timings out of the tables
 python benchmarks/parity.py --mark-timing-disturbed mnist_dsa_ipc10 authors/1 "why"
@@ -90,17 +93,28 @@ def recipe_config(dataset: str, method: str, ipc: int, iterations: int, seed: in
     return config
 
 
-def run_ours(config, prepared, snapshots: list[int] = ()) -> dict:
+def run_ours(
+    config, prepared, snapshots: list[int] = (), start: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> dict:
     """`hf_distill` on `config` and the prepared splits; the final set and the loop's seconds per iteration.
 
     With `snapshots`, the run stops at each of those iterations on its way (the loop resumes where it stopped, so
-    the set is the same) and keeps the set and the distillation seconds spent so far: accuracy against wall time.
+    the set is the same) and keeps the set and the distillation seconds spent so far: accuracy against wall time
+    (iteration 0 is the initial set). With `start` (images in our normalisation, labels), the run starts from
+    those images instead of its own initial draw: `--same-start` gives it the authors' initial set.
     """
     trainer = DistillTrainer(config, prepared.train_data, prepared.test_data)
+    if start is not None:
+        images, labels = start
+        if not torch.equal(labels.long().cpu(), trainer.synthetic.labels.cpu()):
+            raise ValueError("the starting set's labels are not ordered class by class as ours are.")
+        with torch.no_grad():  # in place: the optimiser holds this very parameter
+            trainer.synthetic.images.copy_(images.to(trainer.synthetic.images.device))
     total, kept = config.num_iterations, []
-    for stop in sorted(i for i in set(snapshots) if 0 < i < total):
-        trainer.config.num_iterations = stop
-        trainer.train()
+    for stop in sorted(i for i in set(snapshots) if 0 <= i < total):
+        if stop:
+            trainer.config.num_iterations = stop
+            trainer.train()
         images = trainer.synthetic.images.detach().cpu().clone()  # the optimiser updates the live tensor in place
         kept.append({"iteration": stop, "seconds": trainer.distill_seconds, "images": images})
     trainer.config.num_iterations = total
@@ -210,8 +224,19 @@ def prepare_experts(args, config, prepared) -> dict:
     return experts
 
 
+def authors_start(run: dict, judged: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """`--same-start`: the authors' initial set (their iteration-0 snapshot: images in our normalisation, labels),
+    where our variants of the same seed start; left in their curve only when it is to be `judged` (`--curve 0`)."""
+    initial = next((kept for kept in run["snapshots"] if kept["iteration"] == 0), None)
+    if initial is None:
+        raise RuntimeError("--same-start: the authors' run kept no initial set (is the real wandb installed?).")
+    if not judged:
+        run["snapshots"].remove(initial)
+    return initial["images"], run["labels"]
+
+
 def distill_and_judge(args) -> None:
-    path = results_path(args.results_dir, args.dataset, args.method, args.ipc)
+    path = results_path(args.results_dir, args.dataset, args.method, args.ipc, args.same_start)
     run_settings = run_overrides(args)
     config, prepared = prepare_recipe(args, args.seeds[0], run_settings)  # for every variant and seed
     judge_set = judges(prepared, args.judge_epochs, args.judge_models)
@@ -221,6 +246,7 @@ def distill_and_judge(args) -> None:
         "method": args.method,
         "ipc": args.ipc,
         "settings": {**settings, "dsa_strategy": prepared.dsa_strategy},
+        **({"same_start": True} if args.same_start else {}),
     }
     if args.method == "mtt":
         header.update(prepare_experts(args, config, prepared))
@@ -228,15 +254,20 @@ def distill_and_judge(args) -> None:
             print(json.dumps(header, indent=2))
             return
     machine = this_machine()
+    # --same-start: the authors' run of each seed goes first, and its initial set is where ours start.
+    variants = sorted(args.variants, key=lambda v: v != "authors") if args.same_start else args.variants
     for seed in args.seeds:
-        for variant in args.variants:
+        start = None
+        for variant in variants:
             overrides = {**run_settings, **VARIANTS.get(variant, {})}
             config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
             if variant == "authors":
-                run = run_authors(args, config, seed, prepared, args.curve)
+                run = run_authors(args, config, seed, prepared, [*args.curve, *([0] if args.same_start else [])])
+                start = authors_start(run, judged=0 in args.curve) if args.same_start else None
             else:
-                run = run_ours(config, prepared, args.curve)
+                # Started from the authors' set, our iteration 0 is theirs: judged once, on their side.
+                run = run_ours(config, prepared, [i for i in args.curve if i or start is None], start)
             RUNS_DIR.mkdir(parents=True, exist_ok=True)
             final_set = {"images": run.pop("images"), "labels": run.pop("labels")}
             torch.save(final_set, RUNS_DIR / f"{path.stem}_{variant}_{seed}.pt")
@@ -253,6 +284,7 @@ def distill_and_judge(args) -> None:
                 **run,
                 "judges": judge(final_set["images"], final_set["labels"], prepared, judge_set),
                 **({"curve": curve} if curve else {}),
+                **({"start": f"authors/{seed}"} if start is not None and variant != "authors" else {}),
                 "machine": machine,  # per entry: seeds of one file may come from different machines
                 "command": " ".join(["python", *sys.argv]),
                 "commit": git_commit(),
@@ -331,6 +363,12 @@ def main(argv: list[str] | None = None) -> None:
         "against wall time).",
     )
     parser.add_argument(
+        "--same-start",
+        action="store_true",
+        help="MTT: our variants start from the authors' initial set of the same seed (their iteration 0), so each "
+        "seed compares the two loops on one draw of real images; the authors' run of each seed goes first.",
+    )
+    parser.add_argument(
         "--speed-rounds",
         type=int,
         default=0,
@@ -362,6 +400,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"variant {variant!r} is for --method {METHOD_VARIANTS[variant]} only.")
     if args.experts_only and args.method != "mtt":
         parser.error("--experts-only is for --method mtt (the other methods have no experts).")
+    if args.same_start and (args.method != "mtt" or "authors" not in args.variants):
+        parser.error("--same-start is for --method mtt with 'authors' among --variants (the DC code keeps no sets).")
     if "authors" in args.variants and not args.reference_repo:
         parser.error("--reference-repo is needed to run the authors' code (or leave 'authors' out of --variants).")
     if args.speed_rounds:

@@ -7,8 +7,11 @@ from pathlib import Path
 from statistics import mean, stdev
 
 
-def results_path(results_dir: Path, dataset: str, method: str, ipc: int) -> Path:
-    return Path(results_dir) / f"{dataset}_{method}_ipc{ipc}.json"
+def results_path(results_dir: Path, dataset: str, method: str, ipc: int, same_start: bool = False) -> Path:
+    """Runs whose sets start from the authors' initial set (`--same-start`) have a file of their own: a paired
+    comparison does not average with runs that drew their own."""
+    suffix = "_same_start" if same_start else ""
+    return Path(results_dir) / f"{dataset}_{method}_ipc{ipc}{suffix}.json"
 
 
 def record(path: Path, key: str, entry: dict, header: dict) -> None:
@@ -84,8 +87,9 @@ def report(results_dir: Path) -> str:
             continue
         runs = data["runs"].values()
         variants = sorted({run["variant"] for run in runs}, key=lambda v: (v != "authors", v))
+        start = "; ours start from the authors' initial set of each seed" if data.get("same_start") else ""
         lines += [
-            f"**{data['dataset']} {data['method']} IPC {data['ipc']}** ({json.dumps(data['settings'])})",
+            f"**{data['dataset']} {data['method']} IPC {data['ipc']}** ({json.dumps(data['settings'])}{start})",
             "",
             "| set | seeds | iterations | s / iteration | project judge | second judge |",
             "|---|---|---|---|---|---|",

@@ -281,6 +281,50 @@ def test_snapshots_on_the_way_leave_the_final_set_unchanged(tiny_image_dataset, 
     assert stopped["snapshots"][0]["seconds"] <= stopped["snapshots"][1]["seconds"] <= stopped["seconds"]
 
 
+def test_ours_can_start_from_the_authors_initial_set(tiny_image_dataset, tiny_config, parity):
+    from hf_distill.preparation import prepare
+
+    config = tiny_config(num_iterations=2, mixed_precision="no")
+    data = tiny_image_dataset()
+    prepared = prepare(config, data["train"], data["test"])
+    own = parity.run_ours(config, prepared, snapshots=[0])
+    initial, labels = own["snapshots"][0]["images"], own["labels"]
+    theirs = torch.randn(initial.shape, generator=torch.Generator().manual_seed(3))
+    config = tiny_config(num_iterations=2, mixed_precision="no")
+    started = parity.run_ours(config, prepared, snapshots=[0], start=(theirs, labels))
+    # Iteration 0 is the set it was given, and the loop then moves that set, not its own draw.
+    assert torch.equal(started["snapshots"][0]["images"], theirs) and started["snapshots"][0]["seconds"] == 0.0
+    assert not torch.equal(started["images"], own["images"]) and not torch.equal(started["images"], theirs)
+    with pytest.raises(ValueError, match="ordered class by class"):
+        parity.run_ours(tiny_config(num_iterations=1), prepared, start=(theirs, labels.flip(0)))
+
+
+def test_the_authors_initial_set_is_judged_only_when_asked(parity):
+    initial = {"iteration": 0, "seconds": 0.0, "images": torch.zeros(2, 1, 4, 4)}
+    later = {"iteration": 10, "seconds": 5.0, "images": torch.ones(2, 1, 4, 4)}
+    labels = torch.tensor([0, 1])
+    run = {"snapshots": [initial, later], "labels": labels}
+    images, start_labels = parity.authors_start(run, judged=False)
+    assert torch.equal(images, initial["images"]) and torch.equal(start_labels, labels)
+    assert run["snapshots"] == [later]  # not in their curve: no --curve 0
+    run = {"snapshots": [initial, later], "labels": labels}
+    parity.authors_start(run, judged=True)
+    assert run["snapshots"] == [initial, later]
+    with pytest.raises(RuntimeError, match="kept no initial set"):
+        parity.authors_start({"snapshots": [later], "labels": labels}, judged=False)
+
+
+def test_paired_runs_have_a_results_file_and_title_of_their_own(tmp_path, parity_results):
+    path = parity_results.results_path(tmp_path, "mnist", "mtt", 10, same_start=True)
+    assert path.name == "mnist_mtt_ipc10_same_start.json"
+    assert parity_results.results_path(tmp_path, "mnist", "mtt", 10).name == "mnist_mtt_ipc10.json"
+    judged = {"project": {"accuracies": [90.0]}, "second": {"accuracies": [80.0]}}
+    run = {"variant": "authors", "seed": 0, "iterations": 30, "seconds_per_iteration": 1.0, "seconds": 30.0}
+    header = {"dataset": "mnist", "method": "mtt", "ipc": 10, "settings": {}, "same_start": True}
+    parity_results.record(path, "authors/0", {**run, "judges": judged, "machine": {"cpu": "x"}}, header)
+    assert "ours start from the authors' initial set of each seed" in parity_results.report(tmp_path)
+
+
 def test_report_gives_time_to_the_authors_accuracy(tmp_path, parity_results):
     def judges(project, second):
         return {"project": {"accuracies": project}, "second": {"accuracies": second}}
@@ -383,7 +427,7 @@ def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch, parity_auth
 
 def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path, monkeypatch, parity_authors):
     def reference(args, workdir, seed, script_and_arguments, snapshots):
-        assert snapshots == [10, 20]  # within the run only
+        assert snapshots == [0, 10, 20]  # within the run only (0: the initial set)
         for iteration in [*snapshots, "final"]:
             value = 30.0 if iteration == "final" else float(iteration)
             kept = {"image_syn": torch.full((2, 1, 4, 4), value), "label_syn": torch.tensor([0, 1])}
@@ -395,13 +439,14 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path
 
     monkeypatch.setattr(parity_authors, "mtt_arguments", lambda *args: ["distill.py"])
     monkeypatch.setattr(parity_authors, "run_reference", reference)
-    monkeypatch.setattr(parity_authors.tempfile, "mkdtemp", lambda **_: str(tmp_path))  # the run's folder: not left in /tmp
+    # The run's folder: not left in /tmp.
+    monkeypatch.setattr(parity_authors.tempfile, "mkdtemp", lambda **_: str(tmp_path))
     args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
     # Our normalisation equal to theirs: the pixels come back unchanged.
     prepared = argparse.Namespace(train_data=argparse.Namespace(mean=[0.1307], std=[0.3081]))
-    run = parity_authors.run_authors(args, argparse.Namespace(num_iterations=30), 0, prepared, [10, 20, 30, 40])
-    assert [(kept["iteration"], kept["seconds"]) for kept in run["snapshots"]] == [(10, 5.0)]
-    assert torch.allclose(run["snapshots"][0]["images"], torch.full((2, 1, 4, 4), 10.0))
+    run = parity_authors.run_authors(args, argparse.Namespace(num_iterations=30), 0, prepared, [0, 10, 20, 30, 40])
+    assert [(kept["iteration"], kept["seconds"]) for kept in run["snapshots"]] == [(0, 0.0), (10, 5.0)]
+    assert torch.allclose(run["snapshots"][1]["images"], torch.full((2, 1, 4, 4), 10.0))
     assert torch.allclose(run["images"], torch.full((2, 1, 4, 4), 30.0)) and run["seconds"] == 15.0
     assert run["step_size"] == pytest.approx(0.03)  # their learned step size at the end
 
@@ -410,3 +455,6 @@ def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
     with pytest.raises(SystemExit):
         parity.main(["--method", "dm", "--variants", "auto-full-unroll"])
     assert "variant 'auto-full-unroll' is for --method mtt only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parity.main(["--method", "dm", "--same-start", "--reference-repo", "x"])
+    assert "--same-start is for --method mtt" in capsys.readouterr().err
