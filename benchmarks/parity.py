@@ -52,6 +52,7 @@ from parity_authors import (
     AUTHORS_DATASETS,
     AUTHORS_SCRIPTS,
     RUNS_DIR,
+    authors_buffer_from_our_experts,
     authors_experts,
     experts_folder,
     git_commit,
@@ -219,9 +220,18 @@ def our_experts(args, config, prepared) -> dict:
 def prepare_experts(args, config, prepared) -> dict:
     """MTT: both sides' experts, trained once (or found) before any distillation; what each cost."""
     experts = {"experts": our_experts(args, config, prepared)}
-    if "authors" in args.variants:
+    if "authors" in args.variants and args.experts == "ours":
+        experts["authors_experts"] = authors_buffer_from_our_experts(args, config.expert_path)
+    elif "authors" in args.variants:
         experts["authors_experts"] = authors_experts(args, prepared)
     return experts
+
+
+def pairing(args) -> list[str]:
+    """What the two sides share beyond the settings (`--same-start`, `--experts ours`): such runs are paired, and
+    their results file is their own."""
+    shared = ["same_start"] if args.same_start else []
+    return shared + (["our_experts"] if args.experts == "ours" else [])
 
 
 def authors_start(run: dict, judged: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,7 +246,7 @@ def authors_start(run: dict, judged: bool) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def distill_and_judge(args) -> None:
-    path = results_path(args.results_dir, args.dataset, args.method, args.ipc, args.same_start)
+    path = results_path(args.results_dir, args.dataset, args.method, args.ipc, pairing(args))
     run_settings = run_overrides(args)
     config, prepared = prepare_recipe(args, args.seeds[0], run_settings)  # for every variant and seed
     judge_set = judges(prepared, args.judge_epochs, args.judge_models)
@@ -246,7 +256,7 @@ def distill_and_judge(args) -> None:
         "method": args.method,
         "ipc": args.ipc,
         "settings": {**settings, "dsa_strategy": prepared.dsa_strategy},
-        **({"same_start": True} if args.same_start else {}),
+        **({"pairing": pairing(args)} if pairing(args) else {}),
     }
     if args.method == "mtt":
         header.update(prepare_experts(args, config, prepared))
@@ -348,6 +358,13 @@ def main(argv: list[str] | None = None) -> None:
         "training them under benchmarks/runs/parity; they must be --num-experts x --expert-train-epochs.",
     )
     parser.add_argument(
+        "--experts",
+        choices=["own", "ours"],
+        default="own",
+        help="MTT: each side matches its own experts (`own`: theirs trained by their buffer.py), or both match ours "
+        "(`ours`: converted to their buffer format), so that only the distillation loops differ.",
+    )
+    parser.add_argument(
         "--experts-only",
         action="store_true",
         help="MTT: train (or find) both sides' experts, print what they cost, and stop.",
@@ -402,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--experts-only is for --method mtt (the other methods have no experts).")
     if args.same_start and (args.method != "mtt" or "authors" not in args.variants):
         parser.error("--same-start is for --method mtt with 'authors' among --variants (the DC code keeps no sets).")
+    if args.experts == "ours" and args.method != "mtt":
+        parser.error("--experts is for --method mtt (the other methods have no experts).")
     if "authors" in args.variants and not args.reference_repo:
         parser.error("--reference-repo is needed to run the authors' code (or leave 'authors' out of --variants).")
     if args.speed_rounds:

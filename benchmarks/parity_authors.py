@@ -2,7 +2,9 @@
 (through `benchmarks/parity_reference.py`, which adds only shims), their experts for MTT, and their sets brought
 back in this project's normalisation; plus what both sides record about a run (machine, commits)."""
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +16,9 @@ import torch
 from machine import cpu_model  # benchmarks/machine.py: scripts here run with this folder on sys.path
 from parity_reference import FINAL_SET_FILE, SNAPSHOT_FILE
 from parity_results import write_results
+from safetensors import safe_open
+
+from hf_distill.trajectories import epoch_key
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Where final sets and both sides' MTT experts are kept (git-ignored).
@@ -91,8 +96,42 @@ def dc_final_set(workdir: Path, args, config) -> tuple[torch.Tensor, torch.Tenso
 
 
 def experts_folder(args, side: str) -> Path:
-    """Where one side's MTT experts for this dataset and size are kept (`side`: "buffers", theirs; "experts", ours)."""
+    """Where one side's MTT experts for this dataset and size are kept (`side`: "buffers", theirs; "experts", ours;
+    "buffers_from_ours", ours in their format)."""
     return RUNS_DIR / side / f"{args.dataset}_{args.num_experts}x{args.expert_train_epochs}"
+
+
+def authors_buffers(args) -> Path:
+    """The experts the authors' `distill.py` reads: their own (`--experts own`) or ours converted (`ours`)."""
+    return experts_folder(args, "buffers_from_ours" if args.experts == "ours" else "buffers")
+
+
+def authors_buffer_from_our_experts(args, our_path: str) -> dict:
+    """`--experts ours`: our experts written as the authors' `buffer.py` writes its own, so that their `distill.py`
+    matches the very trajectories ours does: a list of trajectories, each a list of epochs (0 = the
+    initialisation), each a list of parameter tensors, which `distill.py` flattens and concatenates. Here each
+    epoch holds one tensor, our flat vector: our ConvNet's parameters come in the order and shapes of theirs
+    (conv, norm per block, then the classifier; checked against their ConvNet when this was written).
+    Converted again whenever our experts' index changed."""
+    index_text = (Path(our_path) / "experts.json").read_text()
+    index = json.loads(index_text)
+    buffers = authors_buffers(args)
+    target = buffers / AUTHORS_DATASETS[args.dataset][0] / "ConvNet" / "replay_buffer_0.pt"
+    record_file = buffers / "converted_from.json"
+    recorded = {"converted_from": str(our_path), "index_sha256": hashlib.sha256(index_text.encode()).hexdigest()}
+    if target.is_file() and record_file.is_file() and json.loads(record_file.read_text()) == recorded:
+        return {"path": str(buffers), **recorded}
+    trajectories = []
+    for expert in index["experts"]:
+        with safe_open(str(Path(our_path) / expert["file"]), framework="pt") as handle:
+            epochs = range(index["num_epochs"] + 1)
+            trajectories.append([[handle.get_tensor(epoch_key(epoch)).clone()] for epoch in epochs])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    torch.save(trajectories, partial)
+    os.replace(partial, target)  # atomic: a stopped conversion leaves no buffer that looks whole
+    write_results(record_file, recorded)
+    return {"path": str(buffers), **recorded}
 
 
 def authors_experts(args, prepared) -> dict:
@@ -181,7 +220,7 @@ def run_authors(args, config, seed: int, prepared, snapshots: list[int] = ()) ->
     its sets at `snapshots` iterations too (the DC code keeps none on its way)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"parity_{args.method}_{seed}_"))
     if args.method == "mtt":  # their experts: trained beforehand by `prepare_experts`
-        script_and_arguments = mtt_arguments(args, config, prepared, experts_folder(args, "buffers"))
+        script_and_arguments = mtt_arguments(args, config, prepared, authors_buffers(args))
     else:
         script_and_arguments = dc_arguments(args, config, prepared)
     snapshots = [i for i in snapshots if 0 <= i < config.num_iterations] if args.method == "mtt" else []

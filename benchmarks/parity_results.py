@@ -6,11 +6,17 @@ import json
 from pathlib import Path
 from statistics import mean, stdev
 
+#: What paired runs share with the authors' side (`parity.py --same-start`, `--experts ours`), as report titles say it.
+PAIRINGS = {
+    "same_start": "ours start from the authors' initial set of each seed",
+    "our_experts": "both sides match our experts",
+}
 
-def results_path(results_dir: Path, dataset: str, method: str, ipc: int, same_start: bool = False) -> Path:
-    """Runs whose sets start from the authors' initial set (`--same-start`) have a file of their own: a paired
-    comparison does not average with runs that drew their own."""
-    suffix = "_same_start" if same_start else ""
+
+def results_path(results_dir: Path, dataset: str, method: str, ipc: int, pairing: list[str] = ()) -> Path:
+    """Paired runs (`pairing`: keys of `PAIRINGS`) have a file of their own: they do not average with runs whose
+    sides drew their own initial sets or trained their own experts."""
+    suffix = "".join(f"_{shared}" for shared in pairing)
     return Path(results_dir) / f"{dataset}_{method}_ipc{ipc}{suffix}.json"
 
 
@@ -87,7 +93,7 @@ def report(results_dir: Path) -> str:
             continue
         runs = data["runs"].values()
         variants = sorted({run["variant"] for run in runs}, key=lambda v: (v != "authors", v))
-        start = "; ours start from the authors' initial set of each seed" if data.get("same_start") else ""
+        start = "".join(f"; {PAIRINGS[shared]}" for shared in data.get("pairing", []))
         lines += [
             f"**{data['dataset']} {data['method']} IPC {data['ipc']}** ({json.dumps(data['settings'])}{start})",
             "",

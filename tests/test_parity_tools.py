@@ -315,14 +315,15 @@ def test_the_authors_initial_set_is_judged_only_when_asked(parity):
 
 
 def test_paired_runs_have_a_results_file_and_title_of_their_own(tmp_path, parity_results):
-    path = parity_results.results_path(tmp_path, "mnist", "mtt", 10, same_start=True)
-    assert path.name == "mnist_mtt_ipc10_same_start.json"
+    path = parity_results.results_path(tmp_path, "mnist", "mtt", 10, ["same_start", "our_experts"])
+    assert path.name == "mnist_mtt_ipc10_same_start_our_experts.json"
     assert parity_results.results_path(tmp_path, "mnist", "mtt", 10).name == "mnist_mtt_ipc10.json"
     judged = {"project": {"accuracies": [90.0]}, "second": {"accuracies": [80.0]}}
     run = {"variant": "authors", "seed": 0, "iterations": 30, "seconds_per_iteration": 1.0, "seconds": 30.0}
-    header = {"dataset": "mnist", "method": "mtt", "ipc": 10, "settings": {}, "same_start": True}
+    header = {"dataset": "mnist", "method": "mtt", "ipc": 10, "settings": {}, "pairing": ["same_start", "our_experts"]}
     parity_results.record(path, "authors/0", {**run, "judges": judged, "machine": {"cpu": "x"}}, header)
-    assert "ours start from the authors' initial set of each seed" in parity_results.report(tmp_path)
+    title = "; ours start from the authors' initial set of each seed; both sides match our experts)"
+    assert title in parity_results.report(tmp_path)
 
 
 def test_report_gives_time_to_the_authors_accuracy(tmp_path, parity_results):
@@ -413,6 +414,38 @@ def test_authors_experts_are_trained_once_and_their_cost_kept(tmp_path, monkeypa
     assert not (buffers.with_name("mnist_2x3_work") / "log.txt").exists()
 
 
+def test_our_experts_become_the_authors_buffer(tmp_path, monkeypatch, parity_authors):
+    from safetensors.torch import save_file
+
+    from hf_distill.trajectories import epoch_key
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    vectors = {(e, epoch): torch.randn(7) for e in range(2) for epoch in range(3)}
+    for expert in range(2):
+        save_file({epoch_key(epoch): vectors[expert, epoch] for epoch in range(3)}, ours / f"expert_{expert}.st")
+    index = {"num_epochs": 2, "experts": [{"file": f"expert_{e}.st"} for e in range(2)]}
+    (ours / "experts.json").write_text(json.dumps(index))
+    monkeypatch.setattr(parity_authors, "RUNS_DIR", tmp_path / "runs")
+    args = argparse.Namespace(dataset="mnist", num_experts=2, expert_train_epochs=2, experts="ours")
+    converted = parity_authors.authors_buffer_from_our_experts(args, str(ours))
+    buffer_file = Path(converted["path"]) / "MNIST" / "ConvNet" / "replay_buffer_0.pt"
+    assert Path(converted["path"]) == parity_authors.authors_buffers(args)
+    # As distill.py reads a trajectory: expert, then epoch, then its parameters flattened and concatenated.
+    buffer = torch.load(buffer_file)
+    assert len(buffer) == 2 and all(len(trajectory) == 3 for trajectory in buffer)
+    for (expert, epoch), vector in vectors.items():
+        assert torch.equal(torch.cat([p.reshape(-1) for p in buffer[expert][epoch]]), vector)
+    # Reused while our experts are the same; converted again when they changed.
+    written = buffer_file.stat().st_mtime_ns
+    assert parity_authors.authors_buffer_from_our_experts(args, str(ours)) == converted
+    assert buffer_file.stat().st_mtime_ns == written
+    (ours / "experts.json").write_text(json.dumps({**index, "experts": index["experts"][:1]}))
+    assert len(torch.load(buffer_file)) == 2
+    parity_authors.authors_buffer_from_our_experts(args, str(ours))
+    assert len(torch.load(buffer_file)) == 1
+
+
 def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch, parity_authors):
     # What the first MTT run on aliased experts gave: `loss = nan` for every iteration, a set of NaN pixels.
     monkeypatch.setattr(parity_authors, "mtt_arguments", lambda *args: ["distill.py"])
@@ -420,7 +453,7 @@ def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch, parity_auth
     nan_set = (torch.full((2, 1, 4, 4), float("nan")), torch.tensor([0, 1]))
     monkeypatch.setattr(parity_authors, "mtt_final_set", lambda workdir: nan_set)
     monkeypatch.setattr(parity_authors.tempfile, "mkdtemp", lambda **_: str(tmp_path))
-    args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
+    args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6, experts="own")
     with pytest.raises(RuntimeError, match="non-finite pixels"):
         parity_authors.run_authors(args, argparse.Namespace(num_iterations=10), 0, prepared=None)
 
@@ -441,7 +474,7 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path
     monkeypatch.setattr(parity_authors, "run_reference", reference)
     # The run's folder: not left in /tmp.
     monkeypatch.setattr(parity_authors.tempfile, "mkdtemp", lambda **_: str(tmp_path))
-    args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6)
+    args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6, experts="own")
     # Our normalisation equal to theirs: the pixels come back unchanged.
     prepared = argparse.Namespace(train_data=argparse.Namespace(mean=[0.1307], std=[0.3081]))
     run = parity_authors.run_authors(args, argparse.Namespace(num_iterations=30), 0, prepared, [0, 10, 20, 30, 40])
@@ -458,3 +491,6 @@ def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
     with pytest.raises(SystemExit):
         parity.main(["--method", "dm", "--same-start", "--reference-repo", "x"])
     assert "--same-start is for --method mtt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parity.main(["--method", "dm", "--experts", "ours", "--reference-repo", "x"])
+    assert "--experts is for --method mtt" in capsys.readouterr().err
