@@ -10,8 +10,9 @@ python benchmarks/parity.py --reference-repo /tmp/DatasetCondensation --dataset 
 python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
     --iterations 30 --seeds 0 1 2 --num-experts 3 --expert-train-epochs 6  # [--our-experts benchmarks/experts/mnist]
 # MTT, paired: ours start from the authors' initial set of each seed (their iteration 0, judged too with --curve 0)
+# and their distill.py matches our experts (converted to their buffer format): only the two loops differ
 python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
-    --iterations 30 --seeds 0 1 2 --variants authors auto-full-unroll --same-start --curve 0
+    --iterations 30 --seeds 0 1 2 --variants authors auto-full-unroll --same-start --experts ours --curve 0
 python benchmarks/parity.py --report   # the markdown table of every result file
 # a run that shared the cores: keep its accuracies, leave its timings out of the tables
 python benchmarks/parity.py --mark-timing-disturbed mnist_dsa_ipc10 authors/1 "why"
