@@ -85,9 +85,11 @@ METHOD_VARIANTS = {"auto-full-unroll": "mtt"}
 
 
 def recipe_config(dataset: str, method: str, ipc: int, iterations: int, seed: int, overrides: dict):
-    """The recipe's config with the parity run's iterations and seed, no checkpoints and no evaluation."""
+    """The recipe's config with the parity run's iterations and seed, no checkpoints and no evaluation; the loss of
+    every iteration logged."""
     recipe = ROOT / "recipes" / dataset / f"{method}_ipc{ipc}.yaml"
     argv = ["--config", str(recipe), "--num_iterations", str(iterations), "--seed", str(seed), "--save_steps", "0"]
+    argv += ["--logging_steps", "1"]  # every iteration's loss goes in the results, to set beside the authors' log
     for key, value in overrides.items():
         argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     _, config = parse_distill_args(argv)
@@ -130,6 +132,7 @@ def run_ours(
         "mixed_precision": trainer.config.mixed_precision,
         "torch_compile": trainer.config.torch_compile,
         "snapshots": kept,
+        "losses": [record["loss"] for record in trainer.log_history if "loss" in record],
         **({"step_size": step_size.detach().cpu().tolist()} if step_size is not None else {}),
     }
 

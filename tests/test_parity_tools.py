@@ -277,6 +277,7 @@ def test_snapshots_on_the_way_leave_the_final_set_unchanged(tiny_image_dataset, 
     assert torch.equal(straight["images"], stopped["images"])
     # Iterations past the end (and the end itself) are no snapshots; each snapshot is a copy, not the live set.
     assert [s["iteration"] for s in stopped["snapshots"]] == [1, 3]
+    assert len(stopped["losses"]) == 4 and stopped["losses"] == straight["losses"]  # one per iteration
     assert not torch.equal(stopped["snapshots"][0]["images"], stopped["snapshots"][1]["images"])
     assert stopped["snapshots"][0]["seconds"] <= stopped["snapshots"][1]["seconds"] <= stopped["seconds"]
 
