@@ -277,9 +277,7 @@ def distill_and_judge(args) -> None:
             config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
             if variant == "authors":
-                run = run_authors(
-                    args, config, seed, prepared, sorted({*args.curve, *([0] if args.same_start else [])})
-                )
+                run = run_authors(args, config, seed, prepared, [*args.curve, *([0] if args.same_start else [])])
                 start = authors_start(run, judged=0 in args.curve) if args.same_start else None
             else:
                 # Started from the authors' set, our iteration 0 is theirs: judged once, on their side.

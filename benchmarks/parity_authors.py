@@ -223,7 +223,7 @@ def run_authors(args, config, seed: int, prepared, snapshots: list[int] = ()) ->
         script_and_arguments = mtt_arguments(args, config, prepared, authors_buffers(args))
     else:
         script_and_arguments = dc_arguments(args, config, prepared)
-    snapshots = [i for i in snapshots if 0 <= i < config.num_iterations] if args.method == "mtt" else []
+    snapshots = sorted({i for i in snapshots if 0 <= i < config.num_iterations}) if args.method == "mtt" else []
     arrivals = run_reference(args, workdir, seed, script_and_arguments, snapshots)
     first, last = min(arrivals), max(arrivals)
     per_iteration = (arrivals[last] - arrivals[first]) / (last - first)

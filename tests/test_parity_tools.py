@@ -461,7 +461,7 @@ def test_a_diverged_authors_run_is_not_judged(tmp_path, monkeypatch, parity_auth
 
 def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path, monkeypatch, parity_authors):
     def reference(args, workdir, seed, script_and_arguments, snapshots):
-        assert snapshots == [0, 10, 20]  # within the run only (0: the initial set)
+        assert snapshots == [0, 10, 20]  # within the run only (0: the initial set), each once
         for iteration in [*snapshots, "final"]:
             value = 30.0 if iteration == "final" else float(iteration)
             kept = {"image_syn": torch.full((2, 1, 4, 4), value), "label_syn": torch.tensor([0, 1])}
@@ -478,7 +478,7 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path
     args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6, experts="own")
     # Our normalisation equal to theirs: the pixels come back unchanged.
     prepared = argparse.Namespace(train_data=argparse.Namespace(mean=[0.1307], std=[0.3081]))
-    run = parity_authors.run_authors(args, argparse.Namespace(num_iterations=30), 0, prepared, [0, 10, 20, 30, 40])
+    run = parity_authors.run_authors(args, argparse.Namespace(num_iterations=30), 0, prepared, [0, 0, 10, 20, 30, 40])
     assert [(kept["iteration"], kept["seconds"]) for kept in run["snapshots"]] == [(0, 0.0), (10, 5.0)]
     assert torch.allclose(run["snapshots"][1]["images"], torch.full((2, 1, 4, 4), 10.0))
     assert torch.allclose(run["images"], torch.full((2, 1, 4, 4), 30.0)) and run["seconds"] == 15.0
