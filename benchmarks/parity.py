@@ -250,7 +250,8 @@ def authors_start(run: dict, judged: bool) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def distill_and_judge(args) -> None:
-    path = results_path(args.results_dir, args.dataset, args.method, args.ipc, pairing(args))
+    shared = pairing(args)
+    path = results_path(args.results_dir, args.dataset, args.method, args.ipc, shared)
     run_settings = run_overrides(args)
     config, prepared = prepare_recipe(args, args.seeds[0], run_settings)  # for every variant and seed
     judge_set = judges(prepared, args.judge_epochs, args.judge_models)
@@ -260,7 +261,7 @@ def distill_and_judge(args) -> None:
         "method": args.method,
         "ipc": args.ipc,
         "settings": {**settings, "dsa_strategy": prepared.dsa_strategy},
-        **({"pairing": pairing(args)} if pairing(args) else {}),
+        **({"pairing": shared} if shared else {}),
     }
     if args.method == "mtt":
         header.update(prepare_experts(args, config, prepared))

@@ -106,6 +106,11 @@ def authors_buffers(args) -> Path:
     return experts_folder(args, "buffers_from_ours" if args.experts == "ours" else "buffers")
 
 
+def buffer_file(args, buffers: Path) -> Path:
+    """The first (here: only) file of experts `buffer.py` writes under `buffers`, where `distill.py` looks for it."""
+    return buffers / AUTHORS_DATASETS[args.dataset][0] / "ConvNet" / "replay_buffer_0.pt"
+
+
 def authors_buffer_from_our_experts(args, our_path: str) -> dict:
     """`--experts ours`: our experts written as the authors' `buffer.py` writes its own, so that their `distill.py`
     matches the very trajectories ours does: a list of trajectories, each a list of epochs (0 = the
@@ -116,7 +121,7 @@ def authors_buffer_from_our_experts(args, our_path: str) -> dict:
     index_text = (Path(our_path) / "experts.json").read_text()
     index = json.loads(index_text)
     buffers = authors_buffers(args)
-    target = buffers / AUTHORS_DATASETS[args.dataset][0] / "ConvNet" / "replay_buffer_0.pt"
+    target = buffer_file(args, buffers)
     record_file = buffers / "converted_from.json"
     recorded = {"converted_from": str(our_path), "index_sha256": hashlib.sha256(index_text.encode()).hexdigest()}
     if target.is_file() and record_file.is_file() and json.loads(record_file.read_text()) == recorded:
@@ -142,7 +147,7 @@ def authors_experts(args, prepared) -> dict:
     buffers = experts_folder(args, "buffers")
     authors_name = AUTHORS_DATASETS[args.dataset][0]
     record_file = buffers / "training.json"
-    if (buffers / authors_name / "ConvNet" / "replay_buffer_0.pt").is_file():
+    if buffer_file(args, buffers).is_file():
         recorded = json.loads(record_file.read_text()) if record_file.is_file() else {}
         return {"path": str(buffers), **recorded}
     command = [
