@@ -249,6 +249,31 @@ def authors_start(run: dict, judged: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return initial["images"], run["labels"]
 
 
+def stored_start(results_file: Path, seed: int) -> Path:
+    """Where `--same-start` keeps the authors' initial set of a seed (our normalisation), so that our variants can
+    start from it again later without the authors' run (e.g. another precision on a seed where the two differ)."""
+    return RUNS_DIR / f"{results_file.stem}_authors_{seed}_initial.pt"
+
+
+def keep_start(results_file: Path, seed: int, start: tuple[torch.Tensor, torch.Tensor]) -> None:
+    target = stored_start(results_file, seed)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    torch.save({"images": start[0], "labels": start[1]}, partial)
+    partial.replace(target)  # atomic: a stopped run leaves no half-written start behind
+
+
+def load_start(results_file: Path, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    source = stored_start(results_file, seed)
+    if not source.is_file():
+        raise SystemExit(
+            f"--same-start without 'authors' among --variants: no initial set of seed {seed} at {source}; run the "
+            "seed once with 'authors' first."
+        )
+    kept = torch.load(source)
+    return kept["images"], kept["labels"]
+
+
 def distill_and_judge(args) -> None:
     shared = pairing(args)
     path = results_path(args.results_dir, args.dataset, args.method, args.ipc, shared)
@@ -272,7 +297,8 @@ def distill_and_judge(args) -> None:
     # --same-start: the authors' run of each seed goes first, and its initial set is where ours start.
     variants = sorted(args.variants, key=lambda v: v != "authors") if args.same_start else args.variants
     for seed in args.seeds:
-        start = None
+        # Without the authors' run, ours start from the initial set a previous paired run kept.
+        start = load_start(path, seed) if args.same_start and "authors" not in variants else None
         for variant in variants:
             overrides = {**run_settings, **VARIANTS.get(variant, {})}
             config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
@@ -280,6 +306,8 @@ def distill_and_judge(args) -> None:
             if variant == "authors":
                 run = run_authors(args, config, seed, prepared, [*args.curve, *([0] if args.same_start else [])])
                 start = authors_start(run, judged=0 in args.curve) if args.same_start else None
+                if start is not None:
+                    keep_start(path, seed, start)
             else:
                 # Started from the authors' set, our iteration 0 is theirs: judged once, on their side.
                 run = run_ours(config, prepared, [i for i in args.curve if i or start is None], start)
@@ -388,7 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         "--same-start",
         action="store_true",
         help="MTT: our variants start from the authors' initial set of the same seed (their iteration 0), so each "
-        "seed compares the two loops on one draw of real images; the authors' run of each seed goes first.",
+        "seed compares the two loops on one draw of real images; the authors' run of each seed goes first. Without "
+        "'authors' among --variants, ours start from the initial set an earlier paired run of the seed kept.",
     )
     parser.add_argument(
         "--speed-rounds",
@@ -422,8 +451,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"variant {variant!r} is for --method {METHOD_VARIANTS[variant]} only.")
     if args.experts_only and args.method != "mtt":
         parser.error("--experts-only is for --method mtt (the other methods have no experts).")
-    if args.same_start and (args.method != "mtt" or "authors" not in args.variants):
-        parser.error("--same-start is for --method mtt with 'authors' among --variants (the DC code keeps no sets).")
+    if args.same_start and args.method != "mtt":
+        parser.error("--same-start is for --method mtt (the DC code keeps no sets).")
     if args.experts == "ours" and args.method != "mtt":
         parser.error("--experts is for --method mtt (the other methods have no experts).")
     if "authors" in args.variants and not args.reference_repo:

@@ -495,3 +495,15 @@ def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
     with pytest.raises(SystemExit):
         parity.main(["--method", "dm", "--experts", "ours", "--reference-repo", "x"])
     assert "--experts is for --method mtt" in capsys.readouterr().err
+
+
+def test_the_authors_initial_set_is_kept_for_later_runs_of_ours(tmp_path, monkeypatch, parity):
+    monkeypatch.setattr(parity, "RUNS_DIR", tmp_path / "runs")
+    results_file = tmp_path / "mnist_mtt_ipc10_same_start_our_experts.json"
+    with pytest.raises(SystemExit, match="run the seed once with 'authors' first"):
+        parity.load_start(results_file, 2)
+    images, labels = torch.randn(4, 1, 4, 4), torch.tensor([0, 0, 1, 1])
+    parity.keep_start(results_file, 2, (images, labels))
+    kept_images, kept_labels = parity.load_start(results_file, 2)
+    assert torch.equal(kept_images, images) and torch.equal(kept_labels, labels)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [f"{results_file.stem}_authors_2_initial.pt"]
