@@ -133,6 +133,7 @@ def run_ours(
         "torch_compile": trainer.config.torch_compile,
         "snapshots": kept,
         "losses": [record["loss"] for record in trainer.log_history if "loss" in record],
+        "grad_norms": [record["grad_norm"] for record in trainer.log_history if "grad_norm" in record],
         **({"step_size": step_size.detach().cpu().tolist()} if step_size is not None else {}),
     }
 

@@ -307,14 +307,15 @@ class DistillTrainer(SetEvaluationMixin):
         classes = self.local_classes
         started = time.perf_counter() - self.distill_seconds
         while self.iteration < config.num_iterations:
-            loss = self._step(classes)
+            loss, grad_norm = self._step(classes)
             self.iteration += 1
             self.distill_seconds = time.perf_counter() - started
             progress.update(1)
             if config.logging_steps and self.iteration % config.logging_steps == 0:
-                record = {"loss": loss, "iteration": self.iteration, "seconds": round(self.distill_seconds, 2)}
+                seconds = round(self.distill_seconds, 2)
+                record = {"loss": loss, "grad_norm": grad_norm, "iteration": self.iteration, "seconds": seconds}
                 self.log_history.append(record)
-                accelerator.log({"train/loss": loss}, step=self.iteration)
+                accelerator.log({"train/loss": loss, "train/grad_norm": grad_norm}, step=self.iteration)
                 progress.set_postfix(loss=f"{loss:.4g}")
             if config.eval_steps and self.iteration % config.eval_steps == 0 and self.test_data is not None:
                 self._evaluate_during_training()
@@ -332,13 +333,16 @@ class DistillTrainer(SetEvaluationMixin):
             tracker.finish()
         return self.synthetic
 
-    def _step(self, classes: list[int]) -> float:
-        """One iteration: `method.updates_per_iteration` optimiser steps; returns their mean loss (all classes)."""
-        losses = [self._update(classes, update) for update in range(self.method.updates_per_iteration)]
-        return sum(losses) / len(losses)
+    def _step(self, classes: list[int]) -> tuple[float, float]:
+        """One iteration: `method.updates_per_iteration` optimiser steps; returns their mean loss (all classes) and
+        mean input-gradient norm."""
+        losses, norms = zip(*(self._update(classes, update) for update in range(self.method.updates_per_iteration)))
+        return sum(losses) / len(losses), sum(norms) / len(norms)
 
-    def _update(self, classes: list[int], update: int) -> float:
-        """One optimiser step on the synthetic set; returns the loss summed over all classes."""
+    def _update(self, classes: list[int], update: int) -> tuple[float, float]:
+        """One optimiser step on the synthetic set; returns the loss summed over all classes and the norm of the
+        synthetic inputs' gradient (logged as `grad_norm`: with a pixel learning rate of 100-1000, one large
+        gradient moves the set far in one step, which the loss alone does not show)."""
         self.optimizer.zero_grad(set_to_none=True)
         if classes:
             loss = self.method.loss(self.synthetic, classes, self.iteration, update)
@@ -361,12 +365,14 @@ class DistillTrainer(SetEvaluationMixin):
                 f"The {self.config.method} loss became {loss_value} at iteration {self.iteration}. Lower lr_images "
                 "or check the input data; the last checkpoint in output_dir is intact."
             )
+        gradient = self.synthetic.images.grad
+        grad_norm = 0.0 if gradient is None else torch.linalg.vector_norm(gradient.float()).item()
         factor = self.method.lr_factor(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
         self.optimizer.step()
         self.method.after_update(self.synthetic, self.iteration, update)
-        return loss_value
+        return loss_value, grad_norm
 
     def _evaluate_during_training(self) -> None:
         epochs = self.config.eval_steps_epochs or self.config.eval_epochs

@@ -32,6 +32,18 @@ def test_train_changes_pixels_and_logs_loss(tiny_image_dataset, tiny_config):
     assert trainer.iteration == 3
 
 
+def test_the_logged_grad_norm_is_the_pixel_gradient_of_the_step(tiny_image_dataset, tiny_config):
+    # SGD's first step (its momentum buffer is the gradient itself) moves the pixels by lr x gradient.
+    splits = tiny_image_dataset()
+    trainer = DistillTrainer(tiny_config(num_iterations=1, logging_steps=1), splits["train"], splits["test"])
+    before = trainer.synthetic.images.detach().clone()
+    trainer.train()
+    moved = torch.linalg.vector_norm(trainer.synthetic.images.detach() - before).item()
+    [record] = [record for record in trainer.log_history if "grad_norm" in record]
+    assert record["grad_norm"] > 0
+    assert record["grad_norm"] == pytest.approx(moved / trainer.config.lr_images, rel=1e-4)
+
+
 def test_same_seed_same_result_other_seed_differs(tiny_image_dataset, tiny_config):
     splits = tiny_image_dataset()
     first = _train(tiny_config(seed=1), splits).synthetic.images.detach()
