@@ -110,12 +110,25 @@ def test_loss_is_the_normalised_distance_and_one_with_a_zero_step(splits, tiny_e
     assert 0 <= expert < 2 and 0 <= start < 2
     assert method.draw_segment(3) == (expert, start)  # keyed by (seed, iteration): reproducible
     assert {method.draw_segment(i) for i in range(40)} == {(e, s) for e in range(2) for s in range(2)}
+    # `cycle` (the default, distill.py's): each round of 2 iterations matches both experts, in a varying order.
+    rounds = [[method.draw_segment(2 * r + i)[0] for i in range(2)] for r in range(20)]
+    assert all(sorted(experts) == [0, 1] for experts in rounds) and len({tuple(e) for e in rounds}) == 2
 
     loss = method.loss(synthetic, [0, 1, 2], iteration=3)
     assert loss.ndim == 0 and 0 < loss.item() and torch.isfinite(loss)
     with torch.no_grad():
         synthetic.step_size.zero_()  # the student does not move: it ends where the expert started
     torch.testing.assert_close(method.loss(synthetic, [0, 1, 2], iteration=3), torch.tensor(1.0))
+
+
+def test_uniform_expert_sampling_draws_each_iteration_alone(splits, tiny_experts):
+    method = _trainer(splits, tiny_experts, expert_sampling="uniform").method
+    experts = [method.draw_segment(i)[0] for i in range(40)]
+    assert set(experts) == {0, 1}
+    # Independent draws: somewhere one expert is matched twice within a round of the cycle.
+    assert any(experts[2 * r] == experts[2 * r + 1] for r in range(20))
+    with pytest.raises(ValueError, match="expert_sampling must be one of cycle, uniform; got 'shuffled'"):
+        _trainer(splits, tiny_experts, expert_sampling="shuffled")
 
 
 def test_one_step_moves_pixels_and_step_size(splits, tiny_experts):

@@ -30,6 +30,10 @@ _MAX_START_EPOCH_BY_IPC = ((1, 2), (10, 20), (50, 40))
 _LR_LR_BY_IPC = ((1, 1e-7), (10, 1e-5), (50, 1e-5))
 
 
+#: `TrajectoryMatchingConfig.expert_sampling`: each expert once per round, or independent draws.
+EXPERT_SAMPLING = ("cycle", "uniform")
+
+
 def _by_ipc(table: tuple[tuple[int, float], ...], images_per_class: int):
     for ipc, value in table:
         if images_per_class <= ipc:
@@ -69,6 +73,14 @@ class TrajectoryMatchingConfig(UnrolledSGDConfig):
     )
     num_experts: int | None = field(
         default=None, metadata={"help": "Use the first N stored experts (None: all; MTT: 100 experts)."}
+    )
+    expert_sampling: str = field(
+        default="cycle",
+        metadata={
+            "help": "How each iteration's expert is drawn: 'cycle' (MTT's distill.py by default: every expert once "
+            "per round, in a fresh random order each round) or 'uniform' (its --load_all: independently each "
+            "iteration, so with few experts one can be matched several iterations in a row)."
+        },
     )
     num_iterations: int = field(default=5000, metadata={"help": "Distillation iterations (MTT: 5,000)."})
     syn_steps: int | None = field(
@@ -122,6 +134,10 @@ class TrajectoryMatchingConfig(UnrolledSGDConfig):
             raise ValueError(
                 f"max_start_epoch must be >= 1 (start epochs are drawn from [0, max_start_epoch)), got "
                 f"{self.max_start_epoch}."
+            )
+        if self.expert_sampling not in EXPERT_SAMPLING:
+            raise ValueError(
+                f"expert_sampling must be one of {', '.join(EXPERT_SAMPLING)}; got {self.expert_sampling!r}."
             )
         if self.num_experts is not None and self.num_experts < 1:
             raise ValueError(f"num_experts must be >= 1 or None (all stored experts), got {self.num_experts}.")
@@ -180,9 +196,18 @@ class TrajectoryMatching(UnrolledSGDMethod):
         )
 
     def draw_segment(self, iteration: int) -> tuple[int, int]:
-        """The expert and start epoch of `iteration` (uniform, as MTT's `--load_all`)."""
-        generator = derive_generator(self.config.seed, iteration, "expert")
-        expert = int(torch.randint(self.experts.num_experts, (1,), generator=generator))
+        """The expert and start epoch of `iteration`: the expert as `expert_sampling` says, the start epoch
+        uniformly from `[0, max_start_epoch)`. Both are functions of (seed, iteration), so a resumed run draws the
+        same."""
+        seed, num_experts = self.config.seed, self.experts.num_experts
+        generator = derive_generator(seed, iteration, "expert")
+        if self.config.expert_sampling == "cycle":
+            # Round `iteration // num_experts` visits the experts in its own random order, as distill.py walks
+            # through its shuffled buffer.
+            order = torch.randperm(num_experts, generator=derive_generator(seed, iteration // num_experts, "round"))
+            expert = int(order[iteration % num_experts])
+        else:
+            expert = int(torch.randint(num_experts, (1,), generator=generator))
         start = int(torch.randint(self.config.max_start_epoch, (1,), generator=generator))
         return expert, start
 
