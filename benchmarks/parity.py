@@ -79,9 +79,11 @@ VARIANTS = {
     "auto": {},
     # MTT only: bf16 where native and the whole unroll kept in memory (the authors' way), no recomputation.
     "auto-full-unroll": {"mixed_precision": "auto", "unroll_memory": "full"},
+    # The same with independent expert draws (MTT's --load_all; before session 33 our only way, now an option).
+    "auto-full-unroll-uniform": {"mixed_precision": "auto", "unroll_memory": "full", "expert_sampling": "uniform"},
 }
 #: Variants whose settings only one method has.
-METHOD_VARIANTS = {"auto-full-unroll": "mtt"}
+METHOD_VARIANTS = {"auto-full-unroll": "mtt", "auto-full-unroll-uniform": "mtt"}
 
 
 def recipe_config(dataset: str, method: str, ipc: int, iterations: int, seed: int, overrides: dict):
@@ -135,6 +137,7 @@ def run_ours(
         "losses": [record["loss"] for record in trainer.log_history if "loss" in record],
         "grad_norms": [record["grad_norm"] for record in trainer.log_history if "grad_norm" in record],
         **({"step_size": step_size.detach().cpu().tolist()} if step_size is not None else {}),
+        **({"expert_sampling": config.expert_sampling} if hasattr(config, "expert_sampling") else {}),
     }
 
 
