@@ -339,6 +339,14 @@ class SyntheticOptimizationConfig(DistillConfig):
     lr_images: float = field(default=1.0, metadata={"help": "Learning rate on the synthetic pixels."})
     momentum_images: float = field(default=0.5, metadata={"help": "Momentum of the pixel optimiser (SGD)."})
     optimizer: str = field(default="sgd", metadata={"help": "Pixel optimiser: 'sgd' or 'adam'."})
+    max_grad_norm: float | None = field(
+        default=None,
+        metadata={
+            "help": "Clip the synthetic inputs' gradient to this norm before each step (None: no clipping, as the "
+            "papers). The trainer logs the norm as `grad_norm`: a rare spike far above its usual size, times a "
+            "large lr_images (MTT's 1000), can undo a run in one step (benchmarks/README.md, MTT parity)."
+        },
+    )
     batch_real: int = field(default=256, metadata={"help": "Real images sampled per class per iteration."})
     learn_soft_labels: bool = field(
         default=False,
@@ -402,6 +410,8 @@ class SyntheticOptimizationConfig(DistillConfig):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
         if self.lr_images <= 0:
             raise ValueError(f"lr_images must be > 0, got {self.lr_images}.")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None (no clipping), got {self.max_grad_norm}.")
         if self.batch_real < 1:
             raise ValueError(f"batch_real must be >= 1, got {self.batch_real}.")
         if self.forward_chunk < 1:

@@ -44,6 +44,26 @@ def test_the_logged_grad_norm_is_the_pixel_gradient_of_the_step(tiny_image_datas
     assert record["grad_norm"] == pytest.approx(moved / trainer.config.lr_images, rel=1e-4)
 
 
+def test_max_grad_norm_caps_the_pixel_step(tiny_image_dataset, tiny_config):
+    splits = tiny_image_dataset()
+    free = DistillTrainer(tiny_config(num_iterations=1, logging_steps=1), splits["train"], splits["test"])
+    before = free.synthetic.images.detach().clone()
+    free.train()
+    grad_norm = free.log_history[-1]["grad_norm"]
+    cap = grad_norm / 4
+    clipped = DistillTrainer(
+        tiny_config(num_iterations=1, logging_steps=1, max_grad_norm=cap), splits["train"], splits["test"]
+    )
+    clipped.train()
+    # The same gradient (logged before clipping), a step of a quarter of the length in the same direction.
+    assert clipped.log_history[-1]["grad_norm"] == pytest.approx(grad_norm)
+    free_step = free.synthetic.images.detach() - before
+    clipped_step = clipped.synthetic.images.detach() - before
+    torch.testing.assert_close(clipped_step, free_step / 4, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="max_grad_norm must be > 0 or None"):
+        tiny_config(max_grad_norm=0.0)
+
+
 def test_same_seed_same_result_other_seed_differs(tiny_image_dataset, tiny_config):
     splits = tiny_image_dataset()
     first = _train(tiny_config(seed=1), splits).synthetic.images.detach()
