@@ -194,6 +194,16 @@ def run_overrides(args) -> dict:
     return overrides
 
 
+def our_settings(args) -> dict:
+    """`--set KEY=VALUE` items: recipe settings for our variants only (e.g. a guard the authors' code lacks)."""
+    return dict(item.split("=", 1) for item in args.our_settings)
+
+
+def variant_settings(args, run_settings: dict, variant: str) -> dict:
+    """The recipe settings one variant runs with: the run's, the variant's own, and `--set` for ours."""
+    return {**run_settings, **VARIANTS.get(variant, {}), **(our_settings(args) if variant != "authors" else {})}
+
+
 def our_experts(args, config, prepared) -> dict:
     """Our experts for an MTT parity run, trained once (the recipe's precision, SGD lr 0.01, batch 256, its DSA
     strategy: the settings of the authors' `buffer.py` run) and reused; their training seconds."""
@@ -304,8 +314,14 @@ def distill_and_judge(args) -> None:
         # Without the authors' run, ours start from the initial set a previous paired run kept.
         start = load_start(path, seed) if args.same_start and "authors" not in variants else None
         for variant in variants:
-            overrides = {**run_settings, **VARIANTS.get(variant, {})}
-            config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
+            config = recipe_config(
+                args.dataset,
+                args.method,
+                args.ipc,
+                args.iterations,
+                seed,
+                variant_settings(args, run_settings, variant),
+            )
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
             if variant == "authors":
                 run = run_authors(args, config, seed, prepared, [*args.curve, *([0] if args.same_start else [])])
@@ -332,6 +348,7 @@ def distill_and_judge(args) -> None:
                 "judges": judge(final_set["images"], final_set["labels"], prepared, judge_set),
                 **({"curve": curve} if curve else {}),
                 **({"start": f"authors/{seed}"} if start is not None and variant != "authors" else {}),
+                **({"our_settings": our_settings(args)} if args.our_settings and variant != "authors" else {}),
                 "machine": machine,  # per entry: seeds of one file may come from different machines
                 "command": " ".join(["python", *sys.argv]),
                 "commit": git_commit(),
@@ -353,8 +370,14 @@ def interleaved_speed(args) -> None:
     for round_index in range(args.speed_rounds):
         timings = {}
         for variant in args.variants:
-            overrides = {**run_settings, **VARIANTS.get(variant, {})}
-            config = recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, overrides)
+            config = recipe_config(
+                args.dataset,
+                args.method,
+                args.ipc,
+                args.iterations,
+                seed,
+                variant_settings(args, run_settings, variant),
+            )
             run = run_authors(args, config, seed, prepared) if variant == "authors" else run_ours(config, prepared)
             timings[variant] = run["seconds_per_iteration"]
         print(f"round {round_index}: " + ", ".join(f"{k} {v:.3f} s/it" for k, v in timings.items()), flush=True)
@@ -424,6 +447,16 @@ def main(argv: list[str] | None = None) -> None:
         "'authors' among --variants, ours start from the initial set an earlier paired run of the seed kept.",
     )
     parser.add_argument(
+        "--set",
+        dest="our_settings",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Recipe settings for our variants only (e.g. max_grad_norm=0.01), kept in each entry. Entries are "
+        "keyed by variant and seed: give such runs a --results-dir of their own.",
+    )
+    parser.add_argument(
         "--speed-rounds",
         type=int,
         default=0,
@@ -457,6 +490,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--experts-only is for --method mtt (the other methods have no experts).")
     if args.same_start and args.method != "mtt":
         parser.error("--same-start is for --method mtt (the DC code keeps no sets).")
+    if any("=" not in item for item in args.our_settings):
+        parser.error("--set takes KEY=VALUE items, e.g. --set max_grad_norm=0.01.")
     if args.experts == "ours" and args.method != "mtt":
         parser.error("--experts is for --method mtt (the other methods have no experts).")
     if "authors" in args.variants and not args.reference_repo:

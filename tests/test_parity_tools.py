@@ -493,8 +493,20 @@ def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
         parity.main(["--method", "dm", "--same-start", "--reference-repo", "x"])
     assert "--same-start is for --method mtt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        parity.main(["--method", "mtt", "--variants", "auto", "--set", "max_grad_norm"])
+    assert "--set takes KEY=VALUE items" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         parity.main(["--method", "dm", "--experts", "ours", "--reference-repo", "x"])
     assert "--experts is for --method mtt" in capsys.readouterr().err
+
+
+def test_set_changes_our_variants_only(parity):
+    args = argparse.Namespace(our_settings=["max_grad_norm=0.01", "expert_sampling=uniform"])
+    run_settings = {"expert_path": "experts"}
+    ours = parity.variant_settings(args, run_settings, "auto-full-unroll")
+    assert ours == {**run_settings, "mixed_precision": "auto", "unroll_memory": "full", **parity.our_settings(args)}
+    assert ours["max_grad_norm"] == "0.01" and ours["expert_sampling"] == "uniform"
+    assert parity.variant_settings(args, run_settings, "authors") == run_settings
 
 
 def test_the_authors_initial_set_is_kept_for_later_runs_of_ours(tmp_path, monkeypatch, parity):
