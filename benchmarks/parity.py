@@ -307,7 +307,7 @@ def distill_and_judge(args) -> None:
         if args.experts_only:
             print(json.dumps(header, indent=2))
             return
-    machine = this_machine()
+    machine, commit = this_machine(), git_commit()  # the code that runs: read now, not when an entry is written
     # --same-start: the authors' run of each seed goes first, and its initial set is where ours start.
     variants = sorted(args.variants, key=lambda v: v != "authors") if args.same_start else args.variants
     for seed in args.seeds:
@@ -351,7 +351,7 @@ def distill_and_judge(args) -> None:
                 **({"our_settings": our_settings(args)} if args.our_settings and variant != "authors" else {}),
                 "machine": machine,  # per entry: seeds of one file may come from different machines
                 "command": " ".join(["python", *sys.argv]),
-                "commit": git_commit(),
+                "commit": commit,
             }
             if variant == "authors":
                 entry["reference_commit"] = git_commit(Path(args.reference_repo))
