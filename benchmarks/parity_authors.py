@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from machine import cpu_model  # benchmarks/machine.py: scripts here run with this folder on sys.path
-from parity_reference import FINAL_SET_FILE, SNAPSHOT_FILE
+from parity_reference import FINAL_SET_FILE, GRAD_NORMS_FILE, SNAPSHOT_FILE
 from parity_results import write_results
 from safetensors import safe_open
 
@@ -197,6 +197,12 @@ def mtt_step_size(workdir: Path) -> float | None:
     return None if step_size is None else float(step_size)
 
 
+def pixel_gradient_norms(workdir: Path) -> list[float]:
+    """The norm of the pixels' gradient at each of the script's pixel steps (parity_reference.py logs them)."""
+    path = workdir / GRAD_NORMS_FILE
+    return [float(line) for line in path.read_text().split()] if path.is_file() else []
+
+
 def to_our_normalisation(images: torch.Tensor, args, prepared) -> torch.Tensor:
     """The authors' normalisation -> pixels in [0, 1] -> ours (the training split's own statistics)."""
     _, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
@@ -245,6 +251,7 @@ def run_authors(args, config, seed: int, prepared, snapshots: list[int] = ()) ->
         "command": [REFERENCE_RUNNER.name, *script_and_arguments],
         "log": str(workdir / "log.txt"),
         "snapshots": authors_snapshots(workdir, args, prepared, snapshots, per_iteration),
+        "grad_norms": pixel_gradient_norms(workdir),
         **({"step_size": mtt_step_size(workdir)} if args.method == "mtt" else {}),
     }
 

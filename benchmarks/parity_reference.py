@@ -14,6 +14,10 @@ dropped that name), seeds `random`, NumPy and torch with `--seed` (the scripts s
 siamese augmentation and `get_network` draw seeds from the clock), changes into `--workdir` and runs the script as
 `__main__` with the arguments after `--`.
 
+Every script's pixel steps are watched, not changed: before each SGD step of the optimiser holding the script's
+`image_syn`, the norm of its gradient is appended to `grad_norms.txt` in `--workdir` (our trainer logs the same
+figure as `grad_norm`).
+
 For MTT's `distill.py` (mtt-distillation), three more shims, none in the compared path:
 
 * the `wandb` stand-in answers what `distill.py` reads back from it (`wandb.config._items`: the script's arguments,
@@ -53,6 +57,8 @@ FINAL_SET_FILE = "final_set.pt"
 FINAL_SET_NAMES = ("image_syn", "label_syn", "syn_lr")
 #: Where it keeps the set of an iteration on the way (`--snapshots`).
 SNAPSHOT_FILE = "snapshot_{}.pt"
+#: The norm of `image_syn`'s gradient at each pixel step, one line per step (what our trainer logs as `grad_norm`).
+GRAD_NORMS_FILE = "grad_norms.txt"
 
 
 def _stub_missing_modules(snapshots: tuple[int, ...]) -> None:
@@ -127,6 +133,29 @@ def _wandb_stand_in(snapshots: tuple[int, ...] = ()) -> types.SimpleNamespace:
 
     stand_in.init, stand_in.log, stand_in.finish = init, log, finish
     return stand_in
+
+
+def _log_pixel_gradient_norms() -> None:
+    """Before every SGD step of an optimiser that holds the calling script's `image_syn` (the pixel optimiser of
+    `distill.py`, `main.py`, `main_DM.py`), append the norm of its gradient to `GRAD_NORMS_FILE`. Read-only: the step
+    is theirs, unchanged; steps of other optimisers (experts, evaluation networks) are not logged."""
+    import torch
+
+    step = torch.optim.SGD.step
+
+    def logged_step(self, *args, **kwargs):
+        images, frame = None, inspect.currentframe().f_back
+        for _ in range(4):  # torch may wrap `step` (profiling hooks) between the script's frame and this one
+            if frame is None or images is not None:
+                break
+            images, frame = frame.f_locals.get("image_syn"), frame.f_back
+        held = images is not None and any(p is images for group in self.param_groups for p in group["params"])
+        if held and images.grad is not None:
+            with open(GRAD_NORMS_FILE, "a") as out:
+                out.write(f"{torch.linalg.vector_norm(images.grad.float()).item()}\n")
+        return step(self, *args, **kwargs)
+
+    torch.optim.SGD.step = logged_step
 
 
 def _cuda_calls_on_cpu() -> None:
@@ -229,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     _stub_missing_modules(tuple(args.snapshots))
     _standard_layout_inputs()
     _cuda_calls_on_cpu()
+    _log_pixel_gradient_norms()
     if args.add_digit_datasets:
         _add_digit_datasets()
 

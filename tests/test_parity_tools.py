@@ -187,6 +187,10 @@ MTT_SCRIPT = """
     snapshots.append(weight.detach().cpu())
     with open("snapshots.txt", "w") as out:
         out.write(str([snapshot.tolist() for snapshot in snapshots]))
+    # distill.py's pixel step: its gradient norm is logged (the weight's step above is not).
+    optimizer_img = torch.optim.SGD([image_syn], lr=0.0)
+    image_syn.sum().backward()
+    optimizer_img.step()
     # distill.py's loop logs `Progress` at the top of every iteration, then updates the set.
     for it in range(3):
         wandb.log({"Progress": it}, step=it)
@@ -220,6 +224,8 @@ def test_runner_answers_what_the_mtt_script_needs(tmp_path):
     kept = torch.load(work / "snapshot_1.pt")
     assert torch.allclose(kept["image_syn"] + 2.0, final["image_syn"])
     assert sorted(path.name for path in work.glob("snapshot_*.pt")) == ["snapshot_1.pt"]
+    # One pixel step, gradient all ones over 3 x 1 x 8 x 8 pixels.
+    assert float((work / "grad_norms.txt").read_text()) == pytest.approx((3 * 8 * 8) ** 0.5)
     # Without the flag their get_dataset answers (and refuses MNIST as theirs does).
     result = subprocess.run([*command, "--workdir", str(work), "--", "distill.py"], capture_output=True, text=True)
     assert result.returncode != 0 and "unknown dataset: MNIST" in result.stdout + result.stderr
@@ -469,6 +475,7 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path
             name = "final_set.pt" if iteration == "final" else f"snapshot_{iteration}.pt"
             torch.save(kept, workdir / name)
         (workdir / "snapshot_20.pt").unlink()  # e.g. the real wandb was installed and kept nothing
+        (workdir / "grad_norms.txt").write_text("0.004\n0.066\n")
         return {0: 0.0, 10: 5.0, 20: 10.0, 30: 15.0}
 
     monkeypatch.setattr(parity_authors, "mtt_arguments", lambda *args: ["distill.py"])
@@ -483,6 +490,7 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path
     assert torch.allclose(run["snapshots"][1]["images"], torch.full((2, 1, 4, 4), 10.0))
     assert torch.allclose(run["images"], torch.full((2, 1, 4, 4), 30.0)) and run["seconds"] == 15.0
     assert run["step_size"] == pytest.approx(0.03)  # their learned step size at the end
+    assert run["grad_norms"] == [0.004, 0.066]  # their pixel gradients, as parity_reference.py logged them
 
 
 def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
