@@ -204,6 +204,12 @@ def variant_settings(args, run_settings: dict, variant: str) -> dict:
     return {**run_settings, **VARIANTS.get(variant, {}), **(our_settings(args) if variant != "authors" else {})}
 
 
+def variant_config(args, run_settings: dict, variant: str, seed: int):
+    """The recipe's config for one variant and seed of the run."""
+    settings = variant_settings(args, run_settings, variant)
+    return recipe_config(args.dataset, args.method, args.ipc, args.iterations, seed, settings)
+
+
 def our_experts(args, config, prepared) -> dict:
     """Our experts for an MTT parity run, trained once (the recipe's precision, SGD lr 0.01, batch 256, its DSA
     strategy: the settings of the authors' `buffer.py` run) and reused; their training seconds."""
@@ -314,14 +320,7 @@ def distill_and_judge(args) -> None:
         # Without the authors' run, ours start from the initial set a previous paired run kept.
         start = load_start(path, seed) if args.same_start and "authors" not in variants else None
         for variant in variants:
-            config = recipe_config(
-                args.dataset,
-                args.method,
-                args.ipc,
-                args.iterations,
-                seed,
-                variant_settings(args, run_settings, variant),
-            )
+            config = variant_config(args, run_settings, variant, seed)
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
             if variant == "authors":
                 run = run_authors(args, config, seed, prepared, [*args.curve, *([0] if args.same_start else [])])
@@ -370,14 +369,7 @@ def interleaved_speed(args) -> None:
     for round_index in range(args.speed_rounds):
         timings = {}
         for variant in args.variants:
-            config = recipe_config(
-                args.dataset,
-                args.method,
-                args.ipc,
-                args.iterations,
-                seed,
-                variant_settings(args, run_settings, variant),
-            )
+            config = variant_config(args, run_settings, variant, seed)
             run = run_authors(args, config, seed, prepared) if variant == "authors" else run_ours(config, prepared)
             timings[variant] = run["seconds_per_iteration"]
         print(f"round {round_index}: " + ", ".join(f"{k} {v:.3f} s/it" for k, v in timings.items()), flush=True)

@@ -367,8 +367,9 @@ class DistillTrainer(SetEvaluationMixin):
             )
         gradient = self.synthetic.images.grad
         grad_norm = 0.0 if gradient is None else torch.linalg.vector_norm(gradient.float()).item()
-        if gradient is not None and self.config.max_grad_norm and grad_norm > self.config.max_grad_norm:
-            gradient.mul_(self.config.max_grad_norm / grad_norm)  # the norm logged is the one before clipping
+        max_norm = getattr(self.config, "max_grad_norm", None)  # only configs that optimise inputs have it
+        if gradient is not None and max_norm and grad_norm > max_norm:
+            gradient.mul_(max_norm / grad_norm)  # the norm logged is the one before clipping
         factor = self.method.lr_factor(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
