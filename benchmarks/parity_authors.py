@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from machine import cpu_model  # benchmarks/machine.py: scripts here run with this folder on sys.path
-from parity_reference import FINAL_SET_FILE, GRAD_NORMS_FILE, SNAPSHOT_FILE
+from parity_reference import FINAL_SET_FILE, GRAD_NORMS_FILE, SEGMENTS_FILE, SNAPSHOT_FILE, expert_fingerprint
 from parity_results import write_results
 from safetensors import safe_open
 
@@ -203,6 +203,21 @@ def pixel_gradient_norms(workdir: Path) -> list[float]:
     return [float(line) for line in path.read_text().split()] if path.is_file() else []
 
 
+def mtt_segments(workdir: Path, buffer: Path) -> dict:
+    """The expert (its position in `buffer`, the file `distill.py` read: ours in our order with `--experts ours`)
+    and start epoch each of `distill.py`'s iterations matched, as parity_reference.py logged them; `{}` if it did
+    not."""
+    path = workdir / SEGMENTS_FILE
+    if not path.is_file():
+        return {}
+    position = {expert_fingerprint(trajectory): i for i, trajectory in enumerate(torch.load(buffer))}
+    segments = [line.split() for line in path.read_text().splitlines()]
+    return {
+        "experts": [position.get(float(fingerprint)) for _, fingerprint in segments],
+        "start_epochs": [int(start) for start, _ in segments],
+    }
+
+
 def to_our_normalisation(images: torch.Tensor, args, prepared) -> torch.Tensor:
     """The authors' normalisation -> pixels in [0, 1] -> ours (the training split's own statistics)."""
     _, mean_a, std_a = AUTHORS_DATASETS[args.dataset]
@@ -252,7 +267,11 @@ def run_authors(args, config, seed: int, prepared, snapshots: list[int] = ()) ->
         "log": str(workdir / "log.txt"),
         "snapshots": authors_snapshots(workdir, args, prepared, snapshots, per_iteration),
         "grad_norms": pixel_gradient_norms(workdir),
-        **({"step_size": mtt_step_size(workdir)} if args.method == "mtt" else {}),
+        **(
+            {"step_size": mtt_step_size(workdir), **mtt_segments(workdir, buffer_file(args, authors_buffers(args)))}
+            if args.method == "mtt"
+            else {}
+        ),
     }
 
 

@@ -59,6 +59,14 @@ FINAL_SET_NAMES = ("image_syn", "label_syn", "syn_lr")
 SNAPSHOT_FILE = "snapshot_{}.pt"
 #: The norm of `image_syn`'s gradient at each pixel step, one line per step (what our trainer logs as `grad_norm`).
 GRAD_NORMS_FILE = "grad_norms.txt"
+#: MTT: the expert segment behind each of those steps, one line per step: start epoch, expert fingerprint.
+SEGMENTS_FILE = "segments.txt"
+
+
+def expert_fingerprint(trajectory) -> float:
+    """Names one of MTT's expert trajectories (a list of epochs, each a list of parameter tensors): the float64 sum
+    of its initial parameters, which differs between experts and survives `distill.py`'s shuffles."""
+    return float(sum(parameter.double().sum() for parameter in trajectory[0]))
 
 
 def _stub_missing_modules(snapshots: tuple[int, ...]) -> None:
@@ -144,15 +152,21 @@ def _log_pixel_gradient_norms() -> None:
     step = torch.optim.SGD.step
 
     def logged_step(self, *args, **kwargs):
-        images, frame = None, inspect.currentframe().f_back
+        images, owner, frame = None, None, inspect.currentframe().f_back
         for _ in range(4):  # torch may wrap `step` (profiling hooks) between the script's frame and this one
             if frame is None or images is not None:
                 break
-            images, frame = frame.f_locals.get("image_syn"), frame.f_back
+            images, owner, frame = frame.f_locals.get("image_syn"), frame, frame.f_back
         held = images is not None and any(p is images for group in self.param_groups for p in group["params"])
         if held and images.grad is not None:
             with open(GRAD_NORMS_FILE, "a") as out:
                 out.write(f"{torch.linalg.vector_norm(images.grad.float()).item()}\n")
+            # MTT: the segment this step matched (late segments are where spikes come from): its start epoch and
+            # which expert, named by a fingerprint since `distill.py` shuffles its buffer.
+            start_epoch, trajectory = owner.f_locals.get("start_epoch"), owner.f_locals.get("expert_trajectory")
+            if start_epoch is not None and trajectory is not None:
+                with open(SEGMENTS_FILE, "a") as out:
+                    out.write(f"{int(start_epoch)} {expert_fingerprint(trajectory)!r}\n")
         return step(self, *args, **kwargs)
 
     torch.optim.SGD.step = logged_step

@@ -187,7 +187,8 @@ MTT_SCRIPT = """
     snapshots.append(weight.detach().cpu())
     with open("snapshots.txt", "w") as out:
         out.write(str([snapshot.tolist() for snapshot in snapshots]))
-    # distill.py's pixel step: its gradient norm is logged (the weight's step above is not).
+    # distill.py's pixel step: its gradient norm is logged (the weight's step above is not), with its start epoch.
+    start_epoch, expert_trajectory = 3, [[torch.full((2,), 0.25)], [torch.zeros(2)]]
     optimizer_img = torch.optim.SGD([image_syn], lr=0.0)
     image_syn.sum().backward()
     optimizer_img.step()
@@ -226,6 +227,7 @@ def test_runner_answers_what_the_mtt_script_needs(tmp_path):
     assert sorted(path.name for path in work.glob("snapshot_*.pt")) == ["snapshot_1.pt"]
     # One pixel step, gradient all ones over 3 x 1 x 8 x 8 pixels.
     assert float((work / "grad_norms.txt").read_text()) == pytest.approx((3 * 8 * 8) ** 0.5)
+    assert (work / "segments.txt").read_text() == "3 0.5\n"  # start epoch, expert named by its initial sum
     # Without the flag their get_dataset answers (and refuses MNIST as theirs does).
     result = subprocess.run([*command, "--workdir", str(work), "--", "distill.py"], capture_output=True, text=True)
     assert result.returncode != 0 and "unknown dataset: MNIST" in result.stdout + result.stderr
@@ -476,6 +478,7 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path
             torch.save(kept, workdir / name)
         (workdir / "snapshot_20.pt").unlink()  # e.g. the real wandb was installed and kept nothing
         (workdir / "grad_norms.txt").write_text("0.004\n0.066\n")
+        (workdir / "segments.txt").write_text("0 2.0\n4 -1.0\n")  # parity_reference's fingerprints
         return {0: 0.0, 10: 5.0, 20: 10.0, 30: 15.0}
 
     monkeypatch.setattr(parity_authors, "mtt_arguments", lambda *args: ["distill.py"])
@@ -483,6 +486,11 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path
     # The run's folder: not left in /tmp.
     monkeypatch.setattr(parity_authors.tempfile, "mkdtemp", lambda **_: str(tmp_path))
     args = argparse.Namespace(method="mtt", dataset="mnist", num_experts=3, expert_train_epochs=6, experts="own")
+    # The buffer distill.py read: two experts, whose initial parameters sum to 2 and -1.
+    buffers = tmp_path / "buffers"
+    monkeypatch.setattr(parity_authors, "authors_buffers", lambda args: buffers)
+    parity_authors.buffer_file(args, buffers).parent.mkdir(parents=True)
+    torch.save([[[torch.ones(2)]], [[-torch.ones(1)]]], parity_authors.buffer_file(args, buffers))
     # Our normalisation equal to theirs: the pixels come back unchanged.
     prepared = argparse.Namespace(train_data=argparse.Namespace(mean=[0.1307], std=[0.3081]))
     run = parity_authors.run_authors(args, argparse.Namespace(num_iterations=30), 0, prepared, [0, 0, 10, 20, 30, 40])
@@ -491,6 +499,8 @@ def test_the_authors_mtt_sets_on_their_way_come_back_with_their_seconds(tmp_path
     assert torch.allclose(run["images"], torch.full((2, 1, 4, 4), 30.0)) and run["seconds"] == 15.0
     assert run["step_size"] == pytest.approx(0.03)  # their learned step size at the end
     assert run["grad_norms"] == [0.004, 0.066]  # their pixel gradients, as parity_reference.py logged them
+    # and the segment of each step: the expert's place in the buffer, found by its fingerprint, and start epoch
+    assert run["experts"] == [0, 1] and run["start_epochs"] == [0, 4]
 
 
 def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
@@ -527,3 +537,11 @@ def test_the_authors_initial_set_is_kept_for_later_runs_of_ours(tmp_path, monkey
     kept_images, kept_labels = parity.load_start(results_file, 2)
     assert torch.equal(kept_images, images) and torch.equal(kept_labels, labels)
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [f"{results_file.stem}_authors_2_initial.pt"]
+
+
+def test_our_mtt_entries_keep_each_iterations_segment(parity):
+    # What the trainer's method drew at each iteration, as the authors' entries keep what their script drew.
+    config = argparse.Namespace(num_iterations=3, expert_sampling="cycle")
+    method = argparse.Namespace(draw_segment=lambda iteration: (iteration % 2, 4 - iteration))
+    segments = parity.mtt_segments(argparse.Namespace(config=config, method=method))
+    assert segments == {"expert_sampling": "cycle", "experts": [0, 1, 0], "start_epochs": [4, 3, 2]}
