@@ -81,9 +81,19 @@ VARIANTS = {
     "auto-full-unroll": {"mixed_precision": "auto", "unroll_memory": "full"},
     # The same with independent expert draws (MTT's --load_all; before session 33 our only way, now an option).
     "auto-full-unroll-uniform": {"mixed_precision": "auto", "unroll_memory": "full", "expert_sampling": "uniform"},
+    # auto-full-unroll on the very experts and start epochs the authors' run of the seed drew (see DRAWS_PAIRED).
+    "auto-full-unroll-authors-draws": {"mixed_precision": "auto", "unroll_memory": "full"},
 }
 #: Variants whose settings only one method has.
-METHOD_VARIANTS = {"auto-full-unroll": "mtt", "auto-full-unroll-uniform": "mtt"}
+METHOD_VARIANTS = {
+    "auto-full-unroll": "mtt",
+    "auto-full-unroll-uniform": "mtt",
+    "auto-full-unroll-authors-draws": "mtt",
+}
+#: MTT variants that visit the expert segments the authors' run of the seed visited (their entry's `experts` and
+#: `start_epochs`), from the same start (`--same-start`): the two sides then differ only in minibatch order,
+#: augmentation draws and the code, so a gap between them is not the luck of which segments were matched.
+DRAWS_PAIRED = {"auto-full-unroll-authors-draws"}
 
 
 def recipe_config(dataset: str, method: str, ipc: int, iterations: int, seed: int, overrides: dict):
@@ -100,16 +110,25 @@ def recipe_config(dataset: str, method: str, ipc: int, iterations: int, seed: in
 
 
 def run_ours(
-    config, prepared, snapshots: list[int] = (), start: tuple[torch.Tensor, torch.Tensor] | None = None
+    config,
+    prepared,
+    snapshots: list[int] = (),
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
+    segments: list[tuple[int, int]] | None = None,
 ) -> dict:
     """`hf_distill` on `config` and the prepared splits; the final set and the loop's seconds per iteration.
 
     With `snapshots`, the run stops at each of those iterations on its way (the loop resumes where it stopped, so
     the set is the same) and keeps the set and the distillation seconds spent so far: accuracy against wall time
     (iteration 0 is the initial set). With `start` (images in our normalisation, labels), the run starts from
-    those images instead of its own initial draw: `--same-start` gives it the authors' initial set.
+    those images instead of its own initial draw: `--same-start` gives it the authors' initial set. With `segments`
+    (MTT: `(expert, start_epoch)` of every iteration), the run matches those instead of drawing its own.
     """
     trainer = DistillTrainer(config, prepared.train_data, prepared.test_data)
+    if segments is not None:
+        if len(segments) < config.num_iterations:
+            raise ValueError(f"{len(segments)} expert segments given for {config.num_iterations} iterations.")
+        trainer.method.draw_segment = lambda iteration: tuple(segments[iteration])
     if start is not None:
         images, labels = start
         if not torch.equal(labels.long().cpu(), trainer.synthetic.labels.cpu()):
@@ -280,6 +299,27 @@ def authors_start(run: dict, judged: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return initial["images"], run["labels"]
 
 
+def authors_segments(run: dict) -> list[tuple[int, int]] | None:
+    """The `(expert, start_epoch)` of each iteration of an authors' MTT entry, or `None` if it was not logged (runs
+    before session 34, or an expert not among ours)."""
+    experts, starts = run.get("experts"), run.get("start_epochs")
+    if not experts or None in experts:
+        return None
+    return list(zip(experts, starts))
+
+
+def stored_segments(results_file: Path, seed: int) -> list[tuple[int, int]]:
+    """The segments of the authors' run of `seed` kept in `results_file`, for variants in `DRAWS_PAIRED`."""
+    runs = json.loads(results_file.read_text())["runs"] if results_file.is_file() else {}
+    segments = authors_segments(runs.get(f"authors/{seed}", {}))
+    if segments is None:
+        raise SystemExit(
+            f"{results_file} has no expert segments of the authors' run of seed {seed} (they are logged since "
+            "session 34): run the seed with 'authors' among --variants."
+        )
+    return segments
+
+
 def stored_start(results_file: Path, seed: int) -> Path:
     """Where `--same-start` keeps the authors' initial set of a seed (our normalisation), so that our variants can
     start from it again later without the authors' run (e.g. another precision on a seed where the two differ)."""
@@ -330,6 +370,7 @@ def distill_and_judge(args) -> None:
     for seed in args.seeds:
         # Without the authors' run, ours start from the initial set a previous paired run kept.
         start = load_start(path, seed) if args.same_start and "authors" not in variants else None
+        segments = None  # the authors' segments of the seed, for DRAWS_PAIRED variants
         for variant in variants:
             config = variant_config(args, run_settings, variant, seed)
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
@@ -338,9 +379,13 @@ def distill_and_judge(args) -> None:
                 start = authors_start(run, judged=0 in args.curve) if args.same_start else None
                 if start is not None:
                     keep_start(path, seed, start)
+                segments = authors_segments(run)
             else:
+                if variant in DRAWS_PAIRED and segments is None:
+                    segments = stored_segments(path, seed)
                 # Started from the authors' set, our iteration 0 is theirs: judged once, on their side.
-                run = run_ours(config, prepared, [i for i in args.curve if i or start is None], start)
+                snapshots = [i for i in args.curve if i or start is None]
+                run = run_ours(config, prepared, snapshots, start, segments if variant in DRAWS_PAIRED else None)
             RUNS_DIR.mkdir(parents=True, exist_ok=True)
             final_set = {"images": run.pop("images"), "labels": run.pop("labels")}
             torch.save(final_set, RUNS_DIR / f"{path.stem}_{variant}_{seed}.pt")
@@ -358,6 +403,7 @@ def distill_and_judge(args) -> None:
                 "judges": judge(final_set["images"], final_set["labels"], prepared, judge_set),
                 **({"curve": curve} if curve else {}),
                 **({"start": f"authors/{seed}"} if start is not None and variant != "authors" else {}),
+                **({"draws": f"authors/{seed}"} if variant in DRAWS_PAIRED else {}),
                 **({"our_settings": our_settings(args)} if args.our_settings and variant != "authors" else {}),
                 "machine": machine,  # per entry: seeds of one file may come from different machines
                 "command": " ".join(["python", *sys.argv]),
@@ -493,12 +539,18 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--experts-only is for --method mtt (the other methods have no experts).")
     if args.same_start and args.method != "mtt":
         parser.error("--same-start is for --method mtt (the DC code keeps no sets).")
+    if set(args.variants) & DRAWS_PAIRED and not args.same_start:
+        parser.error(f"variants {sorted(DRAWS_PAIRED)} pair the draws of a paired run: add --same-start.")
     if any("=" not in item for item in args.our_settings):
         parser.error("--set takes KEY=VALUE items, e.g. --set max_grad_norm=0.01.")
     if args.experts == "ours" and args.method != "mtt":
         parser.error("--experts is for --method mtt (the other methods have no experts).")
     if "authors" in args.variants and not args.reference_repo:
         parser.error("--reference-repo is needed to run the authors' code (or leave 'authors' out of --variants).")
+    if "authors" in args.variants and args.iterations < 11:
+        # Their scripts print `iter = N` every 10 iterations, after the update of iteration N (0-based): that is
+        # how they are timed, so two such lines are needed.
+        parser.error("--iterations must be >= 11 with 'authors' (their scripts are timed by their every-10 log).")
     if args.speed_rounds:
         interleaved_speed(args)
     else:

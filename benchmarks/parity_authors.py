@@ -43,6 +43,13 @@ AUTHORS_SCRIPTS = {
 ITERATION_LINE = re.compile(r"iter = (\d+)")
 
 
+def iteration_argument(num_iterations: int) -> str:
+    """The scripts' `--Iteration` for `num_iterations` updates of the set: their loops run `range(Iteration + 1)`
+    and update the set in every pass, the last included (`main_DM.py` and `main.py` keep the set after it,
+    `distill.py` ends with it), so `--Iteration N` makes N + 1 updates. Before session 34 the parity passed N."""
+    return str(num_iterations - 1)
+
+
 def run_reference(
     args, workdir: Path, seed: int, script_and_arguments: list[str], snapshots: list[int] = ()
 ) -> dict[int, float]:
@@ -80,8 +87,8 @@ def dc_arguments(args, config, prepared) -> list[str]:
     script, extra, _ = AUTHORS_SCRIPTS[args.method]
     return [
         script, *extra, "--dataset", AUTHORS_DATASETS[args.dataset][0], "--model", "ConvNet",
-        "--ipc", str(config.images_per_class), "--Iteration", str(config.num_iterations), "--num_exp", "1",
-        "--num_eval", "1", "--epoch_eval_train", "1", "--batch_real", str(config.batch_real),
+        "--ipc", str(config.images_per_class), "--Iteration", iteration_argument(config.num_iterations),
+        "--num_exp", "1", "--num_eval", "1", "--epoch_eval_train", "1", "--batch_real", str(config.batch_real),
         "--lr_img", str(config.lr_images), "--init", config.init, "--dsa_strategy", prepared.dsa_strategy or "none",
         "--save_path", "result", "--data_path", "data",
     ]  # fmt: skip
@@ -173,8 +180,8 @@ def mtt_arguments(args, config, prepared, buffers: Path) -> list[str]:
     """`distill.py` with the recipe's settings; its own evaluation only at iteration 0 (one model, one epoch)."""
     arguments = [
         "distill.py", "--dataset", AUTHORS_DATASETS[args.dataset][0], "--model", "ConvNet",
-        "--ipc", str(config.images_per_class), "--Iteration", str(config.num_iterations),
-        "--eval_it", str(config.num_iterations + 1), "--num_eval", "1", "--epoch_eval_train", "1",
+        "--ipc", str(config.images_per_class), "--Iteration", iteration_argument(config.num_iterations),
+        "--eval_it", str(config.num_iterations), "--num_eval", "1", "--epoch_eval_train", "1",
         "--syn_steps", str(config.syn_steps), "--expert_epochs", str(config.expert_epochs),
         "--max_start_epoch", str(config.max_start_epoch), "--lr_img", str(config.lr_images),
         "--lr_lr", str(config.lr_lr), "--lr_teacher", str(config.syn_lr_init), "--pix_init", config.init,

@@ -513,6 +513,12 @@ def test_a_variant_of_one_method_is_refused_for_another(parity, capsys):
     with pytest.raises(SystemExit):
         parity.main(["--method", "mtt", "--variants", "auto", "--set", "max_grad_norm"])
     assert "--set takes KEY=VALUE items" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # paired draws come from a paired run
+        parity.main(["--method", "mtt", "--variants", "auto-full-unroll-authors-draws"])
+    assert "add --same-start" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the authors' scripts print their time every 10 iterations
+        parity.main(["--method", "dm", "--variants", "authors", "--reference-repo", "x", "--iterations", "10"])
+    assert "--iterations must be >= 11" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parity.main(["--method", "dm", "--experts", "ours", "--reference-repo", "x"])
     assert "--experts is for --method mtt" in capsys.readouterr().err
@@ -545,3 +551,32 @@ def test_our_mtt_entries_keep_each_iterations_segment(parity):
     method = argparse.Namespace(draw_segment=lambda iteration: (iteration % 2, 4 - iteration))
     segments = parity.mtt_segments(argparse.Namespace(config=config, method=method))
     assert segments == {"expert_sampling": "cycle", "experts": [0, 1, 0], "start_epochs": [4, 3, 2]}
+
+
+def test_the_authors_scripts_make_as_many_updates_as_ours(parity_authors):
+    # Their loops run `range(Iteration + 1)` and update the set in every pass, the last included.
+    assert len(range(int(parity_authors.iteration_argument(30)) + 1)) == 30
+
+
+def test_ours_can_visit_the_authors_expert_segments(tiny_image_dataset, tiny_experts, parity, tmp_path):
+    from hf_distill.methods.trajectory_matching import TrajectoryMatchingConfig
+    from hf_distill.preparation import prepare
+    from tests.conftest import TINY_CONFIG_DEFAULTS
+
+    settings = {**TINY_CONFIG_DEFAULTS, "syn_steps": 2, "max_start_epoch": 4, "mixed_precision": "no"}
+    data = tiny_image_dataset()
+    config = TrajectoryMatchingConfig(**settings, expert_path=tiny_experts)
+    prepared = prepare(config, data["train"], data["test"])
+    # Segments none of our draws would give in this order (the authors' entry keeps theirs).
+    authors = {"experts": [1, 1, 0], "start_epochs": [3, 0, 2]}
+    path = tmp_path / "mnist_mtt_ipc2_same_start.json"
+    path.write_text(json.dumps({"runs": {"authors/0": authors}}))
+    segments = parity.stored_segments(path, 0)
+    run = parity.run_ours(config, prepared, segments=segments)
+    assert (run["experts"], run["start_epochs"]) == ([1, 1, 0], [3, 0, 2])
+    # An entry from before they were logged says so.
+    path.write_text(json.dumps({"runs": {"authors/0": {"grad_norms": [0.1]}}}))
+    with pytest.raises(SystemExit, match="no expert segments of the authors' run of seed 0"):
+        parity.stored_segments(path, 0)
+    with pytest.raises(ValueError, match="2 expert segments given for 3 iterations"):
+        parity.run_ours(config, prepared, segments=segments[:2])
