@@ -13,6 +13,9 @@ python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mni
 # and their distill.py matches our experts (converted to their buffer format): only the two loops differ
 python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
     --iterations 30 --seeds 0 1 2 --variants authors auto-full-unroll --same-start --experts ours --curve 0
+# ... and ours matching the very expert segments (expert, start epoch) the authors' run of the seed matched
+python benchmarks/parity.py --reference-repo /tmp/mtt-distillation --dataset mnist --method mtt --ipc 10 \
+    --iterations 30 --seeds 0 --variants authors auto-full-unroll-authors-draws --same-start --experts ours
 python benchmarks/parity.py --report   # the markdown table of every result file
 # a run that shared the cores: keep its accuracies, leave its timings out of the tables
 python benchmarks/parity.py --mark-timing-disturbed mnist_dsa_ipc10 authors/1 "why"
@@ -24,7 +27,8 @@ For each seed this runs
   their `buffer.py` trained its experts), unchanged, through `benchmarks/parity_reference.py` (shims only: a
   torchvision stand-in reading `../shared/data`, and what its docstring lists), with the recipe's settings
   (`recipes/<dataset>/<method>_ipc<N>.yaml`: batch_real, learning rates, augmentation strategy, real-image
-  initialisation; MTT's syn_steps, expert_epochs, max_start_epoch, step-size initialisation) and `--iterations`;
+  initialisation; MTT's syn_steps, expert_epochs, max_start_epoch, step-size initialisation) and `--iterations`
+  updates of the set (their `--Iteration N` makes N + 1: see `parity_authors.iteration_argument`);
   its seconds per iteration are timed from the `iter = ` lines it prints every 10 iterations, so its start-up and
   its own evaluation are not counted; with `--curve`, MTT's sets on their way too (the DC code keeps none);
 * **ours**: `hf_distill` on the same recipe and iterations, in float32 (`--variants`: `float32` eager,
