@@ -580,3 +580,15 @@ def test_ours_can_visit_the_authors_expert_segments(tiny_image_dataset, tiny_exp
         parity.stored_segments(path, 0)
     with pytest.raises(ValueError, match="2 expert segments given for 3 iterations"):
         parity.run_ours(config, prepared, segments=segments[:2])
+
+
+def test_the_authors_mtt_segments_follow_from_the_seed(parity):
+    import authors_mtt_draws
+
+    # What parity_reference.py logged from the authors' distill.py on Fashion-MNIST, seed 0, 30 updates (session 34).
+    logged_experts = [0, 2, 1, 2, 1, 0, 0, 1, 2, 0, 2, 1, 0, 2, 1, 1, 0, 2, 1, 0, 2, 2, 0, 1, 2, 1, 0, 1, 0, 2]
+    logged_starts = [2, 4, 1, 2, 0, 3, 4, 0, 4, 0, 0, 3, 4, 3, 4, 2, 4, 3, 3, 3, 4, 0, 0, 3, 4, 1, 0, 4, 2, 3]
+    segments = authors_mtt_draws.authors_segments(0, authors_mtt_draws.CLASS_SIZES["fashion_mnist"], 30)
+    assert segments == list(zip(logged_experts, logged_starts))
+    # Every expert once per round of 3, as their shuffled buffer is walked.
+    assert all(sorted(logged_experts[i : i + 3]) == [0, 1, 2] for i in range(0, 30, 3))
