@@ -26,7 +26,7 @@ CLASS_SIZES = {
 }
 
 
-def authors_segments(
+def replayed_segments(
     seed: int, class_sizes: list[int], iterations: int, num_experts: int = 3, max_start_epoch: int = 5
 ) -> list[tuple[int, int]]:
     """`(expert, start_epoch)` of each of `iterations` updates of `distill.py` (one buffer file, no `--load_all`, no
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-start-epoch", type=int, default=5)
     args = parser.parse_args(argv)
     for seed in args.seeds:
-        segments = authors_segments(
+        segments = replayed_segments(
             seed, CLASS_SIZES[args.dataset], args.iterations, args.num_experts, args.max_start_epoch
         )
         experts, starts = zip(*segments)

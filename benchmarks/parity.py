@@ -160,11 +160,11 @@ def run_ours(
         "losses": [record["loss"] for record in trainer.log_history if "loss" in record],
         "grad_norms": [record["grad_norm"] for record in trainer.log_history if "grad_norm" in record],
         **({"step_size": step_size.detach().cpu().tolist()} if step_size is not None else {}),
-        **(mtt_segments(trainer) if hasattr(config, "expert_sampling") else {}),
+        **(our_segments(trainer) if hasattr(config, "expert_sampling") else {}),
     }
 
 
-def mtt_segments(trainer: DistillTrainer) -> dict:
+def our_segments(trainer: DistillTrainer) -> dict:
     """MTT: how experts were visited, and the expert and start epoch each iteration matched (spikes of `grad_norms`
     come from late segments; the authors' entries log theirs)."""
     draws = [trainer.method.draw_segment(iteration) for iteration in range(trainer.config.num_iterations)]

@@ -210,7 +210,7 @@ def pixel_gradient_norms(workdir: Path) -> list[float]:
     return [float(line) for line in path.read_text().split()] if path.is_file() else []
 
 
-def mtt_segments(workdir: Path, buffer: Path) -> dict:
+def logged_segments(workdir: Path, buffer: Path) -> dict:
     """The expert (its position in `buffer`, the file `distill.py` read: ours in our order with `--experts ours`)
     and start epoch each of `distill.py`'s iterations matched, as parity_reference.py logged them; `{}` if it did
     not."""
@@ -275,7 +275,7 @@ def run_authors(args, config, seed: int, prepared, snapshots: list[int] = ()) ->
         "snapshots": authors_snapshots(workdir, args, prepared, snapshots, per_iteration),
         "grad_norms": pixel_gradient_norms(workdir),
         **(
-            {"step_size": mtt_step_size(workdir), **mtt_segments(workdir, buffer_file(args, authors_buffers(args)))}
+            {"step_size": mtt_step_size(workdir), **logged_segments(workdir, buffer_file(args, authors_buffers(args)))}
             if args.method == "mtt"
             else {}
         ),

@@ -549,7 +549,7 @@ def test_our_mtt_entries_keep_each_iterations_segment(parity):
     # What the trainer's method drew at each iteration, as the authors' entries keep what their script drew.
     config = argparse.Namespace(num_iterations=3, expert_sampling="cycle")
     method = argparse.Namespace(draw_segment=lambda iteration: (iteration % 2, 4 - iteration))
-    segments = parity.mtt_segments(argparse.Namespace(config=config, method=method))
+    segments = parity.our_segments(argparse.Namespace(config=config, method=method))
     assert segments == {"expert_sampling": "cycle", "experts": [0, 1, 0], "start_epochs": [4, 3, 2]}
 
 
@@ -588,7 +588,7 @@ def test_the_authors_mtt_segments_follow_from_the_seed(parity):
     # What parity_reference.py logged from the authors' distill.py on Fashion-MNIST, seed 0, 30 updates (session 34).
     logged_experts = [0, 2, 1, 2, 1, 0, 0, 1, 2, 0, 2, 1, 0, 2, 1, 1, 0, 2, 1, 0, 2, 2, 0, 1, 2, 1, 0, 1, 0, 2]
     logged_starts = [2, 4, 1, 2, 0, 3, 4, 0, 4, 0, 0, 3, 4, 3, 4, 2, 4, 3, 3, 3, 4, 0, 0, 3, 4, 1, 0, 4, 2, 3]
-    segments = authors_mtt_draws.authors_segments(0, authors_mtt_draws.CLASS_SIZES["fashion_mnist"], 30)
+    segments = authors_mtt_draws.replayed_segments(0, authors_mtt_draws.CLASS_SIZES["fashion_mnist"], 30)
     assert segments == list(zip(logged_experts, logged_starts))
     # Every expert once per round of 3, as their shuffled buffer is walked.
     assert all(sorted(logged_experts[i : i + 3]) == [0, 1, 2] for i in range(0, 30, 3))
