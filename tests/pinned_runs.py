@@ -61,7 +61,8 @@ def train_tiny_experts(splits, output_dir: str) -> str:
     return output_dir
 
 
-def _method(name: str) -> str:
+def method_of(name: str) -> str:
+    """The method a pinned run uses (its name unless its settings say `method`)."""
     return METHOD_SETTINGS[name].get("method", name)
 
 
@@ -78,9 +79,9 @@ def run(name: str, splits, expert_dir: str | None = None) -> dict[str, torch.Ten
     from hf_distill.trainer import DistillTrainer
 
     fields = _fields(name)
-    if _method(name) == "mtt":
+    if method_of(name) == "mtt":
         fields["expert_path"] = expert_dir
-    config = get_method_class(_method(name)).config_class(**fields)
+    config = get_method_class(method_of(name)).config_class(**fields)
     trainer = DistillTrainer(config, splits[0], splits[1])
     trainer.train()
     tensors = {
@@ -128,7 +129,7 @@ def record_runs(names: list[str]) -> dict[str, torch.Tensor]:
     splits = load_digits()
     recorded = load_file(str(PINNED_PATH))
     with tempfile.TemporaryDirectory() as expert_dir:
-        if any(_method(name) == "mtt" for name in names):
+        if any(method_of(name) == "mtt" for name in names):
             train_tiny_experts(splits, expert_dir)
         for name in names:
             recorded.update(run(name, splits, expert_dir))

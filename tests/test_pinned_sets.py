@@ -13,7 +13,15 @@ import tempfile
 
 import pytest
 import torch
-from pinned_runs import METHOD_SETTINGS, PINNED_PATH, evaluation_accuracy, load_digits, run, train_tiny_experts
+from pinned_runs import (
+    METHOD_SETTINGS,
+    PINNED_PATH,
+    evaluation_accuracy,
+    load_digits,
+    method_of,
+    run,
+    train_tiny_experts,
+)
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -57,8 +65,7 @@ def test_expert_trajectories_are_unchanged(expert_dir, pinned):
 
 @pytest.mark.parametrize("name", sorted(METHOD_SETTINGS))
 def test_synthetic_set_is_unchanged(name, digits, expert_dir, pinned):
-    method = METHOD_SETTINGS[name].get("method", name)
-    _assert_pinned(run(name, digits, expert_dir), pinned, atol=UNROLL_ATOL.get(method, 1e-5))
+    _assert_pinned(run(name, digits, expert_dir), pinned, atol=UNROLL_ATOL.get(method_of(name), 1e-5))
 
 
 def test_evaluation_accuracies_are_unchanged(digits, pinned):
