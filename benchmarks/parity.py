@@ -50,9 +50,11 @@ each with the command that made it); the final sets are kept under `benchmarks/r
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from authors_mtt_draws import CLASS_SIZES, replayed_segments
 from parity_authors import (
     AUTHORS_DATASETS,
     AUTHORS_SCRIPTS,
@@ -312,16 +314,34 @@ def authors_segments(run: dict) -> list[tuple[int, int]] | None:
     return list(zip(experts, starts))
 
 
-def stored_segments(results_file: Path, seed: int) -> list[tuple[int, int]]:
-    """The segments of the authors' run of `seed` kept in `results_file`, for variants in `DRAWS_PAIRED`."""
+def stored_segments(
+    results_file: Path, seed: int, replay: Callable[[], list[tuple[int, int]]] | None = None
+) -> tuple[list[tuple[int, int]], str]:
+    """The segments of the authors' run of `seed` kept in `results_file`, for variants in `DRAWS_PAIRED`, and where
+    they come from (the `draws` of our entry). An entry from before they were logged (session 34) gets them from
+    `replay`, which replays the authors' seeded streams (`authors_mtt_draws.py`), when given."""
     runs = json.loads(results_file.read_text())["runs"] if results_file.is_file() else {}
-    segments = authors_segments(runs.get(f"authors/{seed}", {}))
-    if segments is None:
-        raise SystemExit(
-            f"{results_file} has no expert segments of the authors' run of seed {seed} (they are logged since "
-            "session 34): run the seed with 'authors' among --variants."
-        )
-    return segments
+    run = runs.get(f"authors/{seed}")
+    segments = authors_segments(run or {})
+    if segments is not None:
+        return segments, f"authors/{seed}"
+    if run is not None and replay is not None:
+        return replay(), f"authors/{seed}, replayed by authors_mtt_draws.py"
+    raise SystemExit(
+        f"{results_file} has no expert segments of the authors' run of seed {seed} (they are logged since "
+        "session 34): run the seed with 'authors' among --variants."
+    )
+
+
+def replayable_segments(args: argparse.Namespace, config, seed: int) -> Callable[[], list[tuple[int, int]]] | None:
+    """The authors' segments of `seed` replayed from their seeded streams, for their runs made before the logging;
+    `None` where the replay does not hold: their own experts (a buffer position is not our index) or a dataset whose
+    class sizes `authors_mtt_draws.py` does not know."""
+    if args.experts != "ours" or args.dataset not in CLASS_SIZES:
+        return None
+    return lambda: replayed_segments(
+        seed, CLASS_SIZES[args.dataset], config.num_iterations, args.num_experts, config.max_start_epoch
+    )
 
 
 def stored_start(results_file: Path, seed: int) -> Path:
@@ -374,7 +394,7 @@ def distill_and_judge(args) -> None:
     for seed in args.seeds:
         # Without the authors' run, ours start from the initial set a previous paired run kept.
         start = load_start(path, seed) if args.same_start and "authors" not in variants else None
-        segments = None  # the authors' segments of the seed, for DRAWS_PAIRED variants
+        segments, draws = None, f"authors/{seed}"  # the authors' segments of the seed, for DRAWS_PAIRED variants
         for variant in variants:
             config = variant_config(args, run_settings, variant, seed)
             print(f"== {args.dataset} {args.method} ipc {args.ipc}: {variant}, seed {seed}", flush=True)
@@ -386,7 +406,7 @@ def distill_and_judge(args) -> None:
                 segments = authors_segments(run)
             else:
                 if variant in DRAWS_PAIRED and segments is None:
-                    segments = stored_segments(path, seed)
+                    segments, draws = stored_segments(path, seed, replayable_segments(args, config, seed))
                 # Started from the authors' set, our iteration 0 is theirs: judged once, on their side.
                 snapshots = [i for i in args.curve if i or start is None]
                 run = run_ours(config, prepared, snapshots, start, segments if variant in DRAWS_PAIRED else None)
@@ -407,7 +427,7 @@ def distill_and_judge(args) -> None:
                 "judges": judge(final_set["images"], final_set["labels"], prepared, judge_set),
                 **({"curve": curve} if curve else {}),
                 **({"start": f"authors/{seed}"} if start is not None and variant != "authors" else {}),
-                **({"draws": f"authors/{seed}"} if variant in DRAWS_PAIRED else {}),
+                **({"draws": draws} if variant in DRAWS_PAIRED else {}),
                 **({"our_settings": our_settings(args)} if args.our_settings and variant != "authors" else {}),
                 "machine": machine,  # per entry: seeds of one file may come from different machines
                 "command": " ".join(["python", *sys.argv]),

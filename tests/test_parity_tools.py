@@ -571,13 +571,18 @@ def test_ours_can_visit_the_authors_expert_segments(tiny_image_dataset, tiny_exp
     authors = {"experts": [1, 1, 0], "start_epochs": [3, 0, 2]}
     path = tmp_path / "mnist_mtt_ipc2_same_start.json"
     path.write_text(json.dumps({"runs": {"authors/0": authors}}))
-    segments = parity.stored_segments(path, 0)
+    segments, draws = parity.stored_segments(path, 0)
+    assert draws == "authors/0"
     run = parity.run_ours(config, prepared, segments=segments)
     assert (run["experts"], run["start_epochs"]) == ([1, 1, 0], [3, 0, 2])
-    # An entry from before they were logged says so.
+    # An entry from before they were logged says so, unless their draws can be replayed; a seed never run, always.
     path.write_text(json.dumps({"runs": {"authors/0": {"grad_norms": [0.1]}}}))
     with pytest.raises(SystemExit, match="no expert segments of the authors' run of seed 0"):
         parity.stored_segments(path, 0)
+    replayed, draws = parity.stored_segments(path, 0, replay=lambda: [(0, 1), (1, 2), (0, 3)])
+    assert (replayed, draws) == ([(0, 1), (1, 2), (0, 3)], "authors/0, replayed by authors_mtt_draws.py")
+    with pytest.raises(SystemExit, match="seed 1"):
+        parity.stored_segments(path, 1, replay=lambda: replayed)
     with pytest.raises(ValueError, match="2 expert segments given for 3 iterations"):
         parity.run_ours(config, prepared, segments=segments[:2])
 
@@ -592,3 +597,17 @@ def test_the_authors_mtt_segments_follow_from_the_seed(parity):
     assert segments == list(zip(logged_experts, logged_starts))
     # Every expert once per round of 3, as their shuffled buffer is walked.
     assert all(sorted(logged_experts[i : i + 3]) == [0, 1, 2] for i in range(0, 30, 3))
+
+
+def test_the_authors_segments_are_replayed_only_where_the_replay_holds(parity):
+    import argparse
+
+    import authors_mtt_draws
+
+    config = argparse.Namespace(num_iterations=31, max_start_epoch=5)
+    ours = argparse.Namespace(experts="ours", dataset="mnist", num_experts=3)
+    replay = parity.replayable_segments(ours, config, 2)
+    assert replay() == authors_mtt_draws.replayed_segments(2, authors_mtt_draws.CLASS_SIZES["mnist"], 31, 3, 5)
+    # Their own experts sit at buffer positions that are not our indices; CIFAR-10's class sizes are not listed.
+    assert parity.replayable_segments(argparse.Namespace(**{**vars(ours), "experts": "authors"}), config, 2) is None
+    assert parity.replayable_segments(argparse.Namespace(**{**vars(ours), "dataset": "cifar10"}), config, 2) is None
