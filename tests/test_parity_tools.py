@@ -587,13 +587,30 @@ def test_ours_can_visit_the_authors_expert_segments(tiny_image_dataset, tiny_exp
         parity.run_ours(config, prepared, segments=segments[:2])
 
 
-def test_the_authors_mtt_segments_follow_from_the_seed(parity):
+# What parity_reference.py logged from the authors' distill.py on Fashion-MNIST, 30 updates (sessions 34 and 35):
+# (experts, start epochs) per seed.
+LOGGED_AUTHORS_SEGMENTS = {
+    0: (
+        [0, 2, 1, 2, 1, 0, 0, 1, 2, 0, 2, 1, 0, 2, 1, 1, 0, 2, 1, 0, 2, 2, 0, 1, 2, 1, 0, 1, 0, 2],
+        [2, 4, 1, 2, 0, 3, 4, 0, 4, 0, 0, 3, 4, 3, 4, 2, 4, 3, 3, 3, 4, 0, 0, 3, 4, 1, 0, 4, 2, 3],
+    ),
+    1: (
+        [1, 2, 0, 2, 0, 1, 0, 2, 1, 0, 2, 1, 1, 2, 0, 2, 0, 1, 0, 2, 1, 1, 0, 2, 0, 1, 2, 2, 0, 1],
+        [3, 0, 4, 0, 4, 1, 1, 1, 3, 1, 1, 3, 2, 2, 2, 2, 0, 2, 3, 2, 1, 4, 2, 2, 3, 3, 3, 2, 3, 3],
+    ),
+    2: (
+        [1, 2, 0, 2, 1, 0, 2, 1, 0, 2, 0, 1, 1, 0, 2, 1, 0, 2, 0, 2, 1, 0, 1, 2, 0, 1, 2, 0, 1, 2],
+        [0, 3, 0, 3, 0, 4, 4, 4, 2, 0, 4, 0, 0, 0, 1, 3, 3, 2, 2, 3, 2, 4, 0, 4, 0, 0, 3, 0, 4, 4],
+    ),
+}
+
+
+@pytest.mark.parametrize("seed", sorted(LOGGED_AUTHORS_SEGMENTS))
+def test_the_authors_mtt_segments_follow_from_the_seed(parity, seed):
     import authors_mtt_draws
 
-    # What parity_reference.py logged from the authors' distill.py on Fashion-MNIST, seed 0, 30 updates (session 34).
-    logged_experts = [0, 2, 1, 2, 1, 0, 0, 1, 2, 0, 2, 1, 0, 2, 1, 1, 0, 2, 1, 0, 2, 2, 0, 1, 2, 1, 0, 1, 0, 2]
-    logged_starts = [2, 4, 1, 2, 0, 3, 4, 0, 4, 0, 0, 3, 4, 3, 4, 2, 4, 3, 3, 3, 4, 0, 0, 3, 4, 1, 0, 4, 2, 3]
-    segments = authors_mtt_draws.replayed_segments(0, authors_mtt_draws.CLASS_SIZES["fashion_mnist"], 30)
+    logged_experts, logged_starts = LOGGED_AUTHORS_SEGMENTS[seed]
+    segments = authors_mtt_draws.replayed_segments(seed, authors_mtt_draws.CLASS_SIZES["fashion_mnist"], 30)
     assert segments == list(zip(logged_experts, logged_starts))
     # Every expert once per round of 3, as their shuffled buffer is walked.
     assert all(sorted(logged_experts[i : i + 3]) == [0, 1, 2] for i in range(0, 30, 3))
