@@ -5,8 +5,8 @@ at every iteration (`utils.get_network`), so its minibatches and augmentation ca
 can: the start epoch is `np.random.randint(0, max_start_epoch)` after `get_images`' one `np.random.permutation` per
 class, and the expert order is `random.shuffle` of the buffer file as loaded, again at every wrap (the one file's
 list is shuffled too, which draws nothing). Checked against the segments parity_reference.py logged for
-Fashion-MNIST seed 0 (30 of 30 equal, session 34); used for the authors' runs made before that logging (session 32's
-MNIST seeds).
+Fashion-MNIST seeds 0, 1 and 2 (90 of 90 equal, sessions 34-35); `parity.py` uses it for the authors' runs made
+before that logging (session 32's MNIST seeds).
 
 ```bash
 python benchmarks/authors_mtt_draws.py --dataset mnist --seeds 0 1 2 --iterations 31
