@@ -13,7 +13,8 @@ depend only on the data, its preprocessing, the protocol and the run's network (
 set, so with `--random-baseline shared` (the default) it is trained once per distinct combination and the later
 sets' rows reuse it (`random_real_from` names the set that measured it); `each` trains it again for every set,
 `none` not at all. The rows are gathered into `benchmarks/results/cross_architecture/<dataset>_ipc<N>.json` (with
-this command) and printed as a markdown table (distilled / random real per architecture).
+this command; rewritten after each set, `"complete": false` until the last) and printed as a markdown table
+(distilled / random real per architecture).
 """
 
 import argparse
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from run_benchmark import REPO_ROOT, machine_info, run_measured  # scripts here run with this folder on sys.path
 
+from hf_distill.checkpointing import write_json_atomic
 from hf_distill.evaluation import fair_figures
 
 RESULTS_NAME = "eval_results_cross_architecture.json"
@@ -37,6 +39,11 @@ BASELINE_FIELDS = (
     "eval_batch_size", "eval_dsa_strategy_resolved", "eval_text_protocol", "architecture", "model_name_or_path",
     "net_act", "net_depth", "net_norm", "net_pooling", "net_width",
 )  # fmt: skip
+
+
+def dataset_name(config: dict) -> str:
+    """The dataset folder's name from a set's `distill_config.json` (`mnist` for `../shared/data/mnist`)."""
+    return Path(str((config.get("source") or {}).get("dataset") or "")).name
 
 
 def baseline_key(config: dict) -> str:
@@ -61,7 +68,7 @@ def evaluate_set(set_dir: Path, architectures: str, num_models: int, epochs: int
     return {
         "set": str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(set_dir),
         "method": config["method"],
-        "dataset": Path(str((config.get("source") or {}).get("dataset") or "")).name,
+        "dataset": dataset_name(config),
         "images_per_class": config["images_per_class"],
         "target_type": config.get("target_type", "hard"),
         "table": table,
@@ -70,9 +77,12 @@ def evaluate_set(set_dir: Path, architectures: str, num_models: int, epochs: int
     }
 
 
-def evaluate_sets(sets: list[Path], architectures: str, num_models: int, epochs: int, random_baseline: str) -> list:
+def evaluate_sets(
+    sets: list[Path], architectures: str, num_models: int, epochs: int, random_baseline: str, on_row=None
+) -> list:
     """Every set's row; with `random_baseline="shared"` the random subset is trained for the first set of each
-    `baseline_key` only, and copied into the others' rows (their `fair` figures recomputed from it)."""
+    `baseline_key` only, and copied into the others' rows (their `fair` figures recomputed from it). `on_row(rows)`,
+    if given, is called after each set with the rows so far (the caller saves them: a long table is not lost)."""
     rows, measured_by = [], {}
     for path in sets:
         key = baseline_key(json.loads((path / "distill_config.json").read_text()))
@@ -83,6 +93,8 @@ def evaluate_sets(sets: list[Path], architectures: str, num_models: int, epochs:
         elif random_baseline != "none":
             measured_by[key] = row
         rows.append(row)
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
@@ -128,25 +140,38 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    rows = evaluate_sets(args.sets, args.architectures, args.num_models, args.epochs, args.random_baseline)
     names = args.architectures.split(",")
-    datasets, ipcs = {row["dataset"] for row in rows}, {row["images_per_class"] for row in rows}
+    output_path = table_path(args.sets, args.output_dir)
+    command = shlex.join(["python", "benchmarks/cross_architecture.py", *sys.argv[1:]])
+
+    def save(rows: list[dict], complete: bool = False) -> None:
+        result = {
+            "command": command,
+            "machine": machine_info(),
+            "architectures": names,
+            "num_models": args.num_models,
+            "epochs": args.epochs,
+            "random_baseline": args.random_baseline,
+            "complete": complete,
+            "rows": rows,
+        }
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(output_path, result)
+
+    rows = evaluate_sets(args.sets, args.architectures, args.num_models, args.epochs, args.random_baseline, save)
+    save(rows, complete=True)
+    print(markdown(rows, names))
+    print(f"Wrote {output_path}")
+
+
+def table_path(sets: list[Path], output_dir: Path) -> Path:
+    """`<output_dir>/<dataset>_ipc<N>.json`; every set must share the dataset and the IPC (checked before any work)."""
+    configs = [json.loads((path / "distill_config.json").read_text()) for path in sets]
+    datasets = {dataset_name(c) for c in configs}
+    ipcs = {c["images_per_class"] for c in configs}
     if len(datasets) != 1 or len(ipcs) != 1:
         raise SystemExit(f"One dataset and IPC per table, got {sorted(datasets)} and {sorted(ipcs)}.")
-    result = {
-        "command": shlex.join(["python", "benchmarks/cross_architecture.py", *sys.argv[1:]]),
-        "machine": machine_info(),
-        "architectures": names,
-        "num_models": args.num_models,
-        "epochs": args.epochs,
-        "random_baseline": args.random_baseline,
-        "rows": rows,
-    }
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / f"{datasets.pop()}_ipc{ipcs.pop()}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown(rows, names))
-    print(f"Wrote {path}")
+    return output_dir / f"{datasets.pop()}_ipc{ipcs.pop()}.json"
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@
 set, on a random real subset of the same size and on the whole real training split, and report how well the cheap
 rankings agree with the expensive one (Spearman's rank correlation), which architecture each would pick, and the time
 each took.
+
+The report is rewritten after every architecture (`"complete": false` until the last), and a search started again with
+the same set, data and [`NASConfig`] takes up where the earlier one stopped.
 """
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -45,6 +50,9 @@ class NASConfig:
         real_epochs (`int`): Epochs on the whole real training split (the ranking to recover).
         seed (`int`): Seed of the sample and of every model.
         random_baseline (`bool`): Also rank with a random real subset of the distilled set's size.
+        net_depths (`list[int]`), net_widths (`list[int]`): The depths and widths of the space (default the DC
+            paper's). Narrowing them keeps the search affordable on a CPU: a depth-3, width-256 ConvNet without pooling
+            costs ~25x the protocol's ConvNet per image on MNIST.
     """
 
     num_architectures: int = field(default=20, metadata={"help": "Architectures sampled from the 720."})
@@ -52,32 +60,47 @@ class NASConfig:
     real_epochs: int = field(default=2, metadata={"help": "Epochs on the whole real training split."})
     seed: int = field(default=0, metadata={"help": "Seed of the sample and of every model."})
     random_baseline: bool = field(default=True, metadata={"help": "Also rank with a random real subset."})
+    net_depths: list[int] = field(
+        default_factory=lambda: list(SEARCH_SPACE["net_depth"]), metadata={"help": "Depths of the space."}
+    )
+    net_widths: list[int] = field(
+        default_factory=lambda: list(SEARCH_SPACE["net_width"]), metadata={"help": "Widths of the space."}
+    )
 
     def __post_init__(self):
-        space = sample_space_size()
+        if not self.net_depths or not self.net_widths or min(self.net_depths + self.net_widths) < 1:
+            raise ValueError(
+                f"net_depths and net_widths must be positive, got {self.net_depths} and {self.net_widths}."
+            )
+        space = sample_space_size(space=self.space())
         if not 2 <= self.num_architectures <= space:
             raise ValueError(f"num_architectures must be between 2 and {space}, got {self.num_architectures}.")
+
+    def space(self) -> dict:
+        """[`SEARCH_SPACE`] with this config's depths and widths."""
+        return {**SEARCH_SPACE, "net_depth": tuple(self.net_depths), "net_width": tuple(self.net_widths)}
         if self.epochs < 1 or self.real_epochs < 1:
             raise ValueError(f"epochs and real_epochs must be >= 1, got {self.epochs} and {self.real_epochs}.")
 
 
-def search_space(image_side: int | None = None) -> list[dict]:
-    """Every setting of [`SEARCH_SPACE`] (720), less those whose pooling would shrink `image_side` pixels below one
-    (e.g. depth 4 with pooling needs at least 16 pixels)."""
-    grid = [dict(zip(SEARCH_SPACE, values)) for values in itertools.product(*SEARCH_SPACE.values())]
+def search_space(image_side: int | None = None, space: dict | None = None) -> list[dict]:
+    """Every setting of `space` (default [`SEARCH_SPACE`], 720), less those whose pooling would shrink `image_side`
+    pixels below one (e.g. depth 4 with pooling needs at least 16 pixels)."""
+    space = space or SEARCH_SPACE
+    grid = [dict(zip(space, values)) for values in itertools.product(*space.values())]
     if image_side is None:
         return grid
     return [s for s in grid if s["net_pooling"] == "none" or image_side // 2 ** s["net_depth"] >= 1]
 
 
-def sample_space_size(image_side: int | None = None) -> int:
+def sample_space_size(image_side: int | None = None, space: dict | None = None) -> int:
     """The number of architectures in [`search_space`] (720 for images of 16 pixels or more)."""
-    return len(search_space(image_side))
+    return len(search_space(image_side, space))
 
 
-def sample_architectures(num: int, seed: int, image_side: int | None = None) -> list[dict]:
+def sample_architectures(num: int, seed: int, image_side: int | None = None, space: dict | None = None) -> list[dict]:
     """`num` distinct settings of [`search_space`], drawn from a generator keyed by `seed`."""
-    grid = search_space(image_side)
+    grid = search_space(image_side, space)
     if num > len(grid):
         raise ValueError(f"Only {len(grid)} architectures fit {image_side}-pixel images; asked for {num}.")
     order = torch.randperm(len(grid), generator=derive_generator(seed, "nas-sample"))
@@ -135,9 +158,12 @@ def search_architectures(
         training_sets["random_real"] = (data.images[rows], data.labels[rows])
     training_sets["whole_real"] = (data.images, data.labels)
     protocol = EvaluationProtocol(num_models=1, dsa_strategy=trainer.eval_dsa_strategy, seed=config.seed)
-    rows_out = []
     side = min(data.image_shape[-2:])
-    for index, settings in enumerate(sample_architectures(config.num_architectures, config.seed, side)):
+    sample = sample_architectures(config.num_architectures, config.seed, side, config.space())
+    fingerprint = _fingerprint(training_sets)
+    report_path = Path(output_dir) / NAS_NAME if output_dir is not None else None
+    rows_out = _finished_rows(report_path, config, fingerprint, sample)
+    for index, settings in enumerate(sample[len(rows_out) :], start=len(rows_out)):
         architecture = ConvNetConfig.from_dict({**base.to_dict(), **settings})
         model_config = build_model_config(architecture, data, trainer.config)
         row = {"index": index, "settings": settings, "architecture": describe_architecture(model_config.to_dict())}
@@ -159,16 +185,55 @@ def search_architectures(
             seconds = round(time.perf_counter() - start, 2)
             row[name] = {"accuracy": result["mean"], "epochs": epochs, "seconds": seconds}
         rows_out.append(row)
-    report = _summarise(rows_out, training_sets, config)
-    report["search_space_size"] = sample_space_size(side)
-    if command:
-        report = {"command": command, **report}
-    if output_dir is not None and trainer.accelerator.is_main_process:
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(output_dir / NAS_NAME, report)
-        plot_ranks(report, output_dir / NAS_PLOT_NAME)
+        if report_path is not None and len(rows_out) < len(sample) and trainer.accelerator.is_main_process:
+            _write(report_path, _report(rows_out, training_sets, config, side, fingerprint, command, complete=False))
+    report = _report(rows_out, training_sets, config, side, fingerprint, command, complete=True)
+    if report_path is not None and trainer.accelerator.is_main_process:
+        _write(report_path, report)
+        plot_ranks(report, report_path.parent / NAS_PLOT_NAME)
     return report
+
+
+def _fingerprint(training_sets: dict) -> str:
+    """A digest of the cheap training sets (the distilled set and the random subset): a report is resumed only for
+    the same sets."""
+    digest = hashlib.sha256()
+    for name, tensors in training_sets.items():
+        if name != "whole_real":
+            for tensor in tensors:
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _finished_rows(path: Path | None, config: "NASConfig", fingerprint: str, sample: list[dict]) -> list[dict]:
+    """The rows of an earlier report at `path` for the same config and sets (a stopped search resumes); else none."""
+    if path is None or not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    same = earlier.get("config") == _config_dict(config) and earlier.get("fingerprint") == fingerprint
+    rows = earlier.get("architectures", []) if same else []
+    if [row["settings"] for row in rows] != sample[: len(rows)]:
+        return []
+    return rows
+
+
+def _write(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, report)
+
+
+def _config_dict(config: "NASConfig") -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _report(rows, training_sets, config, side, fingerprint, command, complete) -> dict:
+    return {
+        **({"command": command} if command else {}),
+        **_summarise(rows, training_sets, config),
+        "search_space_size": sample_space_size(side, config.space()),
+        "fingerprint": fingerprint,
+        "complete": complete,
+    }
 
 
 def _summarise(rows: list[dict], training_sets: dict, config: NASConfig) -> dict:
@@ -186,7 +251,7 @@ def _summarise(rows: list[dict], training_sets: dict, config: NASConfig) -> dict
         if name != "whole_real":
             summary[name]["spearman_with_whole_real"] = round(spearman(accuracies, real), 4)
     return {
-        "config": {key: getattr(config, key) for key in config.__dataclass_fields__},
+        "config": _config_dict(config),
         "best_real_accuracy": real[best_real],
         "summary": summary,
         "architectures": rows,

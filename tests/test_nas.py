@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from hf_distill import nas
 from hf_distill.methods import RandomSelectionConfig
 from hf_distill.models import ConvNetConfig
 from hf_distill.nas import NASConfig, sample_architectures, sample_space_size, search_architectures, spearman
@@ -42,3 +43,42 @@ def test_search_reports_rankings_picks_and_seconds(tiny_image_dataset, tmp_path)
     assert report["best_real_accuracy"] == max(row["whole_real"]["accuracy"] for row in report["architectures"])
     assert json.loads((tmp_path / "nas" / "nas_results.json").read_text()) == json.loads(json.dumps(report))
     assert (tmp_path / "nas" / "nas_ranks.png").stat().st_size > 0
+
+
+def test_a_narrowed_space_samples_only_its_depths_and_widths():
+    config = NASConfig(num_architectures=5, net_depths=[1, 2], net_widths=[8])
+    assert sample_space_size(space=config.space()) == 2 * 1 * 3 * 3 * 5
+    sample = sample_architectures(5, seed=0, image_side=16, space=config.space())
+    assert {s["net_width"] for s in sample} == {8} and {s["net_depth"] for s in sample} <= {1, 2}
+    with pytest.raises(ValueError, match="must be positive"):
+        NASConfig(net_widths=[0])
+
+
+def test_a_stopped_search_resumes_where_it_stopped(tiny_image_dataset, tmp_path, monkeypatch):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=6, size=16)
+    config = RandomSelectionConfig(images_per_class=2, net_width=8, net_depth=2, save_steps=0)
+    trainer = DistillTrainer(config, splits["train"], splits["test"])
+    search = NASConfig(num_architectures=3, epochs=1, real_epochs=1, net_widths=[8, 16])
+    full = search_architectures(trainer, search, tmp_path / "nas")
+    assert full["complete"] is True
+    # What a search stopped after its first architecture leaves behind.
+    path = tmp_path / "nas" / "nas_results.json"
+    path.write_text(json.dumps({**full, "architectures": full["architectures"][:1], "complete": False}))
+    trained = []
+    evaluate_images = nas.evaluate_images
+
+    def counting(*args, key, **kwargs):
+        trained.append(key)
+        return evaluate_images(*args, key=key, **kwargs)
+
+    monkeypatch.setattr(nas, "evaluate_images", counting)
+    resumed = search_architectures(trainer, search, tmp_path / "nas")
+    assert sorted({key.split("-")[1] for key in trained}) == ["1", "2"]  # architecture 0 was not trained again
+    assert [row["settings"] for row in resumed["architectures"]] == [row["settings"] for row in full["architectures"]]
+    assert resumed["architectures"][0] == full["architectures"][0]
+    # Another budget is another search: nothing is reused.
+    trained.clear()
+    search_architectures(
+        trainer, NASConfig(num_architectures=3, epochs=2, real_epochs=1, net_widths=[8, 16]), tmp_path / "nas"
+    )
+    assert sorted({key.split("-")[1] for key in trained}) == ["0", "1", "2"]
