@@ -294,12 +294,18 @@ def run_analyze(argv: list[str] | None = None) -> dict:
 def run_nas(argv: list[str] | None = None) -> dict:
     """`hf-distill nas OUTPUT_DIR`: architecture search on a distilled set (the DC paper's ConvNet space): sampled
     architectures trained on the set, on a random real subset of its size and on the whole real split; writes
-    `nas_results.json` and `nas_ranks.png` (rank correlations, picks, seconds) to `OUTPUT_DIR/nas`."""
+    `nas_results.json` and `nas_ranks.png` (rank correlations, picks, seconds) to `OUTPUT_DIR/nas`. A stopped search
+    started again with the same flags resumes."""
 
     pre = argparse.ArgumentParser(prog="hf-distill nas", description=run_nas.__doc__, allow_abbrev=False)
     pre.add_argument("output_dir", help="A folder written by `hf-distill distill` (a ConvNet run).")
     pre.add_argument("--dataset", default=None, help="Source dataset (default: the one recorded at distillation).")
     pre.add_argument("--results_dir", default=None, help="Where to write the results (default: OUTPUT_DIR/nas).")
+    pre.add_argument(
+        "--reuse_whole_real_from",
+        default=None,
+        help="An earlier nas_results.json (same real data, seed, space, real_epochs): reuse its whole-real trainings.",
+    )
     parsed = _parse_with_config(pre, NASConfig, argv)
     if parsed is None:
         return {}
@@ -307,7 +313,9 @@ def run_nas(argv: list[str] | None = None) -> dict:
     trainer = DistillTrainer.from_output_dir(known.output_dir, dataset=known.dataset)
     results_dir = Path(known.results_dir or Path(known.output_dir) / "nas")
     command = shlex.join(["hf-distill", "nas", *(argv or [])])
-    report = search_architectures(trainer, config, results_dir, command=command)
+    report = search_architectures(
+        trainer, config, results_dir, command=command, reuse_whole_real_from=known.reuse_whole_real_from
+    )
     lines = [f"{config.num_architectures} of {report['search_space_size']} architectures"]
     for name, summary in report["summary"].items():
         rho = summary.get("spearman_with_whole_real")

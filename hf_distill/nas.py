@@ -131,6 +131,7 @@ def search_architectures(
     config: NASConfig,
     output_dir: str | os.PathLike | None = None,
     command: str | None = None,
+    reuse_whole_real_from: str | os.PathLike | None = None,
 ) -> dict:
     """Ranks `config.num_architectures` sampled ConvNets by their accuracy after training on the trainer's set, on a
     random real subset of the same size and on the whole real split; see the module docstring.
@@ -140,6 +141,9 @@ def search_architectures(
         config ([`NASConfig`]): The sample and the budgets.
         output_dir (`str` or `os.PathLike`, *optional*): Where to write `nas_results.json` and `nas_ranks.png`.
         command (`str`, *optional*): The command that asked for the search, recorded in the report.
+        reuse_whole_real_from (`str` or `os.PathLike`, *optional*): An earlier `nas_results.json` (another set's
+            search on the same real data, seed, space and `real_epochs`): its whole-real trainings, the expensive
+            half of a search, are taken over instead of being repeated (an error if they do not match).
 
     Returns:
         `dict`: per architecture its settings and accuracy/seconds on each training set; the Spearman correlation of
@@ -160,14 +164,31 @@ def search_architectures(
     protocol = EvaluationProtocol(num_models=1, dsa_strategy=trainer.eval_dsa_strategy, seed=config.seed)
     side = min(data.image_shape[-2:])
     sample = sample_architectures(config.num_architectures, config.seed, side, config.space())
-    fingerprint = _fingerprint(training_sets)
+    fingerprint = _digest(*training_sets["distilled"], *training_sets.get("random_real", ()))
+    real_key = _digest(
+        *training_sets["whole_real"], test.images, test.labels,
+        extra=[protocol, base.to_dict(), config.real_epochs, config.seed, config.space()],
+    )  # fmt: skip
     report_path = Path(output_dir) / NAS_NAME if output_dir is not None else None
-    rows_out = _finished_rows(report_path, config, fingerprint, sample)
+    rows_out = _finished_rows(report_path, config, fingerprint, real_key, sample)
+    reused = _whole_real_rows(reuse_whole_real_from, real_key, sample)
+
+    def report(complete: bool) -> dict:
+        keys = {"fingerprint": fingerprint, "whole_real_key": real_key, "complete": complete}
+        if reused:
+            keys["whole_real_reused_from"] = str(reuse_whole_real_from)
+        summary = _summarise(rows_out, training_sets, config)
+        space_size = sample_space_size(side, config.space())
+        return {**({"command": command} if command else {}), **summary, "search_space_size": space_size, **keys}
+
     for index, settings in enumerate(sample[len(rows_out) :], start=len(rows_out)):
         architecture = ConvNetConfig.from_dict({**base.to_dict(), **settings})
         model_config = build_model_config(architecture, data, trainer.config)
         row = {"index": index, "settings": settings, "architecture": describe_architecture(model_config.to_dict())}
         for name, (inputs, targets) in training_sets.items():
+            if name == "whole_real" and index in reused:
+                row[name] = reused[index]
+                continue
             epochs = config.real_epochs if name == "whole_real" else config.epochs
             target_type = trainer.synthetic.target_type if name == "distilled" else "hard"
             start = time.perf_counter()
@@ -186,35 +207,50 @@ def search_architectures(
             row[name] = {"accuracy": result["mean"], "epochs": epochs, "seconds": seconds}
         rows_out.append(row)
         if report_path is not None and len(rows_out) < len(sample) and trainer.accelerator.is_main_process:
-            _write(report_path, _report(rows_out, training_sets, config, side, fingerprint, command, complete=False))
-    report = _report(rows_out, training_sets, config, side, fingerprint, command, complete=True)
+            _write(report_path, report(complete=False))
+    final = report(complete=True)
     if report_path is not None and trainer.accelerator.is_main_process:
-        _write(report_path, report)
-        plot_ranks(report, report_path.parent / NAS_PLOT_NAME)
-    return report
+        _write(report_path, final)
+        plot_ranks(final, report_path.parent / NAS_PLOT_NAME)
+    return final
 
 
-def _fingerprint(training_sets: dict) -> str:
-    """A digest of the cheap training sets (the distilled set and the random subset): a report is resumed only for
-    the same sets."""
-    digest = hashlib.sha256()
-    for name, tensors in training_sets.items():
-        if name != "whole_real":
-            for tensor in tensors:
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+def _digest(*tensors: torch.Tensor, extra: list | None = None) -> str:
+    """A short digest of tensors (and of `extra`'s JSON): reports are resumed or reused only for the same inputs."""
+    digest = hashlib.sha256(json.dumps(extra or [], sort_keys=True, default=str).encode())
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
-def _finished_rows(path: Path | None, config: "NASConfig", fingerprint: str, sample: list[dict]) -> list[dict]:
-    """The rows of an earlier report at `path` for the same config and sets (a stopped search resumes); else none."""
+def _finished_rows(path: Path | None, config: "NASConfig", fingerprint: str, real_key: str, sample: list) -> list:
+    """The rows of an earlier report at `path` for the same sets, real data and budgets (a stopped search resumes,
+    a longer one extends it); else none."""
     if path is None or not path.is_file():
         return []
     earlier = json.loads(path.read_text())
-    same = earlier.get("config") == _config_dict(config) and earlier.get("fingerprint") == fingerprint
-    rows = earlier.get("architectures", []) if same else []
-    if [row["settings"] for row in rows] != sample[: len(rows)]:
-        return []
-    return rows
+    same = (
+        _config_dict(config, "num_architectures") == _config_dict(earlier.get("config", {}), "num_architectures")
+        and earlier.get("fingerprint") == fingerprint
+        and earlier.get("whole_real_key") == real_key
+    )
+    rows = earlier.get("architectures", [])[: len(sample)] if same else []
+    return rows if [row["settings"] for row in rows] == sample[: len(rows)] else []
+
+
+def _whole_real_rows(path: str | os.PathLike | None, real_key: str, sample: list[dict]) -> dict:
+    """`{index: whole-real entry}` of the report at `path` (which must match `real_key`) where its architecture is
+    `sample`'s."""
+    if path is None:
+        return {}
+    earlier = json.loads(Path(path).read_text())
+    if earlier.get("whole_real_key") != real_key:
+        raise ValueError(
+            f"{path} trained its architectures on other real data, seed, space or real_epochs than this search: "
+            "its whole-real figures cannot be reused (run without reuse_whole_real_from)."
+        )
+    rows = [row for row in earlier["architectures"] if row["index"] < len(sample)]
+    return {row["index"]: row["whole_real"] for row in rows if row["settings"] == sample[row["index"]]}
 
 
 def _write(path: Path, report: dict) -> None:
@@ -222,18 +258,9 @@ def _write(path: Path, report: dict) -> None:
     write_json_atomic(path, report)
 
 
-def _config_dict(config: "NASConfig") -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def _report(rows, training_sets, config, side, fingerprint, command, complete) -> dict:
-    return {
-        **({"command": command} if command else {}),
-        **_summarise(rows, training_sets, config),
-        "search_space_size": sample_space_size(side, config.space()),
-        "fingerprint": fingerprint,
-        "complete": complete,
-    }
+def _config_dict(config: "NASConfig | dict", *leave_out: str) -> dict:
+    values = config if isinstance(config, dict) else json.loads(json.dumps(dataclasses.asdict(config)))
+    return {key: value for key, value in values.items() if key not in leave_out}
 
 
 def _summarise(rows: list[dict], training_sets: dict, config: NASConfig) -> dict:

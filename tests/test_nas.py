@@ -82,3 +82,35 @@ def test_a_stopped_search_resumes_where_it_stopped(tiny_image_dataset, tmp_path,
         trainer, NASConfig(num_architectures=3, epochs=2, real_epochs=1, net_widths=[8, 16]), tmp_path / "nas"
     )
     assert sorted({key.split("-")[1] for key in trained}) == ["0", "1", "2"]
+
+
+def test_another_sets_search_reuses_the_whole_real_trainings(tiny_image_dataset, tmp_path, monkeypatch):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=6, size=16)
+    search = NASConfig(num_architectures=2, epochs=1, real_epochs=1, net_widths=[8])
+    first = DistillTrainer(
+        RandomSelectionConfig(images_per_class=2, net_width=8, net_depth=2, save_steps=0),
+        splits["train"],
+        splits["test"],
+    )
+    earlier = search_architectures(first, search, tmp_path / "first")
+    second = DistillTrainer(
+        RandomSelectionConfig(images_per_class=2, net_width=8, net_depth=2, save_steps=0, seed=1),
+        splits["train"],
+        splits["test"],
+    )
+    trained = []
+    evaluate_images = nas.evaluate_images
+    monkeypatch.setattr(
+        nas, "evaluate_images", lambda *a, key, **k: trained.append(key) or evaluate_images(*a, key=key, **k)
+    )
+    report = search_architectures(
+        second, search, tmp_path / "second", reuse_whole_real_from=tmp_path / "first" / "nas_results.json"
+    )
+    assert not [key for key in trained if key.endswith("whole_real")] and len(trained) == 4
+    assert [row["whole_real"] for row in report["architectures"]] == [
+        row["whole_real"] for row in earlier["architectures"]
+    ]
+    assert report["fingerprint"] != earlier["fingerprint"] and report["whole_real_key"] == earlier["whole_real_key"]
+    with pytest.raises(ValueError, match="cannot be reused"):
+        longer = NASConfig(num_architectures=2, epochs=1, real_epochs=2, net_widths=[8])
+        search_architectures(second, longer, reuse_whole_real_from=tmp_path / "first" / "nas_results.json")
