@@ -26,9 +26,10 @@ from pathlib import Path
 from run_benchmark import REPO_ROOT, machine_info, run_measured  # scripts here run with this folder on sys.path
 
 from hf_distill.checkpointing import write_json_atomic
+from hf_distill.constants import CROSS_ARCHITECTURE_RESULTS_NAME
 from hf_distill.evaluation import fair_figures
 
-RESULTS_NAME = "eval_results_cross_architecture.json"
+RESULTS_NAME = CROSS_ARCHITECTURE_RESULTS_NAME
 DEFAULT_OUTPUT_DIR = REPO_ROOT / "benchmarks" / "results" / "cross_architecture"
 #: The `distill_config.json` fields the random real subset's evaluation depends on: the data and its preprocessing,
 #: the subset's size and seed, the protocol, and the run's network (named variants start from it). Not the precision:

@@ -17,6 +17,7 @@ from huggingface_hub import constants as hub_constants
 
 from .constants import (
     CONFIG_NAME,
+    CROSS_ARCHITECTURE_RESULTS_NAME,
     DIGITS_SOURCE,
     EVAL_RESULTS_NAME,
     __version__,
@@ -297,6 +298,9 @@ def render_dataset_card(
     hint = "pass a folder written by DistillTrainer.save / hf-distill distill"
     metadata = read_card_json(output_dir / CONFIG_NAME, required=True, hint=hint)
     results = read_card_json(output_dir / EVAL_RESULTS_NAME)
+    cross_architecture = read_card_json(output_dir / CROSS_ARCHITECTURE_RESULTS_NAME).get("cross_architecture")
+    if cross_architecture and not results.get("cross_architecture"):
+        results = {**results, "cross_architecture": cross_architecture}
     method = metadata.get("method") or "unknown"
     method_class = METHODS.get(method)
     paper = dict(getattr(method_class, "paper", None) or {})

@@ -12,6 +12,9 @@ DIGITS_SOURCE = "sklearn:digits"
 CONFIG_NAME = "distill_config.json"
 DATASET_DIR = "dataset"
 EVAL_RESULTS_NAME = "eval_results.json"
+#: A cross-architecture table kept beside the recorded results (`hf-distill evaluate --architectures ...
+#: --results_name`); the card reads it when `eval_results.json` holds no table of its own.
+CROSS_ARCHITECTURE_RESULTS_NAME = "eval_results_cross_architecture.json"
 GRID_NAME = "synthetic_grid.png"
 #: The ZCA whitening a set's inputs live in (written only by runs with `zca: true`).
 ZCA_NAME = "zca.safetensors"

@@ -33,6 +33,7 @@ from huggingface_hub.errors import (
 from .cards import merge_card, render_dataset_card
 from .constants import (
     CONFIG_NAME,
+    CROSS_ARCHITECTURE_RESULTS_NAME,
     DATASET_DIR,
     EVAL_RESULTS_NAME,
     EXPERTS_INDEX_NAME,
@@ -134,7 +135,9 @@ def push_distilled_to_hub(
     card = render_dataset_card(output_dir, repo_id, token=token)
     dataset = load_from_disk(str(output_dir / DATASET_DIR))
     extra_files = [
-        name for name in (CONFIG_NAME, EVAL_RESULTS_NAME, GRID_NAME, ZCA_NAME) if (output_dir / name).is_file()
+        name
+        for name in (CONFIG_NAME, EVAL_RESULTS_NAME, CROSS_ARCHITECTURE_RESULTS_NAME, GRID_NAME, ZCA_NAME)
+        if (output_dir / name).is_file()
     ]
     what = f"{output_dir} to the dataset repository {repo_id!r}"
     try:

@@ -32,7 +32,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hf_distill.cards import framework_versions, render_dataset_card
-from hf_distill.constants import CONFIG_NAME, EVAL_RESULTS_NAME, GRID_NAME, KD_CONFIG_NAME
+from hf_distill.constants import (
+    CONFIG_NAME,
+    CROSS_ARCHITECTURE_RESULTS_NAME,
+    EVAL_RESULTS_NAME,
+    GRID_NAME,
+    KD_CONFIG_NAME,
+)
 from hf_distill.hub_utils import public_text
 from hf_distill.student_cards import render_student_card
 
@@ -46,7 +52,7 @@ REPO_NAMESPACE = "hf-distill"
 
 # Per kind of card: the files copied from the run (the first one is required), and the renderer.
 INPUTS = {
-    "dataset": (CONFIG_NAME, EVAL_RESULTS_NAME, GRID_NAME),
+    "dataset": (CONFIG_NAME, EVAL_RESULTS_NAME, CROSS_ARCHITECTURE_RESULTS_NAME, GRID_NAME),
     "student": (KD_CONFIG_NAME, "config.json", EVAL_RESULTS_NAME, "preprocessor_config.json"),
 }
 RENDERERS = {"dataset": render_dataset_card, "student": render_student_card}

@@ -224,6 +224,11 @@ def test_evaluate_architectures_adds_the_table_to_eval_results_and_the_card(dist
     assert "convnet_bn" in capsys.readouterr().out
     card = str(render_dataset_card(output_dir, "org/digits"))
     assert "### Other architectures" in card and "| `convnet_bn` |" in card and "| `mlp` |" in card
+    # Kept beside the recorded results instead (`--results_name eval_results_cross_architecture.json`, as
+    # benchmarks/cross_architecture.py does), the table still reaches the card.
+    (output_dir / "eval_results.json").write_text(json.dumps(before))
+    (output_dir / "eval_results_cross_architecture.json").write_text(json.dumps(after))
+    assert str(render_dataset_card(output_dir, "org/digits")) == card
 
 
 def test_nas_command_writes_its_report(distilled_run, tmp_path, capsys):
