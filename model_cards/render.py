@@ -56,6 +56,8 @@ INPUTS = {
     "student": (KD_CONFIG_NAME, "config.json", EVAL_RESULTS_NAME, "preprocessor_config.json"),
 }
 RENDERERS = {"dataset": render_dataset_card, "student": render_student_card}
+#: Inputs only some runs have: a set whose cross-architecture table was kept beside its results.
+OPTIONAL_INPUTS = {CROSS_ARCHITECTURE_RESULTS_NAME}
 
 
 @contextlib.contextmanager

@@ -36,9 +36,13 @@ def _inputs_or_skip(card_dir: Path) -> dict:
     if not inputs_path.is_file():
         pytest.skip(f"{card_dir.name}: no {render.RENDER_INPUTS_NAME}, the card cannot be re-rendered")
     inputs = json.loads(inputs_path.read_text())
-    # The JSON inputs always; a picture only when the card shows it (text sets have no grid).
+    # The JSON inputs always (but the optional ones); a picture only when the card shows it (text sets have no grid).
     card = (card_dir / "README.md").read_text()
-    needed = [name for name in render.INPUTS[inputs["kind"]] if name.endswith(".json") or name in card]
+    needed = [
+        name
+        for name in render.INPUTS[inputs["kind"]]
+        if (name.endswith(".json") and name not in render.OPTIONAL_INPUTS) or name in card
+    ]
     missing = [name for name in needed if not (card_dir / name).is_file()]
     if missing:
         pytest.skip(f"{card_dir.name}: inputs {missing} are not stored")
