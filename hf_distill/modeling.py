@@ -293,8 +293,17 @@ def describe_architecture(config: dict | None) -> str:
         return f"a linear classifier on {config.get('embedding_size')}-d frozen embeddings"
     if config.get("model_type") == "hf_distill_mlp":
         return f"MLP ({config.get('num_hidden_layers')} hidden layers of {config.get('hidden_size')})"
-    name = (config.get("architectures") or [config.get("model_type") or "model"])[0]
     path = config.get("_name_or_path")
+    if config.get("model_type") == "resnet" and not path:
+        blocks = "-".join(str(depth) for depth in config.get("depths") or [])
+        widths = "-".join(str(width) for width in config.get("hidden_sizes") or [])
+        return f"ResNet ({config.get('layer_type')} blocks {blocks}, widths {widths})"
+    if config.get("model_type") == "vit" and not path:
+        return (
+            f"ViT ({config.get('num_hidden_layers')} layers of width {config.get('hidden_size')}, "
+            f"{config.get('patch_size')}-pixel patches)"
+        )
+    name = (config.get("architectures") or [config.get("model_type") or "model"])[0]
     return f"{name} (`{path}`)" if path else name
 
 

@@ -9,7 +9,7 @@ import torch
 
 from hf_distill.evaluation import fair_figures
 from hf_distill.methods import RandomSelectionConfig
-from hf_distill.modeling import build_model, extract_features
+from hf_distill.modeling import build_model, describe_architecture, extract_features
 from hf_distill.models import ARCHITECTURE_NAMES, ConvNetConfig, default_convnet_config, named_architecture
 from hf_distill.trainer import DistillTrainer
 
@@ -34,6 +34,17 @@ def test_convnet_variants_start_from_the_run_network():
     assert named_architecture("convnet_width256", 1, 28, 10, run).net_width == 256
     assert named_architecture("convnet_depth2", 1, 28, 10, None).net_width == 128  # the papers' ConvNet
     assert named_architecture("someone/some-model", 1, 28, 10) is None  # a Hub id: resolved elsewhere
+
+
+def test_the_table_names_each_network_by_its_shape():
+    described = {
+        name: describe_architecture(named_architecture(name, 1, 28, 10).to_dict()) for name in ARCHITECTURE_NAMES
+    }
+    assert described["resnet"] == "ResNet (basic blocks 2-2-2-2, widths 64-128-256-512)"
+    assert described["vit"] == "ViT (4 layers of width 128, 4-pixel patches)"
+    assert described["mlp"] == "MLP (2 hidden layers of 128)"
+    assert described["convnet_bn"].startswith("ConvNet-3 (width 128, batchnorm")
+    assert len(set(described.values())) == len(described)  # no two networks of the table read alike
 
 
 def test_fair_figures():
