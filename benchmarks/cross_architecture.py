@@ -13,8 +13,8 @@ depend only on the data, its preprocessing, the protocol and the run's network (
 set, so with `--random-baseline shared` (the default) it is trained once per distinct combination and the later
 sets' rows reuse it (`random_real_from` names the set that measured it); `each` trains it again for every set,
 `none` not at all. The rows are gathered into `benchmarks/results/cross_architecture/<dataset>_ipc<N>.json` (with
-this command; rewritten after each set, `"complete": false` until the last) and printed as a markdown table
-(distilled / random real per architecture).
+this command; rewritten after each set, `"complete": false` until the last), drawn in `<dataset>_ipc<N>.png` and
+printed as a markdown table (distilled / random real per architecture); `--replot` redraws both from the JSON.
 """
 
 import argparse
@@ -126,6 +126,40 @@ def markdown(rows: list[dict], architectures: list[str]) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
+def plot_table(rows: list[dict], architectures: list[str], path: Path) -> None:
+    """One group of bars per set (a bar per architecture, its std as an error bar), the random real subset of each
+    architecture as a dashed line across the groups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(1.3 * len(rows) * max(1, len(architectures)) / 2 + 3, 4.2))
+    width = 0.8 / len(architectures)
+    colors = plt.get_cmap("tab10").colors
+    for offset, name in enumerate(architectures):
+        xs, means, stds = [], [], []
+        for position, row in enumerate(rows):
+            distilled = row["table"].get(name, {}).get("distilled", {})
+            if "mean" in distilled:
+                xs.append(position + (offset - (len(architectures) - 1) / 2) * width)
+                means.append(distilled["mean"])
+                stds.append(distilled.get("std", 0.0))
+        color = colors[offset % len(colors)]
+        axis.bar(xs, means, width, yerr=stds, label=name, color=color, capsize=2)
+        random_real = [row["table"].get(name, {}).get("random_real", {}).get("mean") for row in rows]
+        random_real = [value for value in random_real if value is not None]
+        if random_real:
+            axis.axhline(random_real[0], color=color, linestyle="--", linewidth=1)
+    axis.set_xticks(range(len(rows)), [row["method"] for row in rows])
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title("Trained on each set (bars) and on a random real subset of its size (dashed)")
+    axis.legend(ncols=len(architectures), fontsize="small", loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", type=Path, nargs="+", required=True, help="Run folders of one dataset and IPC.")
@@ -139,10 +173,18 @@ def main() -> None:
         default="shared",
         help="Train the random real subset once per distinct data/protocol (shared), for every set, or never.",
     )
+    parser.add_argument(
+        "--replot", action="store_true", help="Only redraw the plot (and print the table) of the JSON the flags name."
+    )
     args = parser.parse_args()
 
     names = args.architectures.split(",")
     output_path = table_path(args.sets, args.output_dir)
+    if args.replot:
+        recorded = json.loads(output_path.read_text())
+        plot_table(recorded["rows"], recorded["architectures"], output_path.with_suffix(".png"))
+        print(markdown(recorded["rows"], recorded["architectures"]))
+        return
     command = shlex.join(["python", "benchmarks/cross_architecture.py", *sys.argv[1:]])
 
     def save(rows: list[dict], complete: bool = False) -> None:
@@ -161,8 +203,9 @@ def main() -> None:
 
     rows = evaluate_sets(args.sets, args.architectures, args.num_models, args.epochs, args.random_baseline, save)
     save(rows, complete=True)
+    plot_table(rows, names, output_path.with_suffix(".png"))
     print(markdown(rows, names))
-    print(f"Wrote {output_path}")
+    print(f"Wrote {output_path} and {output_path.with_suffix('.png').name}")
 
 
 def table_path(sets: list[Path], output_dir: Path) -> Path:

@@ -126,3 +126,19 @@ def test_benchmark_trains_the_random_subset_once_per_data_and_protocol(monkeypat
     rows = cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "none")
     assert [flag for _, flag in asked] == [False, False, False]
     assert all("random_real" not in row["table"]["convnet"] for row in rows)
+
+
+def test_benchmark_plots_the_table(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import cross_architecture
+
+    entry = {"distilled": {"mean": 90.0, "std": 1.0}, "random_real": {"mean": 80.0}}
+    rows = [
+        {"method": method, "table": {"convnet": entry, "mlp": {"distilled": {"mean": 70.0, "std": 0.5}}}}
+        for method in "ab"
+    ]
+    cross_architecture.plot_table(rows, ["convnet", "mlp", "vit"], tmp_path / "table.png")
+    assert (tmp_path / "table.png").stat().st_size > 0
+    assert "| `a` | 90.00 ± 1.00 (80.00) | 70.00 ± 0.50 | — |" in cross_architecture.markdown(
+        rows, ["convnet", "mlp", "vit"]
+    )
