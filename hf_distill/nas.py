@@ -275,8 +275,13 @@ def _summarise(rows: list[dict], training_sets: dict, config: NASConfig) -> dict
             "picked": rows[picked]["settings"],
             "picked_real_accuracy": real[picked],
         }
-        if name != "whole_real":
-            summary[name]["spearman_with_whole_real"] = round(spearman(accuracies, real), 4)
+    for name in [name for name in summary if name != "whole_real"]:
+        accuracies = [row[name]["accuracy"] for row in rows]
+        summary[name]["spearman_with_whole_real"] = round(spearman(accuracies, real), 4)
+        seconds = summary[name]["seconds"]
+        summary[name]["times_faster_than_whole_real"] = (
+            round(summary["whole_real"]["seconds"] / seconds, 2) if seconds else None
+        )
     return {
         "config": _config_dict(config),
         "best_real_accuracy": real[best_real],

@@ -40,6 +40,8 @@ def test_search_reports_rankings_picks_and_seconds(tiny_image_dataset, tmp_path)
         rho = report["summary"][name]["spearman_with_whole_real"]
         assert rho != rho or -1.0 <= rho <= 1.0  # NaN when a ranking is all ties
         assert report["summary"][name]["picked"] in [row["settings"] for row in report["architectures"]]
+        ratio = report["summary"]["whole_real"]["seconds"] / report["summary"][name]["seconds"]
+        assert report["summary"][name]["times_faster_than_whole_real"] == pytest.approx(ratio, abs=0.01)
     assert report["best_real_accuracy"] == max(row["whole_real"]["accuracy"] for row in report["architectures"])
     assert json.loads((tmp_path / "nas" / "nas_results.json").read_text()) == json.loads(json.dumps(report))
     assert (tmp_path / "nas" / "nas_ranks.png").stat().st_size > 0
