@@ -67,6 +67,10 @@ class DistillTrainer(SetEvaluationMixin):
         accelerator (`accelerate.Accelerator`, *optional*): Created from the config when not given.
         source (`dict`, *optional*): Where the data came from (dataset id, config name, splits), recorded in
             `distill_config.json` and the card.
+        build_initial_set (`bool`, *optional*, defaults to `True`): Make the method's starting set now (coresets
+            select, teacher-based methods train their teacher). `False` leaves `synthetic` empty for
+            [`load_distilled`] to fill ([`from_output_dir`] does so): re-evaluating a saved coreset must not train
+            its selection network again.
 
     Example:
 
@@ -87,6 +91,7 @@ class DistillTrainer(SetEvaluationMixin):
         model: str | PretrainedConfig | PreTrainedModel | None = None,
         accelerator: Accelerator | None = None,
         source: dict | None = None,
+        build_initial_set: bool = True,
     ):
         self.config = config
         trackers = None if config.report_to in ("none", "", None) else config.report_to.split(",")
@@ -133,9 +138,12 @@ class DistillTrainer(SetEvaluationMixin):
         self.selected_rows: torch.LongTensor | None = None
         # What setup, selection and one-pass synthesis may use: the run's config, data and accelerator.
         self.selection_context = SelectionContext(config, self.prepared, self.accelerator)
-        self.method.setup(self.selection_context)
-        self.synthetic = self._initial_synthetic_set().to(self.accelerator.device)
-        self.optimizer = self._create_optimizer()
+        self.synthetic: SyntheticSet | None = None
+        self.optimizer = None
+        if build_initial_set:
+            self.method.setup(self.selection_context)
+            self.synthetic = self._initial_synthetic_set().to(self.accelerator.device)
+            self.optimizer = self._create_optimizer()
 
     @classmethod
     def from_output_dir(
@@ -174,7 +182,7 @@ class DistillTrainer(SetEvaluationMixin):
             revision=source.get("revision"),
             streaming=config.streaming,
         )
-        trainer = cls(config, train, test, source=source)
+        trainer = cls(config, train, test, source=source, build_initial_set=not load_distilled)
         recorded = (metadata.get("class_names"), metadata.get("image_shape"))
         current = (trainer.train_data.class_names, list(trainer.train_data.example_shape))
         if None not in recorded and tuple(map(list, recorded)) != tuple(map(list, current)):
@@ -201,6 +209,9 @@ class DistillTrainer(SetEvaluationMixin):
             zca=getattr(self.train_data, "zca", None),
         )
         self.synthetic = images.to(self.accelerator.device)
+        self.optimizer = self._create_optimizer()  # over the loaded set's tensors, not the ones it replaced
+        rows = metadata.get("selected_rows")  # a coreset: the real rows it kept
+        self.selected_rows = torch.tensor(rows, dtype=torch.long) if rows is not None else None
         self.iteration = metadata.get("iterations_completed", 0)
         self.distill_seconds = metadata.get("distill_seconds", 0.0)
 

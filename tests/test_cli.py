@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from datasets import load_from_disk
 from PIL import Image
@@ -229,6 +230,26 @@ def test_evaluate_architectures_adds_the_table_to_eval_results_and_the_card(dist
     (output_dir / "eval_results.json").write_text(json.dumps(before))
     (output_dir / "eval_results_cross_architecture.json").write_text(json.dumps(after))
     assert str(render_dataset_card(output_dir, "org/digits")) == card
+
+
+def test_a_saved_coreset_is_reloaded_without_selecting_again(tmp_path, monkeypatch):
+    from hf_distill.methods.herding import Herding
+    from hf_distill.trainer import DistillTrainer
+
+    flags = ["--method", "herding", "--selection_epochs", "1", "--eval_num_models", "1", "--eval_epochs", "1"]
+    flags += ["--images_per_class", "2", "--net_width", "8", "--output_dir", str(tmp_path / "herding")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["distill", "--dataset", "sklearn:digits", *flags]) == 0
+    saved = json.loads((tmp_path / "herding" / CONFIG_NAME).read_text())["selected_rows"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the saved set was selected again")
+
+    monkeypatch.setattr(Herding, "select", fail)
+    monkeypatch.setattr(Herding, "setup", fail)
+    trainer = DistillTrainer.from_output_dir(tmp_path / "herding")
+    assert trainer.selected_rows.tolist() == saved
+    torch.testing.assert_close(trainer.synthetic.images, trainer.train_data.inputs[trainer.selected_rows])
 
 
 def test_nas_command_writes_its_report(distilled_run, tmp_path, capsys):
