@@ -134,7 +134,7 @@ def plot_table(rows: list[dict], architectures: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(1.3 * len(rows) * max(1, len(architectures)) / 2 + 3, 4.2))
+    figure, axis = plt.subplots(figsize=(0.4 * len(rows) * len(architectures) + 2, 4.5))
     width = 0.8 / len(architectures)
     colors = plt.get_cmap("tab10").colors
     for offset, name in enumerate(architectures):
@@ -154,7 +154,7 @@ def plot_table(rows: list[dict], architectures: list[str], path: Path) -> None:
     axis.set_xticks(range(len(rows)), [row["method"] for row in rows])
     axis.set_ylabel("test accuracy (%)")
     axis.set_title("Trained on each set (bars) and on a random real subset of its size (dashed)")
-    axis.legend(ncols=len(architectures), fontsize="small", loc="lower right")
+    axis.legend(ncols=len(architectures), fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.08))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
