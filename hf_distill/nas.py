@@ -75,12 +75,12 @@ class NASConfig:
         space = sample_space_size(space=self.space())
         if not 2 <= self.num_architectures <= space:
             raise ValueError(f"num_architectures must be between 2 and {space}, got {self.num_architectures}.")
+        if self.epochs < 1 or self.real_epochs < 1:
+            raise ValueError(f"epochs and real_epochs must be >= 1, got {self.epochs} and {self.real_epochs}.")
 
     def space(self) -> dict:
         """[`SEARCH_SPACE`] with this config's depths and widths."""
         return {**SEARCH_SPACE, "net_depth": tuple(self.net_depths), "net_width": tuple(self.net_widths)}
-        if self.epochs < 1 or self.real_epochs < 1:
-            raise ValueError(f"epochs and real_epochs must be >= 1, got {self.epochs} and {self.real_epochs}.")
 
 
 def search_space(image_side: int | None = None, space: dict | None = None) -> list[dict]:

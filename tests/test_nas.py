@@ -54,6 +54,8 @@ def test_a_narrowed_space_samples_only_its_depths_and_widths():
     assert {s["net_width"] for s in sample} == {8} and {s["net_depth"] for s in sample} <= {1, 2}
     with pytest.raises(ValueError, match="must be positive"):
         NASConfig(net_widths=[0])
+    with pytest.raises(ValueError, match="must be >= 1"):
+        NASConfig(real_epochs=0)
 
 
 def test_a_stopped_search_resumes_where_it_stopped(tiny_image_dataset, tmp_path, monkeypatch):
