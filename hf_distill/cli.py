@@ -187,7 +187,13 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         help="Text sets: protocol (a) 'linear_probe' or (b) 'fine_tune' (default: the recorded one).",
     )
     parser.add_argument("--full_data", action="store_true", help="Also train on the whole training split.")
-    parser.add_argument(
+    baseline = parser.add_mutually_exclusive_group()
+    baseline.add_argument(
+        "--random_baseline",
+        action="store_true",
+        help="Also train the random real subset of the same size (default: as the run recorded).",
+    )
+    baseline.add_argument(
         "--no_random_baseline", action="store_true", help="Skip the random real subset of the same size."
     )
     parser.add_argument(
@@ -219,7 +225,7 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     results = trainer.evaluate(
         num_models=args.num_models,
         epochs=args.epochs,
-        random_baseline=False if args.no_random_baseline else None,
+        random_baseline=True if args.random_baseline else False if args.no_random_baseline else None,
         full_data=args.full_data or None,
     )
     if trainer.accelerator.is_main_process:

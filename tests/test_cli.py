@@ -284,6 +284,22 @@ def test_evaluate_writes_another_protocol_beside_the_recorded_results(distilled_
     assert np.array_equal(evaluated, original)
 
 
+def test_evaluate_turns_the_random_baseline_on_or_off_whatever_the_run_recorded(distilled_run, tmp_path):
+    _, source_dir, _ = distilled_run
+    output_dir = tmp_path / "copy"
+    shutil.copytree(source_dir, output_dir)
+    config = json.loads((output_dir / CONFIG_NAME).read_text())
+    (output_dir / CONFIG_NAME).write_text(json.dumps({**config, "eval_random_baseline": False}))
+    flags = ["--num_models", "1", "--epochs", "1", "--results_name", "check.json"]
+    assert main(["evaluate", str(output_dir), *flags]) == 0
+    assert "random_real" not in json.loads((output_dir / "check.json").read_text())  # as recorded
+    assert main(["evaluate", str(output_dir), *flags, "--random_baseline"]) == 0
+    results = json.loads((output_dir / "check.json").read_text())
+    assert "random_real" in results and "improvement_over_random" in results["fair"]
+    with pytest.raises(SystemExit):  # not both
+        main(["evaluate", str(output_dir), "--random_baseline", "--no_random_baseline"])
+
+
 def test_evaluate_without_a_recorded_source_asks_for_dataset(distilled_run, tmp_path, capsys):
     _, source_dir, _ = distilled_run
     output_dir = tmp_path / "copy"
