@@ -91,6 +91,7 @@ def evaluate_sets(
         row = evaluate_set(path, architectures, num_models, epochs, random_baseline != "none" and source is None)
         if source is not None:
             share_random_baseline(row, source)
+            store_shared_baseline(row, path)
         elif random_baseline != "none":
             measured_by[key] = row
         rows.append(row)
@@ -107,6 +108,20 @@ def share_random_baseline(row: dict, source: dict) -> None:
         if random_real is not None:
             entry["random_real"] = random_real
             entry["fair"] = fair_figures(entry, row["target_type"])
+
+
+def store_shared_baseline(row: dict, set_dir: Path) -> None:
+    """Writes the shared random subset's figures (and the fair figures from them) into the set's own
+    `eval_results_cross_architecture.json`, so the set's card shows them too."""
+    path = set_dir / RESULTS_NAME
+    results = json.loads(path.read_text())
+    for name, entry in row["table"].items():
+        if name in results.get("cross_architecture", {}) and "random_real" in entry:
+            stored = results["cross_architecture"][name]
+            stored.update(
+                random_real=entry["random_real"], fair=entry["fair"], random_real_from=row["random_real_from"]
+            )
+    write_json_atomic(path, results)
 
 
 def markdown(rows: list[dict], architectures: list[str]) -> str:

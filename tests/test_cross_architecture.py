@@ -107,6 +107,9 @@ def test_benchmark_trains_the_random_subset_once_per_data_and_protocol(monkeypat
         return {"set": path.name, "target_type": target_type, "table": {"convnet": entry}}
 
     monkeypatch.setattr(cross_architecture, "evaluate_set", fake_evaluate_set)
+    for name in configs:  # what each set's own evaluation wrote
+        table = {"cross_architecture": {"convnet": {"distilled": {"mean": 90.0}}}}
+        (tmp_path / name / cross_architecture.RESULTS_NAME).write_text(json.dumps(table))
     sets = [tmp_path / name for name in configs]
     rows = cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "shared")
     assert asked == [("dm", True), ("rfad", False), ("zca", True)]  # rfad shares dm's data and protocol
@@ -118,6 +121,9 @@ def test_benchmark_trains_the_random_subset_once_per_data_and_protocol(monkeypat
         "baseline_labels": "hard",
     }
     assert rows[2]["table"]["convnet"]["random_real"] == {"mean": 70.0} and "random_real_from" not in rows[2]
+    stored = json.loads((tmp_path / "rfad" / cross_architecture.RESULTS_NAME).read_text())["cross_architecture"]
+    assert stored["convnet"]["random_real"] == {"mean": 80.0} and stored["convnet"]["random_real_from"] == "dm"
+    assert stored["convnet"]["fair"]["improvement_over_random"] == 10.0  # the set's card shows the shared baseline
 
     asked.clear()
     cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "each")
