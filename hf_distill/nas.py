@@ -266,22 +266,16 @@ def _config_dict(config: "NASConfig | dict", *leave_out: str) -> dict:
 def _summarise(rows: list[dict], training_sets: dict, config: NASConfig) -> dict:
     real = [row["whole_real"]["accuracy"] for row in rows]
     best_real = max(range(len(rows)), key=lambda i: real[i])
+    real_seconds = round(sum(row["whole_real"]["seconds"] for row in rows), 2)
     summary = {}
     for name in training_sets:
         accuracies = [row[name]["accuracy"] for row in rows]
         picked = max(range(len(rows)), key=lambda i: accuracies[i])
-        summary[name] = {
-            "seconds": round(sum(row[name]["seconds"] for row in rows), 2),
-            "picked": rows[picked]["settings"],
-            "picked_real_accuracy": real[picked],
-        }
-    for name in [name for name in summary if name != "whole_real"]:
-        accuracies = [row[name]["accuracy"] for row in rows]
-        summary[name]["spearman_with_whole_real"] = round(spearman(accuracies, real), 4)
-        seconds = summary[name]["seconds"]
-        summary[name]["times_faster_than_whole_real"] = (
-            round(summary["whole_real"]["seconds"] / seconds, 2) if seconds else None
-        )
+        seconds = round(sum(row[name]["seconds"] for row in rows), 2)
+        summary[name] = {"seconds": seconds, "picked": rows[picked]["settings"], "picked_real_accuracy": real[picked]}
+        if name != "whole_real":
+            summary[name]["spearman_with_whole_real"] = round(spearman(accuracies, real), 4)
+            summary[name]["times_faster_than_whole_real"] = round(real_seconds / seconds, 2) if seconds else None
     return {
         "config": _config_dict(config),
         "best_real_accuracy": real[best_real],
