@@ -199,6 +199,14 @@ class DistillConfig:
     )
     eval_full_data: bool = field(default=False, metadata={"help": "Also train on the whole training split."})
     eval_full_data_epochs: int = field(default=20, metadata={"help": "Epochs for the whole-data figure."})
+    eval_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Keep the random real subset's and the whole split's figures here, under a digest of the data, "
+            "network, protocol and seed, and read them back in later runs with the same inputs (a table of methods "
+            "at one size trains each baseline once)."
+        },
+    )
     eval_architectures: list[str] | None = field(
         default=None,
         metadata={

@@ -7,6 +7,7 @@ split. Any transformers vision classifier config can be the evaluation architect
 """
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -17,6 +18,7 @@ from accelerate.utils import gather_object
 from transformers import PretrainedConfig
 
 from .augment import SiameseAugment
+from .evaluation_cache import cached_evaluation, tensor_digest
 from .modalities import ImageData, ImageModality, Modality
 from .modeling import fresh_model, reinitialize_
 from .seeding import derive_generator, seeded_rng
@@ -225,11 +227,15 @@ def evaluate_random_baseline(
     protocol: EvaluationProtocol,
     accelerator: Accelerator | None = None,
     modality: Modality | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict:
-    """The protocol applied to a random real subset with `images_per_class` images per class."""
+    """The protocol applied to a random real subset with `images_per_class` images per class (kept in `cache_dir`
+    when given, see `hf_distill.evaluation_cache`)."""
     rows = random_real_subset(train_data, images_per_class, protocol.seed)
     images, labels = train_data.inputs[rows.to(train_data.inputs.device)], train_data.labels[rows]
-    return evaluate_images(images, labels, test_data, model_config, protocol, "random", accelerator, modality=modality)
+    return _evaluate_cached(
+        images, labels, test_data, model_config, protocol, "random", accelerator, modality, cache_dir=cache_dir
+    )
 
 
 def evaluate_full_data(
@@ -239,10 +245,46 @@ def evaluate_full_data(
     protocol: EvaluationProtocol,
     accelerator: Accelerator | None = None,
     modality: Modality | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict:
-    """The protocol applied to the whole training split (an upper bound for the distilled set)."""
+    """The protocol applied to the whole training split (an upper bound for the distilled set; kept in `cache_dir`
+    when given)."""
     images, labels = train_data.inputs, train_data.labels
-    return evaluate_images(images, labels, test_data, model_config, protocol, "full", accelerator, modality=modality)
+    return _evaluate_cached(
+        images, labels, test_data, model_config, protocol, "full", accelerator, modality, cache_dir=cache_dir
+    )
+
+
+def _evaluate_cached(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test_data: ImageData,
+    model_config: PretrainedConfig,
+    protocol: EvaluationProtocol,
+    key: str,
+    accelerator: Accelerator | None,
+    modality: Modality | None,
+    cache_dir: str | os.PathLike | None,
+) -> dict:
+    """[`evaluate_images`] with hard labels, read from `cache_dir` when the same evaluation was kept there: the digest
+    covers the training and test data, the network's config, the protocol (seed included), the modality and `key`
+    (the models' generators are derived from the seed and `key`, so the same inputs give the same figures)."""
+    modality = modality or ImageModality()
+
+    def compute() -> dict:
+        return evaluate_images(images, labels, test_data, model_config, protocol, key, accelerator, modality=modality)
+
+    if cache_dir is None:
+        return compute()
+    digest = tensor_digest(
+        images, labels, test_data.inputs, test_data.labels,
+        extra=[
+            key, model_config.to_dict(), protocol.to_dict(), list(images.shape),
+            type(modality).__name__, getattr(modality, "name_or_path", None),  # text: the frozen encoder
+        ],
+    )  # fmt: skip
+    is_main = accelerator is None or accelerator.is_main_process
+    return cached_evaluation(cache_dir, key, digest, compute, is_main_process=is_main)
 
 
 def fair_figures(results: dict, target_type: str = "hard") -> dict:

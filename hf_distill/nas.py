@@ -9,7 +9,6 @@ the same set, data and [`NASConfig`] takes up where the earlier one stopped.
 """
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -21,6 +20,7 @@ import torch
 
 from .checkpointing import write_json_atomic
 from .evaluation import EvaluationProtocol, evaluate_images, random_real_subset
+from .evaluation_cache import tensor_digest
 from .modeling import describe_architecture
 from .models import ConvNetConfig
 from .preparation import build_model_config
@@ -164,8 +164,8 @@ def search_architectures(
     protocol = EvaluationProtocol(num_models=1, dsa_strategy=trainer.eval_dsa_strategy, seed=config.seed)
     side = min(data.image_shape[-2:])
     sample = sample_architectures(config.num_architectures, config.seed, side, config.space())
-    fingerprint = _digest(*training_sets["distilled"], *training_sets.get("random_real", ()))
-    real_key = _digest(
+    fingerprint = tensor_digest(*training_sets["distilled"], *training_sets.get("random_real", ()))
+    real_key = tensor_digest(
         *training_sets["whole_real"], test.images, test.labels,
         extra=[protocol, base.to_dict(), config.real_epochs, config.seed, config.space()],
     )  # fmt: skip
@@ -213,14 +213,6 @@ def search_architectures(
         _write(report_path, final)
         plot_ranks(final, report_path.parent / NAS_PLOT_NAME)
     return final
-
-
-def _digest(*tensors: torch.Tensor, extra: list | None = None) -> str:
-    """A short digest of tensors (and of `extra`'s JSON): reports are resumed or reused only for the same inputs."""
-    digest = hashlib.sha256(json.dumps(extra or [], sort_keys=True, default=str).encode())
-    for tensor in tensors:
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _finished_rows(path: Path | None, config: "NASConfig", fingerprint: str, real_key: str, sample: list) -> list:

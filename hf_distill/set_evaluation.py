@@ -55,6 +55,7 @@ class SetEvaluationMixin:
             protocol,
             self.accelerator,
             modality=self.modality,
+            cache_dir=self.config.eval_cache_dir,
         )
 
     def evaluation_protocol(self, num_models: int | None = None, epochs: int | None = None) -> EvaluationProtocol:
@@ -121,7 +122,13 @@ class SetEvaluationMixin:
         if config.eval_full_data if full_data is None else full_data:
             full_protocol = self.evaluation_protocol(num_models=1, epochs=config.eval_full_data_epochs)
             results["full_data"] = evaluate_full_data(
-                self.train_data, self.test_data, model_config, full_protocol, self.accelerator, modality=self.modality
+                self.train_data,
+                self.test_data,
+                model_config,
+                full_protocol,
+                self.accelerator,
+                modality=self.modality,
+                cache_dir=config.eval_cache_dir,
             )
         architectures = config.eval_architectures if architectures is None else architectures
         if architectures:

@@ -197,6 +197,40 @@ def test_random_baseline_and_full_data(splits, model_config):
     assert 0.0 <= random_result["mean"] <= 100.0 and 0.0 <= full_result["mean"] <= 100.0
 
 
+def test_baselines_are_read_back_from_the_cache_for_the_same_inputs_only(splits, model_config, tmp_path, monkeypatch):
+    import hf_distill.evaluation as evaluation
+
+    train, test = splits
+    p = protocol(num_models=2, epochs=2)
+    first = evaluate_random_baseline(train, 2, test, model_config, p, cache_dir=tmp_path)
+    full = evaluate_full_data(train, test, model_config, p, cache_dir=tmp_path)
+    assert "reused_from" not in first
+    assert sorted(path.name.split("-")[0] for path in tmp_path.glob("*.json")) == ["full", "random"]
+
+    trained = []
+    real_evaluate_images = evaluation.evaluate_images
+
+    def counted(*args, **kwargs):
+        trained.append(1)
+        return real_evaluate_images(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_images", counted)
+    again = evaluate_random_baseline(train, 2, test, model_config, p, cache_dir=tmp_path)
+    assert trained == []  # read back, no model trained
+    assert again.pop("reused_from").startswith("random-")
+    assert again == first
+    assert evaluate_full_data(train, test, model_config, p, cache_dir=tmp_path)["accuracies"] == full["accuracies"]
+
+    # Another seed, another size or another network is another evaluation: trained again, kept beside the first.
+    seeded = protocol(num_models=2, epochs=2, seed=1)
+    evaluate_random_baseline(train, 2, test, model_config, seeded, cache_dir=tmp_path)
+    evaluate_random_baseline(train, 3, test, model_config, p, cache_dir=tmp_path)
+    wider = default_convnet_config(1, 8, NUM_CLASSES, net_width=16, net_depth=2)
+    evaluate_random_baseline(train, 2, test, wider, p, cache_dir=tmp_path)
+    assert len(trained) == 3
+    assert len(list(tmp_path.glob("random-*.json"))) == 4
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # protocol and formatting
 # ---------------------------------------------------------------------------------------------------------------------

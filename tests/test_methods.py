@@ -56,6 +56,22 @@ def test_every_method_distills_and_exports(name, tiny_image_dataset, tmp_path, r
     assert (tmp_path / name / "dataset").is_dir()
 
 
+def test_methods_at_one_size_share_the_random_baseline_through_the_eval_cache(tiny_image_dataset, tmp_path):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    results = {}
+    for name in ("random", "dm"):
+        config = _config(name, eval_num_models=1, eval_cache_dir=str(tmp_path / "eval_cache"))
+        trainer = DistillTrainer(config, splits["train"], splits["test"])
+        trainer.train()
+        results[name] = trainer.evaluate(random_baseline=True)
+    assert "reused_from" not in results["random"]["random_real"]
+    assert results["dm"]["random_real"]["reused_from"].startswith("random-")
+    assert results["dm"]["random_real"]["accuracies"] == results["random"]["random_real"]["accuracies"]
+    assert results["dm"]["fair"]["improvement_over_random"] == round(
+        results["dm"]["distilled"]["mean"] - results["random"]["random_real"]["mean"], 2
+    )
+
+
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown method 'nope'. Available methods: .*dm"):
         get_method_class("nope")
