@@ -9,12 +9,13 @@ Each set folder (a finished run: `benchmarks/runs/...`, or one kept by `run_benc
 `benchmarks/sets/`) is evaluated in a child process by `hf-distill evaluate SET --architectures ...
 --results_name eval_results_cross_architecture.json` (the recorded results are untouched): every architecture is
 trained on the set and on the random real subset of the same size with the protocol. The random subset's figures
-depend only on the data, its preprocessing, the protocol and the run's network (`BASELINE_FIELDS`), not on the
-set, so with `--random-baseline shared` (the default) it is trained once per distinct combination and the later
-sets' rows reuse it (`random_real_from` names the set that measured it); `each` trains it again for every set,
-`none` not at all. The rows are gathered into `benchmarks/results/cross_architecture/<dataset>_ipc<N>.json` (with
-this command; rewritten after each set, `"complete": false` until the last), drawn in `<dataset>_ipc<N>.png` and
-printed as a markdown table (distilled / random real per architecture); `--replot` redraws both from the JSON.
+do not depend on the set, so with `--random-baseline shared` (the default) every child keeps and reads them in
+`--eval-cache-dir` (the library's `eval_cache_dir`, keyed by a digest of the data, network, protocol and seed): they
+are trained once per distinct combination, in this table or an earlier one, and the entries that read them back say
+so (`reused_from`); `each` trains them again for every set, `none` not at all. The rows are gathered into
+`benchmarks/results/cross_architecture/<dataset>_ipc<N>.json` (with this command; rewritten after each set,
+`"complete": false` until the last), drawn in `<dataset>_ipc<N>.png` and printed as a markdown table (distilled /
+random real per architecture); `--replot` redraws both from the JSON.
 """
 
 import argparse
@@ -27,19 +28,10 @@ from run_benchmark import REPO_ROOT, machine_info, run_measured  # scripts here 
 
 from hf_distill.checkpointing import write_json_atomic
 from hf_distill.constants import CROSS_ARCHITECTURE_RESULTS_NAME
-from hf_distill.evaluation import fair_figures
 
 RESULTS_NAME = CROSS_ARCHITECTURE_RESULTS_NAME
 DEFAULT_OUTPUT_DIR = REPO_ROOT / "benchmarks" / "results" / "cross_architecture"
-#: The `distill_config.json` fields the random real subset's evaluation depends on: the data and its preprocessing,
-#: the subset's size and seed, the protocol, and the run's network (named variants start from it). Not the precision:
-#: evaluation always trains in float32.
-BASELINE_FIELDS = (
-    "source", "train_split", "test_split", "image_size", "image_shape", "image_mean", "image_std", "zca",
-    "zca_regularization", "modality", "max_length", "images_per_class", "seed", "eval_lr",
-    "eval_batch_size", "eval_dsa_strategy_resolved", "eval_text_protocol", "architecture", "model_name_or_path",
-    "net_act", "net_depth", "net_norm", "net_pooling", "net_width",
-)  # fmt: skip
+DEFAULT_EVAL_CACHE_DIR = REPO_ROOT / "benchmarks" / "runs" / "eval_cache"
 
 
 def dataset_name(config: dict) -> str:
@@ -47,19 +39,24 @@ def dataset_name(config: dict) -> str:
     return Path(str((config.get("source") or {}).get("dataset") or "")).name
 
 
-def baseline_key(config: dict) -> str:
-    """Sets with equal keys have the same random real subset, evaluated the same way."""
-    return json.dumps({field: config.get(field) for field in BASELINE_FIELDS}, sort_keys=True)
-
-
-def evaluate_set(set_dir: Path, architectures: str, num_models: int, epochs: int, random_baseline: bool) -> dict:
-    """One child `hf-distill evaluate --architectures` run; returns its table and cost."""
+def evaluate_set(
+    set_dir: Path,
+    architectures: str,
+    num_models: int,
+    epochs: int,
+    random_baseline: str,
+    eval_cache_dir: Path = DEFAULT_EVAL_CACHE_DIR,
+) -> dict:
+    """One child `hf-distill evaluate --architectures` run; returns its table and cost. `random_baseline`: `"shared"`
+    (kept in and read back from `eval_cache_dir`), `"each"` (trained for this set) or `"none"`."""
     command = [
         sys.executable, "-m", "hf_distill.cli", "evaluate", str(set_dir), "--architectures", architectures,
         "--num_models", str(num_models), "--epochs", str(epochs), "--results_name", RESULTS_NAME,
     ]  # fmt: skip
-    if not random_baseline:
+    if random_baseline == "none":
         command.append("--no_random_baseline")
+    elif random_baseline == "shared":
+        command += ["--eval_cache_dir", str(eval_cache_dir)]
     measured = run_measured(command, REPO_ROOT)
     if measured["returncode"] != 0:
         raise RuntimeError(f"{set_dir}: evaluation failed (exit {measured['returncode']}): {shlex.join(command)}")
@@ -79,49 +76,22 @@ def evaluate_set(set_dir: Path, architectures: str, num_models: int, epochs: int
 
 
 def evaluate_sets(
-    sets: list[Path], architectures: str, num_models: int, epochs: int, random_baseline: str, on_row=None
+    sets: list[Path],
+    architectures: str,
+    num_models: int,
+    epochs: int,
+    random_baseline: str,
+    on_row=None,
+    eval_cache_dir: Path = DEFAULT_EVAL_CACHE_DIR,
 ) -> list:
-    """Every set's row; with `random_baseline="shared"` the random subset is trained for the first set of each
-    `baseline_key` only, and copied into the others' rows (their `fair` figures recomputed from it). `on_row(rows)`,
-    if given, is called after each set with the rows so far (the caller saves them: a long table is not lost)."""
-    rows, measured_by = [], {}
+    """Every set's row (see [`evaluate_set`]). `on_row(rows)`, if given, is called after each set with the rows so
+    far (the caller saves them: a long table is not lost)."""
+    rows = []
     for path in sets:
-        key = baseline_key(json.loads((path / "distill_config.json").read_text()))
-        source = measured_by.get(key) if random_baseline == "shared" else None
-        row = evaluate_set(path, architectures, num_models, epochs, random_baseline != "none" and source is None)
-        if source is not None:
-            share_random_baseline(row, source)
-            store_shared_baseline(row, path)
-        elif random_baseline != "none":
-            measured_by[key] = row
-        rows.append(row)
+        rows.append(evaluate_set(path, architectures, num_models, epochs, random_baseline, eval_cache_dir))
         if on_row is not None:
             on_row(rows)
     return rows
-
-
-def share_random_baseline(row: dict, source: dict) -> None:
-    """Copies `source`'s random real figures into `row` (same `baseline_key`) and recomputes its fair figures."""
-    row["random_real_from"] = source["set"]
-    for name, entry in row["table"].items():
-        random_real = source["table"].get(name, {}).get("random_real")
-        if random_real is not None:
-            entry["random_real"] = random_real
-            entry["fair"] = fair_figures(entry, row["target_type"])
-
-
-def store_shared_baseline(row: dict, set_dir: Path) -> None:
-    """Writes the shared random subset's figures (and the fair figures from them) into the set's own
-    `eval_results_cross_architecture.json`, so the set's card shows them too."""
-    path = set_dir / RESULTS_NAME
-    results = json.loads(path.read_text())
-    for name, entry in row["table"].items():
-        if name in results.get("cross_architecture", {}) and "random_real" in entry:
-            stored = results["cross_architecture"][name]
-            stored.update(
-                random_real=entry["random_real"], fair=entry["fair"], random_real_from=row["random_real_from"]
-            )
-    write_json_atomic(path, results)
 
 
 def markdown(rows: list[dict], architectures: list[str]) -> str:
@@ -189,6 +159,12 @@ def main() -> None:
         help="Train the random real subset once per distinct data/protocol (shared), for every set, or never.",
     )
     parser.add_argument(
+        "--eval-cache-dir",
+        type=Path,
+        default=DEFAULT_EVAL_CACHE_DIR,
+        help="Where --random-baseline shared keeps the random subset's figures.",
+    )
+    parser.add_argument(
         "--replot", action="store_true", help="Only redraw the plot (and print the table) of the JSON the flags name."
     )
     args = parser.parse_args()
@@ -216,7 +192,9 @@ def main() -> None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output_path, result)
 
-    rows = evaluate_sets(args.sets, args.architectures, args.num_models, args.epochs, args.random_baseline, save)
+    rows = evaluate_sets(
+        args.sets, args.architectures, args.num_models, args.epochs, args.random_baseline, save, args.eval_cache_dir
+    )
     save(rows, complete=True)
     plot_table(rows, names, output_path.with_suffix(".png"))
     print(markdown(rows, names))

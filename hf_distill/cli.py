@@ -205,6 +205,12 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         "eval_results.json as `cross_architecture` (the earlier figures are kept).",
     )
     parser.add_argument(
+        "--eval_cache_dir",
+        default=None,
+        help="Keep the random subset's (and whole split's) figures here, and read back those an earlier evaluation "
+        "with the same data, network, protocol and seed left (default: as the run recorded).",
+    )
+    parser.add_argument(
         "--results_name",
         default=None,
         help="File (in OUTPUT_DIR) to write the results to (default: eval_results.json for the recorded protocol, "
@@ -216,6 +222,8 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     overrides = {"eval_model_name_or_path": args.eval_model_name_or_path} if args.eval_model_name_or_path else {}
     if args.text_protocol:
         overrides["eval_text_protocol"] = args.text_protocol
+    if args.eval_cache_dir:
+        overrides["eval_cache_dir"] = args.eval_cache_dir
     trainer = DistillTrainer.from_output_dir(
         output_dir, dataset=args.dataset, dataset_config_name=args.dataset_config_name, **overrides
     )

@@ -232,6 +232,35 @@ def test_evaluate_architectures_adds_the_table_to_eval_results_and_the_card(dist
     assert str(render_dataset_card(output_dir, "org/digits")) == card
 
 
+def test_evaluate_reads_the_random_subset_back_from_the_eval_cache(distilled_run, tmp_path, monkeypatch):
+    import hf_distill.evaluation as evaluation
+
+    _, source_dir, _ = distilled_run
+    flags = ["--num_models", "1", "--epochs", "1", "--architectures", "mlp", "--eval_cache_dir", str(tmp_path / "c")]
+    for name in ("first", "second"):  # two sets of the same data and size (here copies of one run)
+        shutil.copytree(source_dir, tmp_path / name)
+    assert main(["evaluate", str(tmp_path / "first"), *flags]) == 0
+
+    trained = []
+    real_evaluate_images = evaluation.evaluate_images
+
+    def recorded(*args, **kwargs):
+        trained.append(kwargs.get("key", args[5] if len(args) > 5 else "distilled"))
+        return real_evaluate_images(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_images", recorded)
+    assert main(["evaluate", str(tmp_path / "second"), *flags]) == 0
+    assert "random" not in trained  # read back, not trained again
+    first, second = (
+        json.loads((tmp_path / name / "eval_results.json").read_text())["cross_architecture"]["mlp"]
+        for name in ("first", "second")
+    )
+    assert "reused_from" not in first["random_real"]
+    assert second["random_real"].pop("reused_from").startswith("random-")
+    assert second["random_real"] == first["random_real"]
+    assert second["fair"]["improvement_over_random"] == first["fair"]["improvement_over_random"]
+
+
 def test_a_saved_coreset_is_reloaded_without_selecting_again(tmp_path, monkeypatch):
     from hf_distill.methods.herding import Herding
     from hf_distill.trainer import DistillTrainer

@@ -84,54 +84,30 @@ def test_the_run_architecture_repeats_the_protocol_and_others_join_the_table(tin
         trainer.evaluate_architectures(["./no-such-model"])
 
 
-def test_benchmark_trains_the_random_subset_once_per_data_and_protocol(monkeypatch, tmp_path):
+def test_benchmark_shares_the_random_subset_through_the_eval_cache(monkeypatch, tmp_path):
     # benchmarks/ is a folder of scripts (their imports expect it on sys.path), not a package.
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import cross_architecture
 
-    base = {"source": {"dataset": "mnist"}, "images_per_class": 10, "seed": 0, "eval_lr": 0.01, "zca": False}
-    configs = {"dm": base, "rfad": {**base, "target_type": "regression"}, "zca": {**base, "zca": True}}
-    for name, config in configs.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "distill_config.json").write_text(json.dumps(config))
+    config = {"method": "dm", "source": {"dataset": "mnist"}, "images_per_class": 10}
+    (tmp_path / "dm").mkdir()
+    (tmp_path / "dm" / "distill_config.json").write_text(json.dumps(config))
+    (tmp_path / "dm" / cross_architecture.RESULTS_NAME).write_text(json.dumps({"cross_architecture": {}}))
+    commands = []
 
-    asked = []
+    def fake_run_measured(command, cwd):
+        commands.append(command)
+        return {"returncode": 0, "wall_seconds": 1.0, "peak_rss_mib": 1.0}
 
-    def fake_evaluate_set(path, architectures, num_models, epochs, random_baseline):
-        asked.append((path.name, random_baseline))
-        entry = {"distilled": {"mean": 90.0}}
-        if random_baseline:
-            entry["random_real"] = {"mean": 80.0 if path.name == "dm" else 70.0}
-        entry["fair"] = fair_figures(entry)
-        target_type = configs[path.name].get("target_type", "hard")
-        return {"set": path.name, "target_type": target_type, "table": {"convnet": entry}}
-
-    monkeypatch.setattr(cross_architecture, "evaluate_set", fake_evaluate_set)
-    for name in configs:  # what each set's own evaluation wrote
-        table = {"cross_architecture": {"convnet": {"distilled": {"mean": 90.0}}}}
-        (tmp_path / name / cross_architecture.RESULTS_NAME).write_text(json.dumps(table))
-    sets = [tmp_path / name for name in configs]
-    rows = cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "shared")
-    assert asked == [("dm", True), ("rfad", False), ("zca", True)]  # rfad shares dm's data and protocol
-    shared = rows[1]["table"]["convnet"]
-    assert rows[1]["random_real_from"] == "dm" and shared["random_real"] == {"mean": 80.0}
-    assert shared["fair"] == {
-        "distilled_labels": "regression",
-        "improvement_over_random": 10.0,
-        "baseline_labels": "hard",
-    }
-    assert rows[2]["table"]["convnet"]["random_real"] == {"mean": 70.0} and "random_real_from" not in rows[2]
-    stored = json.loads((tmp_path / "rfad" / cross_architecture.RESULTS_NAME).read_text())["cross_architecture"]
-    assert stored["convnet"]["random_real"] == {"mean": 80.0} and stored["convnet"]["random_real_from"] == "dm"
-    assert stored["convnet"]["fair"]["improvement_over_random"] == 10.0  # the set's card shows the shared baseline
-
-    asked.clear()
-    cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "each")
-    assert [flag for _, flag in asked] == [True, True, True]
-    asked.clear()
-    rows = cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "none")
-    assert [flag for _, flag in asked] == [False, False, False]
-    assert all("random_real" not in row["table"]["convnet"] for row in rows)
+    monkeypatch.setattr(cross_architecture, "run_measured", fake_run_measured)
+    cache = tmp_path / "cache"
+    for mode in ("shared", "each", "none"):
+        row = cross_architecture.evaluate_set(tmp_path / "dm", "convnet,mlp", 1, 1, mode, cache)
+        assert row["method"] == "dm" and row["dataset"] == "mnist" and row["wall_seconds"] == 1.0
+    shared, each, none = commands
+    assert shared[shared.index("--eval_cache_dir") + 1] == str(cache) and "--no_random_baseline" not in shared
+    assert "--eval_cache_dir" not in each and "--no_random_baseline" not in each
+    assert "--no_random_baseline" in none and "--eval_cache_dir" not in none
 
 
 def test_benchmark_plots_the_table(monkeypatch, tmp_path):
