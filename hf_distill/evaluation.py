@@ -274,10 +274,11 @@ def _evaluate_cached(
     def compute() -> dict:
         return evaluate_images(images, labels, test_data, model_config, protocol, key, accelerator, modality=modality)
 
-    if cache_dir is None:
-        return compute()
+    data = (images, labels, test_data.inputs, test_data.labels)
+    if cache_dir is None or not all(isinstance(tensor, torch.Tensor) for tensor in data):
+        return compute()  # a split read from disk row by row (`RowsOnDisk`) is not digested: trained every time
     digest = tensor_digest(
-        images, labels, test_data.inputs, test_data.labels,
+        *data,
         extra=[
             key, model_config.to_dict(), protocol.to_dict(), list(images.shape),
             type(modality).__name__, getattr(modality, "name_or_path", None),  # text: the frozen encoder

@@ -168,7 +168,8 @@ def test_a_run_on_disk_gives_the_in_memory_result(tiny_image_dataset, tmp_path, 
     data = tiny_image_dataset(num_classes=3, rows_per_class=10, size=8)
     config_class = get_method_class(method).config_class
     common = dict(images_per_class=2, num_iterations=2, net_width=8, net_depth=2, save_steps=0, eval_epochs=2)
-    common |= {"eval_num_models": 1, "data_cache_dir": str(tmp_path / "rows")}
+    # With an eval cache too: a split on disk is not digested (its baselines are trained), and that must not fail.
+    common |= {"eval_num_models": 1, "data_cache_dir": str(tmp_path / "rows"), "eval_cache_dir": str(tmp_path / "e")}
     if hasattr(config_class, "batch_real"):
         common["batch_real"] = 8
     results = {}
