@@ -23,8 +23,7 @@ from pathlib import Path
 
 from hf_distill.checkpointing import write_json_atomic
 from hf_distill.evaluation import EvaluationProtocol, fresh_classifier, model_accuracy, train_with_protocol
-from hf_distill.models import ConvNetConfig
-from hf_distill.preparation import build_model_config
+from hf_distill.nas import sampled_model_config
 from hf_distill.seeding import derive_generator
 from hf_distill.trainer import DistillTrainer
 from hf_distill.training import TrainingCallback
@@ -47,8 +46,7 @@ class EpochLosses(TrainingCallback):
 
 def probe(trainer: DistillTrainer, settings: dict, index: int, epochs: int, lr: float, seed: int) -> list[dict]:
     """The two trainings of one network (see the module docstring)."""
-    architecture = ConvNetConfig.from_dict({**trainer.model_config.to_dict(), **settings})
-    model_config = build_model_config(architecture, trainer.train_data, trainer.config)
+    model_config = sampled_model_config(trainer, settings)  # as the search built it
     images, targets = trainer.synthetic.images.detach(), trainer.synthetic.targets().detach()
     protocol = EvaluationProtocol(
         num_models=1, epochs=epochs, lr=lr, dsa_strategy=trainer.eval_dsa_strategy, seed=seed

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import PretrainedConfig
 
 from .checkpointing import write_json_atomic
 from .evaluation import EvaluationProtocol, evaluate_images, random_real_subset
@@ -126,6 +127,13 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float((x @ y).item() / denominator) if denominator else float("nan")
 
 
+def sampled_model_config(trainer: DistillTrainer, settings: dict) -> PretrainedConfig:
+    """The config of a sampled architecture: the trainer's ConvNet with `settings` (depth, width, ...) over it, fitted
+    to the trainer's data."""
+    architecture = ConvNetConfig.from_dict({**trainer.model_config.to_dict(), **settings})
+    return build_model_config(architecture, trainer.train_data, trainer.config)
+
+
 def search_architectures(
     trainer: DistillTrainer,
     config: NASConfig,
@@ -182,8 +190,7 @@ def search_architectures(
         return {**({"command": command} if command else {}), **summary, "search_space_size": space_size, **keys}
 
     for index, settings in enumerate(sample[len(rows_out) :], start=len(rows_out)):
-        architecture = ConvNetConfig.from_dict({**base.to_dict(), **settings})
-        model_config = build_model_config(architecture, data, trainer.config)
+        model_config = sampled_model_config(trainer, settings)
         row = {"index": index, "settings": settings, "architecture": describe_architecture(model_config.to_dict())}
         for name, (inputs, targets) in training_sets.items():
             if name == "whole_real" and index in reused:
