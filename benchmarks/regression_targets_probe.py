@@ -7,10 +7,11 @@ python benchmarks/regression_targets_probe.py benchmarks/sets/mnist/rfad_ipc10 \
 ```
 
 Each listed network of the report is trained on the set as the search trained it (the protocol, the same model and
-training generators) twice: on the set's regression targets with the squared loss (what the protocol does for such a
-set), and on the same images with the targets' argmax as hard labels and cross-entropy. The mean loss of each epoch
-says whether the first run diverged (the epoch of the first non-finite loss), and the two accuracies whether the
-images or the targets are to blame. Writes JSON with the command.
+training generators): on the set's regression targets with the squared loss, once without clipping the gradient (the
+protocol before `REGRESSION_MAX_GRAD_NORM`) and once per `--max-grad-norms` value, and on the same images with the
+targets' argmax as hard labels and cross-entropy. The mean loss of each epoch says whether a run diverged (the epoch
+of the first non-finite loss), and the accuracies whether the images or the targets are to blame. Writes JSON with
+the command.
 """
 
 import argparse
@@ -44,8 +45,10 @@ class EpochLosses(TrainingCallback):
         return [sum(values) / len(values) for _, values in sorted(self.losses.items())]
 
 
-def probe(trainer: DistillTrainer, settings: dict, index: int, epochs: int, lr: float, seed: int) -> list[dict]:
-    """The two trainings of one network (see the module docstring)."""
+def probe(
+    trainer: DistillTrainer, settings: dict, index: int, epochs: int, lr: float, seed: int, max_grad_norms: list[float]
+) -> list[dict]:
+    """The trainings of one network (see the module docstring)."""
     model_config = sampled_model_config(trainer, settings)  # as the search built it
     images, targets = trainer.synthetic.images.detach(), trainer.synthetic.targets().detach()
     protocol = EvaluationProtocol(
@@ -53,15 +56,25 @@ def probe(trainer: DistillTrainer, settings: dict, index: int, epochs: int, lr: 
     )
     key = f"nas-{index}-distilled"  # the search's keys: the regression run repeats its figure
     rows = []
-    for name, training_targets, target_type in (
-        ("regression targets, squared loss", targets, trainer.synthetic.target_type),
-        ("argmax as hard labels, cross-entropy", targets.argmax(1), "hard"),
-    ):
+    trainings = [("regression targets, squared loss", targets, trainer.synthetic.target_type, None)]
+    trainings += [
+        (f"regression targets, squared loss, clipped at {norm}", targets, trainer.synthetic.target_type, norm)
+        for norm in max_grad_norms
+    ]
+    trainings.append(("argmax as hard labels, cross-entropy", targets.argmax(1), "hard", None))
+    for name, training_targets, target_type, max_grad_norm in trainings:
         model = fresh_classifier(model_config, derive_generator(seed, key, "model", 0), trainer.modality)
         losses, start = EpochLosses(), time.perf_counter()
         generator = derive_generator(seed, key, "train", 0)
         train_with_protocol(
-            model, images, training_targets, protocol, generator, target_type=target_type, callbacks=[losses]
+            model,
+            images,
+            training_targets,
+            protocol,
+            generator,
+            target_type=target_type,
+            callbacks=[losses],
+            max_grad_norm=max_grad_norm,
         )
         per_epoch = losses.per_epoch()
         rows.append(
@@ -70,6 +83,7 @@ def probe(trainer: DistillTrainer, settings: dict, index: int, epochs: int, lr: 
                 "settings": settings,
                 "training": name,
                 "lr": lr,
+                "max_grad_norm": max_grad_norm,
                 "accuracy": round(100 * model_accuracy(model, trainer.test_data), 2),
                 "mean_loss_at_epochs": {e: per_epoch[e] for e in LOGGED_EPOCHS if e < len(per_epoch)},
                 "first_nonfinite_epoch": next((e for e, v in enumerate(per_epoch) if not math.isfinite(v)), None),
@@ -86,6 +100,9 @@ def main() -> None:
     parser.add_argument("--report", type=Path, required=True, help="The nas_results.json whose networks to probe.")
     parser.add_argument("--indices", type=int, nargs="+", required=True)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument(
+        "--max-grad-norms", type=float, nargs="*", default=[], help="Gradient-norm clips to train the targets with."
+    )
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
@@ -94,7 +111,8 @@ def main() -> None:
     targets = trainer.synthetic.targets()
     rows = []
     for index in args.indices:
-        rows += probe(trainer, report["architectures"][index]["settings"], index, epochs, args.lr, seed)
+        settings = report["architectures"][index]["settings"]
+        rows += probe(trainer, settings, index, epochs, args.lr, seed, args.max_grad_norms)
     write_json_atomic(
         args.output,
         {

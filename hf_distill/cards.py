@@ -366,6 +366,7 @@ def render_dataset_card(
             soft_labels=bool(metadata.get("learn_soft_labels")) or metadata.get("target_type") == "soft",
             teacher=metadata.get("teacher"),
             regression_targets=bool(metadata.get("learn_regression_targets")),
+            regression_max_grad_norm=(results.get("distilled") or {}).get("max_grad_norm"),
             zca=metadata.get("zca"),
             learned_lr=None if metadata.get("learned_lr") is None else float(f"{metadata['learned_lr']:.6g}"),
             step_size_schedule=len(metadata.get("learned_step_sizes") or []),

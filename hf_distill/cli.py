@@ -156,15 +156,18 @@ def _positive_int(text: str) -> int:
 
 def results_file_name(results: dict, previous: dict | None) -> str:
     """`eval_results.json` when it holds nothing yet or the same protocol; else a name of the new protocol, so an
-    earlier evaluation is never replaced by a different one."""
-    protocol = results["protocol"]
-    architecture = results["distilled"].get("architecture")
-    if not previous or (previous.get("protocol"), previous.get("distilled", {}).get("architecture")) == (
-        protocol,
-        architecture,
-    ):
+    earlier evaluation is never replaced by a different one (a regression-target set evaluated before the protocol
+    clipped its gradients is another protocol too)."""
+
+    def settings(entry: dict) -> tuple:
+        distilled = entry.get("distilled", {})
+        return entry.get("protocol"), distilled.get("architecture"), distilled.get("max_grad_norm")
+
+    if not previous or settings(previous) == settings(results):
         return EVAL_RESULTS_NAME
-    return f"eval_results_{protocol['num_models']}models_{protocol['epochs']}epochs_{architecture}.json"
+    protocol, architecture, clip = settings(results)
+    clipped = f"_clip{clip:g}" if clip is not None else ""
+    return f"eval_results_{protocol['num_models']}models_{protocol['epochs']}epochs_{architecture}{clipped}.json"
 
 
 def run_evaluate(argv: list[str] | None = None) -> dict:

@@ -20,7 +20,7 @@ import torch
 from transformers import PretrainedConfig
 
 from .checkpointing import write_json_atomic
-from .evaluation import EvaluationProtocol, evaluate_images, random_real_subset
+from .evaluation import EvaluationProtocol, evaluate_images, protocol_max_grad_norm, random_real_subset
 from .evaluation_cache import tensor_digest
 from .modeling import describe_architecture
 from .models import ConvNetConfig
@@ -172,7 +172,11 @@ def search_architectures(
     protocol = EvaluationProtocol(num_models=1, dsa_strategy=trainer.eval_dsa_strategy, seed=config.seed)
     side = min(data.image_shape[-2:])
     sample = sample_architectures(config.num_architectures, config.seed, side, config.space())
-    fingerprint = tensor_digest(*training_sets["distilled"], *training_sets.get("random_real", ()))
+    # Regression targets train with the protocol's gradient clip: a report made before it (or with another clip) is
+    # not resumed. Label sets keep the digest they always had.
+    clip = protocol_max_grad_norm(trainer.synthetic.target_type)
+    sets = (*training_sets["distilled"], *training_sets.get("random_real", ()))
+    fingerprint = tensor_digest(*sets, extra=[clip] if clip is not None else None)
     real_key = tensor_digest(
         *training_sets["whole_real"], test.images, test.labels,
         extra=[protocol, base.to_dict(), config.real_epochs, config.seed, config.space()],

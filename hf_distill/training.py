@@ -127,6 +127,7 @@ def train_classifier(
     lr_drop_epoch: int | None = None,
     lr_drop_factor: float = 0.1,
     loss_function: Loss = F.cross_entropy,
+    max_grad_norm: float | None = None,
     callbacks: Sequence[TrainingCallback] = (),
     show_progress: bool = False,
     desc: str = "train",
@@ -152,12 +153,15 @@ def train_classifier(
         lr_drop_epoch (`int`, *optional*): At the start of this epoch every learning rate is multiplied by
             `lr_drop_factor` (the evaluation protocol drops it x0.1 at half the epochs).
         loss_function (*optional*): `(logits, targets) -> loss` (default: cross-entropy; see [`loss_for_targets`]).
+        max_grad_norm (`float`, *optional*): Clip the gradient of the optimiser's parameters to this global norm
+            before each step (default: no clipping).
         callbacks (`Sequence[TrainingCallback]`, *optional*): Per-batch statistics and per-epoch snapshots.
         show_progress (`bool`, *optional*), desc (`str`, *optional*): A progress bar over the epochs.
     """
     forward = forward or model_forward(model)
     augment_generator = augment_generator or generator
     augmenting = augment is not None and augment.enabled
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
     model.train()
     progress = tqdm(range(epochs), desc=desc, leave=False, disable=not show_progress)
     for epoch in progress:
@@ -174,6 +178,8 @@ def train_classifier(
             loss = loss_function(logits.float(), targets[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
             optimizer.step()
             for callback in callbacks:
                 callback.on_batch_end(epoch, rows, logits.detach(), loss.detach())

@@ -14,7 +14,7 @@ from PIL import Image
 
 from hf_distill import DistributionMatchingConfig, RandomSelectionConfig
 from hf_distill.cards import render_dataset_card
-from hf_distill.cli import main, parse_distill_args
+from hf_distill.cli import main, parse_distill_args, results_file_name
 from hf_distill.constants import CONFIG_NAME
 
 TINY_FLAGS = [
@@ -288,6 +288,14 @@ def test_nas_command_writes_its_report(distilled_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 of 600 architectures" in out and "Spearman" in out  # 8x8 digits: depth-4 pooling nets excluded
     assert (tmp_path / "nas" / "nas_results.json").is_file() and (tmp_path / "nas" / "nas_ranks.png").is_file()
+
+
+def test_results_of_a_clipped_regression_evaluation_go_beside_unclipped_ones():
+    recorded = {"protocol": {"num_models": 3, "epochs": 300}, "distilled": {"architecture": "hf_distill_convnet"}}
+    clipped = {**recorded, "distilled": {**recorded["distilled"], "max_grad_norm": 10.0}}
+    assert results_file_name(recorded, None) == results_file_name(recorded, recorded) == "eval_results.json"
+    assert results_file_name(clipped, clipped) == "eval_results.json"
+    assert results_file_name(clipped, recorded) == "eval_results_3models_300epochs_hf_distill_convnet_clip10.json"
 
 
 def test_evaluate_writes_another_protocol_beside_the_recorded_results(distilled_run, tmp_path, capsys):

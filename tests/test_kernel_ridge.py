@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 
+from hf_distill.cards import render_dataset_card
+from hf_distill.evaluation import REGRESSION_MAX_GRAD_NORM
 from hf_distill.methods import FeatureRegressionConfig, RandomFeatureConfig
 from hf_distill.methods.kernel_ridge import centred_one_hot, kernel_ridge_predict, nngp_initialize_
 from hf_distill.modeling import ConvNetConfig, build_model, convnet_variant, extract_features
@@ -138,6 +140,17 @@ def test_frepo_learns_targets_with_a_margin_and_exports_them(tiny_image_dataset)
     dataset = trainer.to_dataset()
     assert "regression_target" in dataset.column_names
     torch.testing.assert_close(torch.tensor(dataset["regression_target"]), learned)
+
+
+def test_regression_figures_and_card_say_how_the_targets_trained(tiny_image_dataset, tmp_path):
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=10)
+    trainer = DistillTrainer(FeatureRegressionConfig(**{**TINY, "num_iterations": 1}), splits["train"], splits["test"])
+    trainer.train()
+    results = trainer.evaluate()
+    assert results["distilled"]["max_grad_norm"] == REGRESSION_MAX_GRAD_NORM
+    assert "max_grad_norm" not in results["random_real"]  # hard labels: the papers' unclipped protocol
+    card = render_dataset_card(trainer.save(tmp_path / "run")).text
+    assert f"squared loss, each step's gradient clipped to norm\n  {REGRESSION_MAX_GRAD_NORM}," in card
 
 
 def test_frepo_resume_equals_uninterrupted(tiny_image_dataset, tmp_path):

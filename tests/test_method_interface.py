@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import Dataset, load_from_disk
 
-from hf_distill import DistillTrainer, ImageModality
+from hf_distill import DistillTrainer, ImageModality, evaluation
 from hf_distill.config import SyntheticOptimizationConfig
 from hf_distill.constants import METHOD_STATE_NAME, REGRESSION_TARGET_COLUMN
 from hf_distill.evaluation import EvaluationProtocol, evaluate_images, train_with_protocol
@@ -160,7 +160,7 @@ def test_learned_regression_targets_are_optimised_exported_and_restored(tiny_ima
     torch.testing.assert_close(restored.regression_targets, synthetic.regression_targets.detach())
 
 
-def test_regression_targets_train_with_the_squared_loss(tiny_image_dataset):
+def test_regression_targets_train_with_the_squared_loss(tiny_image_dataset, monkeypatch):
     assert loss_for_targets("regression") is regression_loss
     assert loss_for_targets("soft") is loss_for_targets("hard") is torch.nn.functional.cross_entropy
     with pytest.raises(ValueError, match="Unknown target type"):
@@ -177,17 +177,21 @@ def test_regression_targets_train_with_the_squared_loss(tiny_image_dataset):
         train_with_protocol(model, images, values, protocol, torch.Generator().manual_seed(1), target_type=target_type)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
-    def by_hand(loss_function, values):
+    def by_hand(loss_function, values, max_grad_norm):
         model = fresh_model(trainer.model_config, torch.Generator().manual_seed(0))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         train_classifier(
             model, images, values, optimizer=optimizer, epochs=3, batch_size=4,
             generator=torch.Generator().manual_seed(1), lr_drop_epoch=1, loss_function=loss_function,
+            max_grad_norm=max_grad_norm,
         )  # fmt: skip
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
+    # A clip the tiny network's gradients exceed, so that it shows (regression targets only).
+    monkeypatch.setattr(evaluation, "REGRESSION_MAX_GRAD_NORM", 0.05)
     regression = weights("regression", targets)
-    torch.testing.assert_close(regression, by_hand(regression_loss, targets))
+    torch.testing.assert_close(regression, by_hand(regression_loss, targets, 0.05))
+    assert not torch.allclose(regression, by_hand(regression_loss, targets, None))
     one_hot = targets + 1.0 / 3  # the same targets as probabilities: cross-entropy trains elsewhere
     assert not torch.allclose(regression, weights("soft", one_hot))
     result = evaluate_images(
@@ -195,6 +199,7 @@ def test_regression_targets_train_with_the_squared_loss(tiny_image_dataset):
         target_type="regression",
     )  # fmt: skip
     assert 0.0 <= result["mean"] <= 100.0
+    assert result["max_grad_norm"] == 0.05  # the figure says how it was trained
 
 
 def test_soft_labels_and_regression_targets_are_exclusive():

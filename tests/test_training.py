@@ -81,6 +81,21 @@ def test_learning_rate_drops_at_the_given_epoch(problem):
     assert optimizer.param_groups[0]["lr"] == 0.1
 
 
+def test_max_grad_norm_bounds_every_step(problem):
+    images, labels = problem
+
+    def steps(**overrides):
+        recorder = Recorder()
+        _train(_model(), images * 100, labels, epochs=3, batch_size=24, callbacks=[recorder], **overrides)
+        before = torch.cat([p.detach().flatten() for p in _model().parameters()])
+        snapshots = [before, *recorder.snapshots]  # one batch per epoch: one step between snapshots
+        return [float((after - before).norm()) for before, after in zip(snapshots, snapshots[1:])]
+
+    # Plain SGD at lr 0.1: a step moves the weights by 0.1 x the (clipped) gradient's norm.
+    assert max(steps(max_grad_norm=0.5)) <= 0.1 * 0.5 + 1e-6
+    assert max(steps()) > 0.1 * 0.5  # without the clip the same steps are longer
+
+
 def test_bf16_forward_trains_float32_weights(problem):
     images, labels = problem
     model = _train(_model(), images, labels, mixed_precision="bf16")
