@@ -15,10 +15,13 @@ are trained once per distinct combination, in this table or an earlier one, and 
 so (`reused_from`); `each` trains them again for every set, `none` not at all. The rows are gathered into
 `benchmarks/results/cross_architecture/<dataset>_ipc<N>.json` (with this command; rewritten after each set,
 `"complete": false` until the last), drawn in `<dataset>_ipc<N>.png` and printed as a markdown table (distilled /
-random real per architecture); `--replot` redraws both from the JSON.
+random real per architecture); `--replot` redraws both from the JSON. Run again with the same settings, the script
+keeps the rows the JSON already has for unchanged sets (same folder, same `set_digest` of its data and config) and
+evaluates only the others: a stopped table resumes at its next set, and a set added later costs only its own row.
 """
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -28,6 +31,7 @@ from run_benchmark import REPO_ROOT, machine_info, run_measured  # scripts here 
 
 from hf_distill.checkpointing import write_json_atomic
 from hf_distill.constants import CROSS_ARCHITECTURE_RESULTS_NAME
+from hf_distill.evaluation import protocol_max_grad_norm
 
 RESULTS_NAME = CROSS_ARCHITECTURE_RESULTS_NAME
 DEFAULT_OUTPUT_DIR = REPO_ROOT / "benchmarks" / "results" / "cross_architecture"
@@ -37,6 +41,22 @@ DEFAULT_EVAL_CACHE_DIR = REPO_ROOT / "benchmarks" / "runs" / "eval_cache"
 def dataset_name(config: dict) -> str:
     """The dataset folder's name from a set's `distill_config.json` (`mnist` for `../shared/data/mnist`)."""
     return Path(str((config.get("source") or {}).get("dataset") or "")).name
+
+
+def set_digest(set_dir: Path) -> str:
+    """A digest of what a set folder holds (its `distill_config.json` and the files of its `dataset/`), not of the
+    evaluations written beside them: a remade set gets another."""
+    digest = hashlib.sha256()
+    for path in [set_dir / "distill_config.json", *sorted((set_dir / "dataset").glob("**/*"))]:
+        if path.is_file():
+            digest.update(path.relative_to(set_dir).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def set_label(set_dir: Path) -> str:
+    """The folder as a row names it: relative to the repository when inside it."""
+    resolved = set_dir.resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(set_dir)
 
 
 def evaluate_set(
@@ -62,9 +82,9 @@ def evaluate_set(
         raise RuntimeError(f"{set_dir}: evaluation failed (exit {measured['returncode']}): {shlex.join(command)}")
     config = json.loads((set_dir / "distill_config.json").read_text())
     table = json.loads((set_dir / RESULTS_NAME).read_text())["cross_architecture"]
-    resolved = set_dir.resolve()
     return {
-        "set": str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(set_dir),
+        "set": set_label(set_dir),
+        "set_digest": set_digest(set_dir),
         "method": config["method"],
         "dataset": dataset_name(config),
         "images_per_class": config["images_per_class"],
@@ -83,15 +103,42 @@ def evaluate_sets(
     random_baseline: str,
     on_row=None,
     eval_cache_dir: Path = DEFAULT_EVAL_CACHE_DIR,
+    finished: list[dict] = (),
 ) -> list:
-    """Every set's row (see [`evaluate_set`]). `on_row(rows)`, if given, is called after each set with the rows so
-    far (the caller saves them: a long table is not lost)."""
+    """Every set's row (see [`evaluate_set`]), in the order of `sets`. A row of `finished` (an earlier run's, with
+    the same settings) is kept for its set while the set is unchanged (same `set_digest`). `on_row(rows)`, if given,
+    is called after each set with the rows so far (the caller saves them: a long table is not lost)."""
+    earlier = {(row["set"], row.get("set_digest")): row for row in finished}
     rows = []
     for path in sets:
-        rows.append(evaluate_set(path, architectures, num_models, epochs, random_baseline, eval_cache_dir))
+        row = earlier.get((set_label(path), set_digest(path)))
+        if row is None or not trained_as_now(row):
+            row = evaluate_set(path, architectures, num_models, epochs, random_baseline, eval_cache_dir)
+        else:
+            print(f"{row['set']}: kept from the earlier table (set unchanged)")
+        rows.append(row)
         if on_row is not None:
             on_row(rows)
     return rows
+
+
+def trained_as_now(row: dict) -> bool:
+    """Whether a row's networks trained on the set as the protocol trains such targets now (regression targets:
+    with the gradient clip, since session 39)."""
+    clip = protocol_max_grad_norm(row.get("target_type", "hard"))
+    return all(entry["distilled"].get("max_grad_norm") == clip for entry in row["table"].values())
+
+
+def finished_rows(path: Path, settings: dict) -> list[dict]:
+    """The rows of the table at `path` when it was made with `settings` (architectures, models, epochs, random
+    baseline); none otherwise."""
+    if not path.is_file():
+        return []
+    recorded = json.loads(path.read_text())
+    if any(recorded.get(key) != value for key, value in settings.items()):
+        print(f"{path}: made with other settings, not resumed (it will be replaced)")
+        return []
+    return recorded["rows"]
 
 
 def markdown(rows: list[dict], architectures: list[str]) -> str:
@@ -177,23 +224,28 @@ def main() -> None:
         print(markdown(recorded["rows"], recorded["architectures"]))
         return
     command = shlex.join(["python", "benchmarks/cross_architecture.py", *sys.argv[1:]])
+    settings = {
+        "architectures": names,
+        "num_models": args.num_models,
+        "epochs": args.epochs,
+        "random_baseline": args.random_baseline,
+    }
+    finished = finished_rows(output_path, settings)
 
     def save(rows: list[dict], complete: bool = False) -> None:
-        result = {
-            "command": command,
-            "machine": machine_info(),
-            "architectures": names,
-            "num_models": args.num_models,
-            "epochs": args.epochs,
-            "random_baseline": args.random_baseline,
-            "complete": complete,
-            "rows": rows,
-        }
+        result = {"command": command, "machine": machine_info(), **settings, "complete": complete, "rows": rows}
         args.output_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output_path, result)
 
     rows = evaluate_sets(
-        args.sets, args.architectures, args.num_models, args.epochs, args.random_baseline, save, args.eval_cache_dir
+        args.sets,
+        args.architectures,
+        args.num_models,
+        args.epochs,
+        args.random_baseline,
+        save,
+        args.eval_cache_dir,
+        finished,
     )
     save(rows, complete=True)
     plot_table(rows, names, output_path.with_suffix(".png"))

@@ -110,6 +110,49 @@ def test_benchmark_shares_the_random_subset_through_the_eval_cache(monkeypatch, 
     assert "--no_random_baseline" in none and "--eval_cache_dir" not in none
 
 
+def test_benchmark_keeps_the_rows_of_unchanged_sets_and_evaluates_the_rest(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import cross_architecture
+
+    sets = [tmp_path / name for name in ("dm", "herding", "random")]
+    for path in sets:
+        (path / "dataset").mkdir(parents=True)
+        (path / "dataset" / "data.arrow").write_bytes(path.name.encode())
+        config = {"method": path.name, "source": {"dataset": "mnist"}, "images_per_class": 10}
+        (path / "distill_config.json").write_text(json.dumps(config))
+        (path / cross_architecture.RESULTS_NAME).write_text(json.dumps({"cross_architecture": {}}))
+    evaluated = []
+
+    def fake_run_measured(command, cwd):
+        evaluated.append(Path(command[command.index("evaluate") + 1]).name)
+        return {"returncode": 0, "wall_seconds": 1.0, "peak_rss_mib": 1.0}
+
+    monkeypatch.setattr(cross_architecture, "run_measured", fake_run_measured)
+    first = cross_architecture.evaluate_sets(sets[:2], "convnet", 1, 1, "none")  # a table stopped after two sets
+    assert evaluated == ["dm", "herding"]
+
+    (sets[1] / cross_architecture.RESULTS_NAME).write_text("{}")  # an evaluation beside the set: still the same set
+    (sets[0] / "dataset" / "data.arrow").write_bytes(b"remade")  # the dm set was made again
+    evaluated.clear()
+    rows = cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "none", finished=first)
+    assert evaluated == ["dm", "random"]  # herding's row is kept
+    assert [row["method"] for row in rows] == ["dm", "herding", "random"] and rows[1] is first[1]
+    assert rows[0]["set_digest"] != first[0]["set_digest"]
+
+    # A regression-target set's row from before the protocol clipped its gradients is evaluated again.
+    stale = {**rows[2], "target_type": "regression", "table": {"convnet": {"distilled": {"mean": 9.8}}}}
+    evaluated.clear()
+    assert cross_architecture.evaluate_sets(sets, "convnet", 1, 1, "none", finished=[*rows[:2], stale])[:2] == rows[:2]
+    assert evaluated == ["random"]
+
+    table = tmp_path / "mnist_ipc10.json"
+    settings = {"architectures": ["convnet"], "num_models": 1, "epochs": 1, "random_baseline": "none"}
+    table.write_text(json.dumps({**settings, "rows": rows}))
+    assert cross_architecture.finished_rows(table, settings) == rows
+    assert cross_architecture.finished_rows(table, {**settings, "epochs": 300}) == []  # another protocol: start over
+    assert cross_architecture.finished_rows(tmp_path / "absent.json", settings) == []
+
+
 def test_benchmark_plots_the_table(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import cross_architecture
