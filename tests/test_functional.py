@@ -182,9 +182,11 @@ def test_adam_unroll_is_differentiated_by_full_autograd_only(network, start_para
 
     (gradient,) = torch.autograd.grad(loss(images), images)
     with torch.no_grad():
-        h = 1e-5
+        # Adam divides by sqrt(v) with v ~ 0 after its first step, which amplifies the float64 rounding of the forward:
+        # at h = 1e-5 the central difference was 5e-5 off on one CPU (further off at smaller h), at h = 1e-4 3e-6.
+        h = 1e-4
         finite = (loss(images + h * direction) - loss(images - h * direction)) / (2 * h)
-    torch.testing.assert_close((gradient * direction).sum(), finite, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close((gradient * direction).sum(), finite, rtol=1e-4, atol=1e-9)
     for memory in ("checkpoint", "tesla"):
         with pytest.raises(ValueError, match="Adam student is differentiated by plain autograd only"):
             loss(images, memory)
