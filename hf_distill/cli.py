@@ -21,7 +21,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
+from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from .analysis import ANALYSIS_NAME, ANALYSIS_PLOT_NAME, AnalysisConfig, analyze_dataset
@@ -427,7 +429,23 @@ def run_train_experts(argv: list[str] | None = None):
 def distill_main(argv: list[str] | None = None):
     """Entry point of `hf-distill distill` and `recipes/distill.py`."""
     script_args, config = parse_distill_args(argv)
-    return run_distill(script_args, config)
+    trainer = run_distill(script_args, config)
+    leave_process_group()
+    return trainer
+
+
+def leave_process_group() -> None:
+    """Under `accelerate launch`: waits for every process, then takes the process group down, so that no process
+    exits with a live one.
+
+    An entry point that leaves it alive can fail at exit: with two launches on one host (gloo), rank 0 was seen to
+    hang for minutes after writing everything while rank 1 aborted in the group's destructor ("terminate called
+    without an active exception"). A no-op in one process.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        state = PartialState()
+        state.wait_for_everyone()
+        state.destroy_process_group()
 
 
 def build_kd_parser(defaults: dict | None = None) -> HfArgumentParser:
@@ -487,7 +505,9 @@ def _print_kd_summary(trainer) -> None:
 
 def kd_main(argv: list[str] | None = None):
     """Entry point of `hf-distill kd` and `recipes/kd.py`."""
-    return run_kd(parse_kd_args(argv))
+    trainer = run_kd(parse_kd_args(argv))
+    leave_process_group()
+    return trainer
 
 
 #: Errors that mean the user must change something (exit status 2, argparse's convention for a usage error).
