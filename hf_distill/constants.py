@@ -22,6 +22,7 @@ ZCA_NAME = "zca.safetensors"
 # What a checkpoint folder holds.
 SYNTHETIC_NAME = "synthetic.safetensors"
 METHOD_STATE_NAME = "method_state.safetensors"
+SELECTION_SCORES_NAME = "selection_scores.safetensors"  # a scored coreset's per-row scores
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
 OPTIMIZER_META_NAME = "optimizer.json"

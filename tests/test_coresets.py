@@ -1,6 +1,8 @@
 """Coreset selection (herding, k-center, forgetting, EL2N, GraNd): the selection rules on hand-made data, the
 per-example statistics against their definitions, and the per-class contract through the trainer."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -104,6 +106,39 @@ def test_scored_coresets_keep_the_highest_or_the_lowest_scores(tiny_image_datase
         ranked = class_rows[torch.argsort(scores[class_rows], descending=True, stable=True)]
         assert set(highest.selected_rows[2 * c : 2 * c + 2].tolist()) == set(ranked[:2].tolist())
         assert set(lowest.selected_rows[2 * c : 2 * c + 2].tolist()) == set(ranked[-2:].tolist())
+
+
+def test_scored_coresets_write_their_scores_and_say_where_ties_decided(
+    tiny_image_dataset, tmp_path, monkeypatch, caplog
+):
+    from safetensors.torch import load_file
+
+    from hf_distill.constants import CONFIG_NAME, SELECTION_SCORES_NAME
+    from hf_distill.methods.el2n import GraNd
+
+    splits = tiny_image_dataset(num_classes=3, rows_per_class=8)  # row r is of class r % 3
+    rows = torch.arange(24, dtype=torch.float64)
+    # Class 0: distinct scores (its top two are rows 21, 18). Class 1: all tied. Class 2: three rows never learned.
+    fixed = torch.where(rows % 3 == 0, rows, torch.where(rows % 3 == 1, 1.0, 0.0))
+    fixed[[2, 5, 8]] = float("inf")
+    monkeypatch.setattr(GraNd, "scores", lambda self, context: fixed.clone())
+    with caplog.at_level("WARNING", logger="hf_distill.methods.coreset"):
+        trainer = DistillTrainer(GraNdConfig(**TINY, num_score_models=1), splits["train"])
+    assert trainer.selected_rows.tolist() == [21, 18, 1, 4, 2, 5]  # ties go to the earlier rows
+    assert "in 2 of 3 classes the last row kept scores the same as rows left out" in caplog.text
+
+    output_dir = trainer.save(tmp_path / "run")
+    saved = load_file(str(output_dir / SELECTION_SCORES_NAME))
+    torch.testing.assert_close(saved["scores"], fixed)
+    assert torch.equal(saved["labels"], trainer.train_data.labels.long())
+    metadata = json.loads((output_dir / CONFIG_NAME).read_text())
+    assert metadata["selection_scores"] == {
+        "file": SELECTION_SCORES_NAME,
+        "rows": 24,
+        "non_finite": 3,
+        "classes_cut_among_ties": 2,
+    }
+    assert metadata["selected_rows"] == [21, 18, 1, 4, 2, 5]
 
 
 def test_coreset_config_errors_say_what_to_change():

@@ -13,13 +13,19 @@ and the scoring networks are linear classifiers on it (see `SelectionContext.net
 sentences either way.
 """
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from ..checkpointing import save_tensors_atomic
 from ..config import DistillConfig
+from ..constants import SELECTION_SCORES_NAME
 from ..registry import register_method
 from .base import DistillationMethod, SelectionContext, TrainedNetworkConfig
+
+logger = logging.getLogger(__name__)
 
 KEEP_CHOICES = ("highest", "lowest")
 
@@ -132,15 +138,60 @@ class EmbeddingCoreset(CoresetSelection):
 
 class ScoredCoreset(CoresetSelection):
     """Selection by a per-example score: subclasses implement `scores(context)`; the top (or bottom) `k` of each
-    class are kept, ties broken by row order."""
+    class are kept, ties broken by row order.
+
+    The scores of every row are written beside the set (`selection_scores.safetensors`: `scores` and `labels`,
+    indexed like `selected_rows`), so another budget or `keep` can be read off them without training again, and
+    `distill_config.json` says in how many classes the cut fell among tied scores (where row order decided)."""
 
     config_class = ScoredCoresetConfig
+    row_scores: torch.Tensor | None = None  # set by `select` in this process; `None` for a set reloaded from disk
 
     def scores(self, context: SelectionContext) -> torch.Tensor:
         """One score per real training row, `(N,)`, higher meaning harder."""
         raise NotImplementedError
 
     def select(self, context: SelectionContext) -> torch.LongTensor:
-        scores = self.scores(context).double().cpu()
-        sign = 1.0 if self.config.keep == "highest" else -1.0
-        return self.per_class(lambda rows, k: torch.sort(sign * scores[rows], descending=True, stable=True)[1][:k])
+        self.row_scores = self.scores(context).double().cpu()
+        ranked = self.row_scores if self.config.keep == "highest" else -self.row_scores
+        picked = self.per_class(lambda rows, k: torch.sort(ranked[rows], descending=True, stable=True)[1][:k])
+        tied = self.classes_cut_among_ties(ranked)
+        if tied:
+            logger.warning(
+                "%s: in %d of %d classes the last row kept scores the same as rows left out, so row order chose "
+                "among them (e.g. examples never learned in a short selection run); more selection_epochs or "
+                "score models separate them.",
+                self.config.method,
+                tied,
+                len(self.sampler.indices),
+            )
+        return picked
+
+    def classes_cut_among_ties(self, ranked: torch.Tensor) -> int:
+        """Classes whose `images_per_class`-th best score (of `ranked`, higher kept) equals the best one left out."""
+        k, tied = self.config.images_per_class, 0
+        for rows in self.sampler.indices:
+            if len(rows) > k:
+                ordered = torch.sort(ranked[rows], descending=True).values
+                tied += bool(ordered[k - 1] == ordered[k])
+        return tied
+
+    def run_metadata(self) -> dict:
+        if self.row_scores is None:
+            return {}
+        ranked = self.row_scores if self.config.keep == "highest" else -self.row_scores
+        return {
+            "selection_scores": {
+                "file": SELECTION_SCORES_NAME,
+                "rows": len(self.row_scores),
+                "non_finite": int((~torch.isfinite(self.row_scores)).sum()),
+                "classes_cut_among_ties": self.classes_cut_among_ties(ranked),
+            }
+        }
+
+    def save_artifacts(self, output_dir: Path) -> None:
+        if self.row_scores is not None:
+            labels = self.train_data.labels.cpu().long().contiguous()
+            save_tensors_atomic(
+                {"scores": self.row_scores.contiguous(), "labels": labels}, output_dir / SELECTION_SCORES_NAME
+            )
