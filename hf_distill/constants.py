@@ -18,11 +18,12 @@ CROSS_ARCHITECTURE_RESULTS_NAME = "eval_results_cross_architecture.json"
 GRID_NAME = "synthetic_grid.png"
 #: The ZCA whitening a set's inputs live in (written only by runs with `zca: true`).
 ZCA_NAME = "zca.safetensors"
+#: Every row's score under a scored coreset (forgetting, el2n, grand), written beside its set.
+SELECTION_SCORES_NAME = "selection_scores.safetensors"
 
 # What a checkpoint folder holds.
 SYNTHETIC_NAME = "synthetic.safetensors"
 METHOD_STATE_NAME = "method_state.safetensors"
-SELECTION_SCORES_NAME = "selection_scores.safetensors"  # a scored coreset's per-row scores
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
 OPTIMIZER_META_NAME = "optimizer.json"

@@ -146,6 +146,7 @@ class ScoredCoreset(CoresetSelection):
 
     config_class = ScoredCoresetConfig
     row_scores: torch.Tensor | None = None  # set by `select` in this process; `None` for a set reloaded from disk
+    classes_tied_at_cut: int = 0  # set by `select`
 
     def scores(self, context: SelectionContext) -> torch.Tensor:
         """One score per real training row, `(N,)`, higher meaning harder."""
@@ -155,7 +156,7 @@ class ScoredCoreset(CoresetSelection):
         self.row_scores = self.scores(context).double().cpu()
         ranked = self.row_scores if self.config.keep == "highest" else -self.row_scores
         picked = self.per_class(lambda rows, k: torch.sort(ranked[rows], descending=True, stable=True)[1][:k])
-        tied = self.classes_cut_among_ties(ranked)
+        self.classes_tied_at_cut = tied = self.classes_cut_among_ties(ranked)
         if tied:
             logger.warning(
                 "%s: in %d of %d classes the last row kept scores the same as rows left out, so row order chose "
@@ -179,13 +180,12 @@ class ScoredCoreset(CoresetSelection):
     def run_metadata(self) -> dict:
         if self.row_scores is None:
             return {}
-        ranked = self.row_scores if self.config.keep == "highest" else -self.row_scores
         return {
             "selection_scores": {
                 "file": SELECTION_SCORES_NAME,
                 "rows": len(self.row_scores),
                 "non_finite": int((~torch.isfinite(self.row_scores)).sum()),
-                "classes_cut_among_ties": self.classes_cut_among_ties(ranked),
+                "classes_cut_among_ties": self.classes_tied_at_cut,
             }
         }
 
