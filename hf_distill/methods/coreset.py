@@ -155,8 +155,16 @@ class ScoredCoreset(CoresetSelection):
     def select(self, context: SelectionContext) -> torch.LongTensor:
         self.row_scores = self.scores(context).double().cpu()
         ranked = self.row_scores if self.config.keep == "highest" else -self.row_scores
-        picked = self.per_class(lambda rows, k: torch.sort(ranked[rows], descending=True, stable=True)[1][:k])
-        self.classes_tied_at_cut = tied = self.classes_cut_among_ties(ranked)
+        tied_classes = []
+
+        def keep_top(rows: torch.Tensor, k: int) -> torch.Tensor:
+            values, order = torch.sort(ranked[rows], descending=True, stable=True)
+            # Tied at the cut: the last row kept scores as the best one left out, so row order chose between them.
+            tied_classes.append(len(rows) > k and bool(values[k - 1] == values[k]))
+            return order[:k]
+
+        picked = self.per_class(keep_top)
+        self.classes_tied_at_cut = tied = sum(tied_classes)
         if tied:
             logger.warning(
                 "%s: in %d of %d classes the last row kept scores the same as rows left out, so row order chose "
@@ -167,15 +175,6 @@ class ScoredCoreset(CoresetSelection):
                 len(self.sampler.indices),
             )
         return picked
-
-    def classes_cut_among_ties(self, ranked: torch.Tensor) -> int:
-        """Classes whose `images_per_class`-th best score (of `ranked`, higher kept) equals the best one left out."""
-        k, tied = self.config.images_per_class, 0
-        for rows in self.sampler.indices:
-            if len(rows) > k:
-                ordered = torch.sort(ranked[rows], descending=True).values
-                tied += bool(ordered[k - 1] == ordered[k])
-        return tied
 
     def run_metadata(self) -> dict:
         if self.row_scores is None:
