@@ -190,6 +190,8 @@ EVAL_RESULT_NAMES = {
 
 def _eval_rows(results: dict, method: str) -> list[dict]:
     names = {key: name.format(method=method) for key, name in EVAL_RESULT_NAMES.items()}
+    if (results.get("random_real") or {}).get("labels") == "soft":
+        names["random_real"] += ", with the soft labels of the set's teacher"
     return [
         {
             "name": name,

@@ -8,7 +8,7 @@ split. Any transformers vision classifier config can be the evaluation architect
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -249,14 +249,25 @@ def evaluate_random_baseline(
     accelerator: Accelerator | None = None,
     modality: Modality | None = None,
     cache_dir: str | os.PathLike | None = None,
+    label_logits: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
 ) -> dict:
     """The protocol applied to a random real subset with `images_per_class` images per class (kept in `cache_dir`
-    when given, see `hf_distill.evaluation_cache`)."""
+    when given, see `hf_distill.evaluation_cache`).
+
+    With `label_logits` (e.g. a teacher's logits on the subset's inputs, as a teacher-based set is labelled), the
+    subset is trained on those soft labels instead of its hard ones, and the result says so (`"labels": "soft"`): the
+    fair baseline of a set with a teacher's soft labels is random real images with the same teacher's labels.
+    """
     rows = random_real_subset(train_data, images_per_class, protocol.seed)
     images, labels = train_data.inputs[rows.to(train_data.inputs.device)], train_data.labels[rows]
-    return _evaluate_cached(
-        images, labels, test_data, model_config, protocol, "random", accelerator, modality, cache_dir=cache_dir
-    )
+    logits = label_logits(images) if label_logits is not None else None
+    soft = logits is not None
+    targets = logits.float().softmax(dim=-1).to(labels.device) if soft else labels
+    result = _evaluate_cached(
+        images, targets, test_data, model_config, protocol, "random", accelerator, modality, cache_dir,
+        target_type="soft" if soft else "hard",
+    )  # fmt: skip
+    return {**result, "labels": "soft"} if soft else result
 
 
 def evaluate_full_data(
@@ -286,14 +297,19 @@ def _evaluate_cached(
     accelerator: Accelerator | None,
     modality: Modality | None,
     cache_dir: str | os.PathLike | None,
+    target_type: str = "hard",
 ) -> dict:
-    """[`evaluate_images`] with hard labels, read from `cache_dir` when the same evaluation was kept there: the digest
-    covers the training and test data, the network's config, the protocol (seed included), the modality and `key`
-    (the models' generators are derived from the seed and `key`, so the same inputs give the same figures)."""
+    """[`evaluate_images`] on real inputs (`labels`: hard, or soft with `target_type="soft"`), read from `cache_dir`
+    when the same evaluation was kept there: the digest covers the training data and targets, the test data, the
+    network's config, the protocol (seed included), the modality and `key` (the models' generators are derived from
+    the seed and `key`, so the same inputs give the same figures)."""
     modality = modality or ImageModality()
 
     def compute() -> dict:
-        return evaluate_images(images, labels, test_data, model_config, protocol, key, accelerator, modality=modality)
+        return evaluate_images(
+            images, labels, test_data, model_config, protocol, key, accelerator, modality=modality,
+            target_type=target_type,
+        )  # fmt: skip
 
     data = (images, labels, test_data.inputs, test_data.labels)
     if cache_dir is None or not all(isinstance(tensor, torch.Tensor) for tensor in data):
@@ -314,9 +330,11 @@ def fair_figures(results: dict, target_type: str = "hard") -> dict:
 
     - `improvement_over_random`: distilled minus the random real subset of the same size, same evaluation;
     - `hard_label_recovery`: the whole real training split minus distilled (when `full_data` was evaluated);
-    - `distilled_labels` (`"hard"`, `"soft"` or `"regression"`) and `baseline_labels` (`"hard"`): a set whose
-      labels are learned is compared with a random subset of hard labels, which flatters it (the paper's point:
-      random images with the same soft labels match several methods); the fields say so where it applies.
+    - `distilled_labels` (`"hard"`, `"soft"` or `"regression"`) and `baseline_labels` (the random subset's:
+      `"soft"` when it was given the labeller of the set, a teacher's, else `"hard"`). A set labelled by a teacher
+      is compared with random real images labelled by the same teacher (the paper's point: those match several
+      methods); a set whose labels were learned with it has no such labeller, and its comparison with hard labels
+      flatters it: the fields say which applies.
 
     Differences are in accuracy points, rounded to 0.01; a figure whose inputs are missing is left out.
     """
@@ -326,7 +344,7 @@ def fair_figures(results: dict, target_type: str = "hard") -> dict:
         return fair
     if (results.get("random_real") or {}).get("mean") is not None:
         fair["improvement_over_random"] = round(distilled - results["random_real"]["mean"], 2)
-        fair["baseline_labels"] = "hard"
+        fair["baseline_labels"] = results["random_real"].get("labels", "hard")
     if (results.get("full_data") or {}).get("mean") is not None:
         fair["hard_label_recovery"] = round(results["full_data"]["mean"] - distilled, 2)
     return fair

@@ -46,7 +46,9 @@ class SetEvaluationMixin:
         )
 
     def _evaluate_random_subset(self, model_config: PretrainedConfig, protocol: EvaluationProtocol) -> dict:
-        """The protocol applied to the random real subset of the set's size (the baseline of every figure)."""
+        """The protocol applied to the random real subset of the set's size (the baseline of every figure), with the
+        soft labels the method's labeller gives it when the set's soft labels come from one (a teacher's)."""
+        labelled_alike = self.synthetic.target_type == "soft"
         return evaluate_random_baseline(
             self.train_data,
             self.config.images_per_class,
@@ -56,6 +58,7 @@ class SetEvaluationMixin:
             self.accelerator,
             modality=self.modality,
             cache_dir=self.config.eval_cache_dir,
+            label_logits=self.method.baseline_label_logits if labelled_alike else None,
         )
 
     def evaluation_protocol(self, num_models: int | None = None, epochs: int | None = None) -> EvaluationProtocol:

@@ -214,6 +214,7 @@ class DistillTrainer(SetEvaluationMixin):
         self.selected_rows = torch.tensor(rows, dtype=torch.long) if rows is not None else None
         self.iteration = metadata.get("iterations_completed", 0)
         self.distill_seconds = metadata.get("distill_seconds", 0.0)
+        self.method.load_artifacts(output_dir)
 
     # ------------------------------------------------------------------ set-up
 

@@ -1,6 +1,8 @@
 """Teacher-based methods: RDED's crops, scoring and stitching, and its teacher saved with the set for the KD step."""
 
 import json
+import logging
+import shutil
 
 import pytest
 import torch
@@ -9,7 +11,8 @@ from torch import nn
 from transformers import ResNetConfig
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from hf_distill import DistillTrainer
+from hf_distill import DistillTrainer, evaluation
+from hf_distill.cards import render_dataset_card
 from hf_distill.constants import CONFIG_NAME, TEACHER_DIR
 from hf_distill.kd import KDConfig, train_student
 from hf_distill.methods import RDED, RDEDConfig, SRe2LConfig
@@ -85,6 +88,50 @@ def test_rded_saves_its_teacher_and_a_run_with_that_teacher_gives_the_same_set(t
     second = DistillTrainer(again, data["train"], data["test"])
     torch.testing.assert_close(second.synthetic.images, trainer.synthetic.images)
     assert second.method.run_metadata() == {"teacher": {"name_or_path": str(tmp_path / "a" / TEACHER_DIR)}}
+
+
+def test_the_fair_baseline_of_a_teacher_labelled_set_has_that_teachers_soft_labels(
+    tiny_image_dataset, tmp_path, monkeypatch, caplog
+):
+    data = tiny_image_dataset(num_classes=3, rows_per_class=10, size=8)
+    data.save_to_disk(str(tmp_path / "data"))  # the source a saved set is evaluated again with
+    output_dir = tmp_path / "run"
+    config = RDEDConfig(**TINY, teacher_epochs=2, candidates_per_class=8, output_dir=str(output_dir))
+    trainer = DistillTrainer(config, data["train"], data["test"])
+    trainer.train()
+    trained = []  # (key, inputs, targets, keywords) of every evaluation of real rows
+    original = evaluation.evaluate_images
+
+    def recorded(images, targets, *args, **kwargs):
+        trained.append((args[3], images, targets, kwargs))
+        return original(images, targets, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_images", recorded)
+    results = trainer.evaluate(random_baseline=True)
+    trainer.save()
+    assert results["random_real"]["labels"] == "soft"
+    assert results["fair"] == {
+        "distilled_labels": "soft",
+        "improvement_over_random": pytest.approx(results["distilled"]["mean"] - results["random_real"]["mean"]),
+        "baseline_labels": "soft",
+    }
+    ((key, images, targets, kwargs),) = [call for call in trained if call[0] == "random"]
+    assert kwargs["target_type"] == "soft"
+    teacher = load_teacher(output_dir / TEACHER_DIR)
+    torch.testing.assert_close(targets, teacher(pixel_values=images).logits.softmax(dim=-1), atol=1e-5, rtol=1e-4)
+
+    # The set loaded again from its folder reads its teacher back: the same baseline, the same figures.
+    reloaded = DistillTrainer.from_output_dir(output_dir, dataset=str(tmp_path / "data"))
+    assert reloaded.evaluate(random_baseline=True)["random_real"] == results["random_real"]
+    card = render_dataset_card(output_dir)
+    assert "with the soft labels of the set's teacher" in str(card) and "neither is flattered" in str(card)
+    # Without its teacher the baseline keeps hard labels, and says so.
+    shutil.rmtree(output_dir / TEACHER_DIR)
+    with caplog.at_level(logging.WARNING):
+        without_teacher = DistillTrainer.from_output_dir(output_dir, dataset=str(tmp_path / "data"))
+        hard = without_teacher.evaluate(random_baseline=True)
+    assert "keeps hard labels" in caplog.text
+    assert "labels" not in hard["random_real"] and hard["fair"]["baseline_labels"] == "hard"
 
 
 def test_rded_settings_are_checked():

@@ -378,6 +378,16 @@ class DistillationMethod:
     def save_artifacts(self, output_dir: Path) -> None:
         """Writes what the method made besides the set into the run's folder (e.g. a teacher it trained)."""
 
+    def load_artifacts(self, output_dir: Path) -> None:
+        """Reads back what [`save_artifacts`] wrote, when a saved set is loaded to be evaluated again (e.g. the
+        teacher that labels the fair baseline, see [`baseline_label_logits`])."""
+
+    def baseline_label_logits(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """The soft labels (logits) the random real subset of the fair baseline gets: those the method's labeller
+        gives `inputs` (a teacher's), so that the baseline is random real images with the same labels (DD-Ranking,
+        Li et al., 2025). `None` (the default): hard labels, for sets whose labels are hard or learned with them."""
+        return None
+
     @property
     def one_pass(self) -> bool:
         """Whether the set is made once (selected or synthesised) rather than optimised over iterations."""

@@ -9,6 +9,7 @@ baseline is random real images with the same teacher.
   and classes, then relabelled by the teacher.
 """
 
+import logging
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from ..registry import register_method
 from ..seeding import derive_generator
 from ..training import autocast_context
 from .base import DistillationMethod, SelectionContext, TrainedNetworkConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,6 +86,23 @@ class TeacherMethod(DistillationMethod):
         self.teacher.save_pretrained(staging)
         self.modality.processor(self.modality.settings_of(self.train_data)).save_pretrained(staging)
         commit_folder(staging, output_dir / TEACHER_DIR)
+
+    def load_artifacts(self, output_dir: Path) -> None:
+        """The teacher of a saved set: the one saved with it (`teacher/`), else the configured one; none when neither
+        is at hand (then the fair baseline keeps hard labels, with a warning)."""
+        saved = output_dir / TEACHER_DIR
+        source = saved if saved.is_dir() else self.config.teacher_name_or_path
+        if source is None:
+            logger.warning(
+                f"{output_dir} has no {TEACHER_DIR}/ folder: the random real subset of the fair baseline keeps hard "
+                "labels instead of the teacher's (copy the folder beside the set to compare like with like)."
+            )
+            return
+        self.teacher = load_teacher(source, device=self.train_data.inputs.device, modality=self.modality)
+
+    def baseline_label_logits(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """The teacher's logits: the fair baseline is random real images with the same teacher's soft labels."""
+        return None if self.teacher is None else self.teacher_logits(inputs)
 
     @torch.no_grad()
     def teacher_logits(self, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
