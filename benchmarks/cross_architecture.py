@@ -151,10 +151,13 @@ def markdown(rows: list[dict], architectures: list[str]) -> str:
             distilled, random_real = entry.get("distilled", {}), entry.get("random_real", {})
             cell = f"{distilled['mean']:.2f} ± {distilled['std']:.2f}" if "mean" in distilled else "—"
             if "mean" in random_real:
-                cell += f" ({random_real['mean']:.2f})"
+                cell += f" ({random_real['mean']:.2f}{'§' if random_real.get('labels') == 'soft' else ''})"
             cells.append(cell)
         lines.append(f"| `{row['method']}` | " + " | ".join(cells) + " |")
-    note = "Cells: distilled set, mean ± std over the models (random real subset of the same size)."
+    note = (
+        "Cells: distilled set, mean ± std over the models (random real subset of the same size; §: with the soft "
+        "labels of the set's teacher)."
+    )
     return "\n".join(lines) + "\n\n" + note
 
 

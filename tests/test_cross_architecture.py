@@ -167,3 +167,6 @@ def test_benchmark_plots_the_table(monkeypatch, tmp_path):
     assert "| `a` | 90.00 ± 1.00 (80.00) | 70.00 ± 0.50 | — |" in cross_architecture.markdown(
         rows, ["convnet", "mlp", "vit"]
     )
+    # A subset given the set's teacher's soft labels is marked.
+    rows[1]["table"]["convnet"] = {**entry, "random_real": {"mean": 80.0, "labels": "soft"}}
+    assert "| `b` | 90.00 ± 1.00 (80.00§) |" in cross_architecture.markdown(rows, ["convnet"])
