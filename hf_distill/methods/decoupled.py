@@ -92,13 +92,17 @@ class TeacherMethod(DistillationMethod):
         is at hand (then the fair baseline keeps hard labels, with a warning)."""
         saved = output_dir / TEACHER_DIR
         source = saved if saved.is_dir() else self.config.teacher_name_or_path
-        if source is None:
-            logger.warning(
-                f"{output_dir} has no {TEACHER_DIR}/ folder: the random real subset of the fair baseline keeps hard "
-                "labels instead of the teacher's (copy the folder beside the set to compare like with like)."
-            )
-            return
-        self.teacher = load_teacher(source, device=self.train_data.inputs.device, modality=self.modality)
+        problem = f"{output_dir} has no {TEACHER_DIR}/ folder"
+        if source is not None:
+            try:
+                self.teacher = load_teacher(source, device=self.train_data.inputs.device, modality=self.modality)
+                return
+            except (OSError, RuntimeError, ValueError) as error:  # e.g. a Hub teacher, offline: the set still loads
+                problem = f"its teacher {str(source)!r} could not be loaded ({error})"
+        logger.warning(
+            f"{problem}: the random real subset of the fair baseline keeps hard labels instead of the teacher's "
+            f"(put the teacher in {output_dir / TEACHER_DIR} to compare like with like)."
+        )
 
     def baseline_label_logits(self, inputs: torch.Tensor) -> torch.Tensor | None:
         """The teacher's logits: the fair baseline is random real images with the same teacher's soft labels."""
