@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..registry import register_method
 from .base import SelectionContext
@@ -78,7 +79,10 @@ class EarlyTrainingScore(ScoredCoreset):
 
     def scores(self, context: SelectionContext) -> torch.Tensor:
         total = torch.zeros(len(self.train_data.labels), dtype=torch.float64)
-        for model_index in range(self.config.num_score_models):
+        quiet = context.accelerator is not None and not context.accelerator.is_local_main_process
+        # At initialisation (GraNd) each network is minutes of passes over the split with no training bar of its own.
+        networks = tqdm(range(self.config.num_score_models), desc=f"Scoring ({self.config.method})", disable=quiet)
+        for model_index in networks:
             key = f"{self.config.method}-{model_index}"
             network = context.network(epochs=self.config.selection_epochs, key=key)
             total += self.network_scores(context, network).double()
