@@ -230,6 +230,18 @@ def test_baselines_are_read_back_from_the_cache_for_the_same_inputs_only(splits,
     assert len(trained) == 3
     assert len(list(tmp_path.glob("random-*.json"))) == 4
 
+    # Soft labels (a teacher's, as a teacher-labelled set's baseline has) are other targets: trained, kept apart,
+    # marked, and read back only for the same labels.
+    def teacher(images):
+        return images.flatten(1)[:, :NUM_CLASSES] * 3.0
+
+    soft = evaluate_random_baseline(train, 2, test, model_config, p, cache_dir=tmp_path, label_logits=teacher)
+    assert len(trained) == 4 and soft["labels"] == "soft" and "reused_from" not in soft
+    soft_again = evaluate_random_baseline(train, 2, test, model_config, p, cache_dir=tmp_path, label_logits=teacher)
+    assert soft_again["reused_from"].startswith("random-") and soft_again["labels"] == "soft"
+    assert len(trained) == 4 and len(list(tmp_path.glob("random-*.json"))) == 5
+    assert "labels" not in evaluate_random_baseline(train, 2, test, model_config, p, cache_dir=tmp_path)
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # protocol and formatting
