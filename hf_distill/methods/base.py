@@ -69,6 +69,11 @@ class SelectionContext:
     def device(self) -> torch.device:
         return self.accelerator.device if self.accelerator is not None else torch.device("cpu")
 
+    @property
+    def shows_progress(self) -> bool:
+        """Whether this process draws progress bars (one per machine)."""
+        return self.accelerator is None or self.accelerator.is_local_main_process
+
     def network(
         self,
         epochs: int = 0,
@@ -107,7 +112,7 @@ class SelectionContext:
                 prepared.train_data.labels.to(self.device),
                 protocol,
                 derive_generator(config.seed, key, "train"),
-                show_progress=self.accelerator is None or self.accelerator.is_local_main_process,
+                show_progress=self.shows_progress,
                 desc=f"Training the {key} network",
                 input_name=input_name,
                 mixed_precision=config.mixed_precision,

@@ -79,9 +79,12 @@ class EarlyTrainingScore(ScoredCoreset):
 
     def scores(self, context: SelectionContext) -> torch.Tensor:
         total = torch.zeros(len(self.train_data.labels), dtype=torch.float64)
-        quiet = context.accelerator is not None and not context.accelerator.is_local_main_process
         # At initialisation (GraNd) each network is minutes of passes over the split with no training bar of its own.
-        networks = tqdm(range(self.config.num_score_models), desc=f"Scoring ({self.config.method})", disable=quiet)
+        networks = tqdm(
+            range(self.config.num_score_models),
+            desc=f"Scoring ({self.config.method})",
+            disable=not context.shows_progress,
+        )
         for model_index in networks:
             key = f"{self.config.method}-{model_index}"
             network = context.network(epochs=self.config.selection_epochs, key=key)
