@@ -35,6 +35,10 @@ EXPERTS_INDEX_NAME = "experts.json"
 KD_CONFIG_NAME = "kd_config.json"
 TEACHER_DIR = "teacher"
 
+#: What a method may write beside its set (`DistillationMethod.save_artifacts`): a save removes those another run
+#: left and this one did not write, so that they are never read as this set's (e.g. a stale `teacher/`).
+METHOD_ARTIFACT_NAMES = (SELECTION_SCORES_NAME, TEACHER_DIR)
+
 #: The column of learned soft labels (probabilities) in an exported distilled set.
 SOFT_LABEL_COLUMN = "soft_label"
 #: The column of learned real-valued regression targets in an exported distilled set.

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from .constants import (
     DATASET_DIR,
     EVAL_RESULTS_NAME,
     GRID_NAME,
+    METHOD_ARTIFACT_NAMES,
     METHOD_STATE_NAME,
     STATE_NAME,
     SYNTHETIC_NAME,
@@ -180,11 +182,14 @@ def write_run(
     eval_results: dict,
     grid: PILImage.Image | None,
     zca=None,
+    artifacts: Callable[[Path], None] | None = None,
 ) -> Path:
     """Writes a run's final outputs so that a reader never sees a mix of two runs.
 
     `zca` (a [`ZCAWhitening`], for sets distilled in a whitened space) is written as `zca.safetensors`; a run
-    without one removes an older run's file.
+    without one removes an older run's file. `artifacts(folder)` writes what the method made besides the set
+    (`DistillationMethod.save_artifacts`: a teacher, selection scores); those of an older run that this one does not
+    write ([`METHOD_ARTIFACT_NAMES`]) are removed, as the ZCA file is.
 
     Everything is written into a staging folder first; then the old `distill_config.json` is removed (the folder
     stops being a complete run), the new files are moved into place, and the new config comes last: a kill at any
@@ -200,17 +205,35 @@ def write_run(
         grid.save(staging / GRID_NAME)
     if zca is not None:
         zca.save(staging / ZCA_NAME)
+    standard = {entry.name for entry in staging.iterdir()} | {CONFIG_NAME}
+    if artifacts is not None:
+        artifacts(staging)
+    written_artifacts = sorted(entry.name for entry in staging.iterdir() if entry.name not in standard)
     config.save_pretrained(staging, extra=metadata)
     (output_dir / CONFIG_NAME).unlink(missing_ok=True)
     commit_folder(staging / DATASET_DIR, output_dir / DATASET_DIR)
     optional = {GRID_NAME: grid is not None, ZCA_NAME: zca is not None}
+    optional |= {name: False for name in METHOD_ARTIFACT_NAMES if name not in written_artifacts}
     for name, written in optional.items():
         if not written:  # an older run's file would describe another set
-            (output_dir / name).unlink(missing_ok=True)
+            _remove(output_dir / name)
+    for name in written_artifacts:
+        if (staging / name).is_dir():
+            commit_folder(staging / name, output_dir / name)
+        else:
+            os.replace(staging / name, output_dir / name)
     for name in (EVAL_RESULTS_NAME, *[name for name, written in optional.items() if written], CONFIG_NAME):
         os.replace(staging / name, output_dir / name)
     shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+def _remove(path: Path) -> None:
+    """Removes a file or a folder, if there is one."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def run_fingerprint(config: DistillConfig, model_config, train_data, source: dict) -> dict:

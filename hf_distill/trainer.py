@@ -495,8 +495,8 @@ class DistillTrainer(SetEvaluationMixin):
                 self.eval_results,
                 self.synthetic.grid_image() if self.modality.preview_column == "image" else None,
                 zca=self.synthetic.zca,
+                artifacts=self.method.save_artifacts,
             )
-            self.method.save_artifacts(output_dir)
         self.accelerator.wait_for_everyone()
         return output_dir
 

@@ -7,7 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_distill.methods import EL2NConfig, ForgettingConfig, GraNdConfig, HerdingConfig, KCenterConfig
+from hf_distill.methods import (
+    EL2NConfig,
+    ForgettingConfig,
+    GraNdConfig,
+    HerdingConfig,
+    KCenterConfig,
+    RandomSelectionConfig,
+)
 from hf_distill.methods.base import SelectionContext
 from hf_distill.methods.forgetting import ForgettingEvents
 from hf_distill.methods.herding import herding_order
@@ -139,6 +146,13 @@ def test_scored_coresets_write_their_scores_and_say_where_ties_decided(
         "classes_cut_among_ties": 2,
     }
     assert metadata["selected_rows"] == [21, 18, 1, 4, 2, 5]
+
+    # Another method's run over this folder removes the scores: they would be read as its rows' scores.
+    replacing = RandomSelectionConfig(**TINY, output_dir=str(output_dir), overwrite_output_dir=True)
+    DistillTrainer(replacing, splits["train"]).save()
+    assert json.loads((output_dir / CONFIG_NAME).read_text())["method"] == "random"
+    assert not (output_dir / SELECTION_SCORES_NAME).exists()
+    assert not list(output_dir.glob(".*tmp"))  # no staging folder left
 
 
 def test_coreset_config_errors_say_what_to_change():

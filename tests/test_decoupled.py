@@ -15,7 +15,7 @@ from hf_distill import DistillTrainer, evaluation
 from hf_distill.cards import render_dataset_card
 from hf_distill.constants import CONFIG_NAME, TEACHER_DIR
 from hf_distill.kd import KDConfig, train_student
-from hf_distill.methods import RDED, RDEDConfig, SRe2LConfig
+from hf_distill.methods import RDED, RandomSelectionConfig, RDEDConfig, SRe2LConfig
 from hf_distill.methods.decoupled import BatchNormStatistics, random_resized_crops, stitch
 from hf_distill.modeling import load_teacher
 
@@ -88,6 +88,17 @@ def test_rded_saves_its_teacher_and_a_run_with_that_teacher_gives_the_same_set(t
     second = DistillTrainer(again, data["train"], data["test"])
     torch.testing.assert_close(second.synthetic.images, trainer.synthetic.images)
     assert second.method.run_metadata() == {"teacher": {"name_or_path": str(tmp_path / "a" / TEACHER_DIR)}}
+
+    # A set made with a local teacher carries a copy of it, even saved over the folder the teacher came from.
+    teacher_files = {path.name: path.read_bytes() for path in (tmp_path / "a" / TEACHER_DIR).iterdir()}
+    second.save(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / CONFIG_NAME).read_text())["teacher"] == second.method.run_metadata()["teacher"]
+    assert {path.name: path.read_bytes() for path in (tmp_path / "a" / TEACHER_DIR).iterdir()} == teacher_files
+    # Another method's run over the folder removes the teacher: it would be taken for that set's labeller.
+    DistillTrainer(
+        RandomSelectionConfig(**TINY, output_dir=str(tmp_path / "a"), overwrite_output_dir=True), data["train"]
+    ).save()
+    assert not (tmp_path / "a" / TEACHER_DIR).exists()
 
 
 def test_the_fair_baseline_of_a_teacher_labelled_set_has_that_teachers_soft_labels(

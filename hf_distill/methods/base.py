@@ -381,7 +381,9 @@ class DistillationMethod:
         return {}
 
     def save_artifacts(self, output_dir: Path) -> None:
-        """Writes what the method made besides the set into the run's folder (e.g. a teacher it trained)."""
+        """Writes what the method made besides the set (e.g. a teacher it trained) into `output_dir`: the staging
+        folder of a save, whose new entries are moved into the run's folder before its config. Their names belong in
+        `constants.METHOD_ARTIFACT_NAMES`, so that a later run of another method removes them."""
 
     def load_artifacts(self, output_dir: Path) -> None:
         """Reads back what [`save_artifacts`] wrote, when a saved set is loaded to be evaluated again (e.g. the

@@ -57,8 +57,8 @@ class TeacherConfig(TrainedNetworkConfig):
 
 
 class TeacherMethod(DistillationMethod):
-    """A method that builds its set with a frozen teacher (`self.teacher`, made in [`setup`]); a teacher it trained is
-    saved with the set as `teacher/`, so the KD step can use it."""
+    """A method that builds its set with a frozen teacher (`self.teacher`, made in [`setup`]); a teacher it trained
+    (or read from a local folder) is saved with the set as `teacher/`, so the KD step can use it."""
 
     teacher: nn.Module | None = None
 
@@ -78,14 +78,18 @@ class TeacherMethod(DistillationMethod):
 
     def save_artifacts(self, output_dir: Path) -> None:
         """A teacher trained here goes to `output_dir/teacher` with an image processor for the run's data, so
-        `hf-distill kd --teacher OUTPUT/teacher` (or `AutoModelForImageClassification`) loads it."""
-        if self.config.teacher_name_or_path:  # not ours to save
-            return
-        staging = output_dir / f".{TEACHER_DIR}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        self.teacher.save_pretrained(staging)
-        self.modality.processor(self.modality.settings_of(self.train_data)).save_pretrained(staging)
-        commit_folder(staging, output_dir / TEACHER_DIR)
+        `hf-distill kd --teacher OUTPUT/teacher` (or `AutoModelForImageClassification`) loads it. A teacher read from a
+        local folder is copied there as it is (the set then holds its labeller, and a run saved over the folder its
+        teacher came from keeps it); a Hub teacher is only named in `distill_config.json`."""
+        source = self.config.teacher_name_or_path
+        if source is None:
+            staging = output_dir / f".{TEACHER_DIR}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            self.teacher.save_pretrained(staging)
+            self.modality.processor(self.modality.settings_of(self.train_data)).save_pretrained(staging)
+            commit_folder(staging, output_dir / TEACHER_DIR)
+        elif Path(source).is_dir():
+            shutil.copytree(source, output_dir / TEACHER_DIR, dirs_exist_ok=True)
 
     def load_artifacts(self, output_dir: Path) -> None:
         """The teacher of a saved set: the one saved with it (`teacher/`), else the configured one; none when neither
