@@ -25,6 +25,7 @@ import hashlib
 import json
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 from run_benchmark import REPO_ROOT, machine_info, run_measured  # scripts here run with this folder on sys.path
@@ -141,9 +142,23 @@ def finished_rows(path: Path, settings: dict) -> list[dict]:
     return recorded["rows"]
 
 
+def usual_networks(rows: list[dict], architectures: list[str]) -> dict[str, str]:
+    """The network (its description) most rows of each column were trained on: `convnet` is each set's own ConvNet,
+    so a set distilled with a variant (e.g. a batch-norm teacher's) is evaluated, with its subset, on that one."""
+    usual = {}
+    for name in architectures:
+        entries = [row["table"].get(name, {}) for row in rows]
+        described = [entry["architecture"] for entry in entries if "architecture" in entry]
+        if described:
+            usual[name] = Counter(described).most_common(1)[0][0]
+    return usual
+
+
 def markdown(rows: list[dict], architectures: list[str]) -> str:
     """`| method | arch 1 | arch 2 | ...` with `distilled (random real)` cells (random: shared or per set)."""
     lines = ["| set | " + " | ".join(architectures) + " |", "|---|" + "---|" * len(architectures)]
+    usual = usual_networks(rows, architectures)
+    variants = {}  # a cell's network -> the column's usual one
     for row in rows:
         cells = []
         for name in architectures:
@@ -152,12 +167,17 @@ def markdown(rows: list[dict], architectures: list[str]) -> str:
             cell = f"{distilled['mean']:.2f} ± {distilled['std']:.2f}" if "mean" in distilled else "—"
             if "mean" in random_real:
                 cell += f" ({random_real['mean']:.2f}{'§' if random_real.get('labels') == 'soft' else ''})"
+            if entry.get("architecture", usual.get(name)) != usual.get(name):
+                cell += "¶"
+                variants[entry["architecture"]] = usual[name]
             cells.append(cell)
         lines.append(f"| `{row['method']}` | " + " | ".join(cells) + " |")
     note = (
         "Cells: distilled set, mean ± std over the models (random real subset of the same size; §: with the soft "
         "labels of the set's teacher)."
     )
+    for network, column in variants.items():
+        note += f" ¶: on the set's own {network}, its subset too (the column's other rows: {column})."
     return "\n".join(lines) + "\n\n" + note
 
 

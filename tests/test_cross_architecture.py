@@ -170,3 +170,10 @@ def test_benchmark_plots_the_table(monkeypatch, tmp_path):
     # A subset given the set's teacher's soft labels is marked.
     rows[1]["table"]["convnet"] = {**entry, "random_real": {"mean": 80.0, "labels": "soft"}}
     assert "| `b` | 90.00 ± 1.00 (80.00§) |" in cross_architecture.markdown(rows, ["convnet"])
+    # A set evaluated on its own variant of the column's network (e.g. a batch-norm teacher's ConvNet) is marked.
+    for row in rows:
+        row["table"]["convnet"] = {**entry, "architecture": "ConvNet-3 (in)"}
+    rows.append({"method": "c", "table": {"convnet": {**entry, "architecture": "ConvNet-3 (bn)"}}})
+    table = cross_architecture.markdown(rows, ["convnet"])
+    assert "| `a` | 90.00 ± 1.00 (80.00) |" in table and "| `c` | 90.00 ± 1.00 (80.00)¶ |" in table
+    assert "¶: on the set's own ConvNet-3 (bn), its subset too (the column's other rows: ConvNet-3 (in))." in table
