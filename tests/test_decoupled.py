@@ -78,16 +78,27 @@ def test_rded_saves_its_teacher_and_a_run_with_that_teacher_gives_the_same_set(t
     trainer.train()
     trainer.save()
     metadata = json.loads((tmp_path / "a" / CONFIG_NAME).read_text())
-    assert metadata["teacher"] == {"name_or_path": TEACHER_DIR, "trained_here": True, "epochs": 3}
-    assert metadata["target_type"] == "soft"
     teacher = load_teacher(tmp_path / "a" / TEACHER_DIR)
+    test_accuracy = 100 * evaluation.model_accuracy(teacher, trainer.test_data)  # the saved teacher, measured apart
+    assert metadata["teacher"] == {
+        "name_or_path": TEACHER_DIR,
+        "trained_here": True,
+        "epochs": 3,
+        "test_accuracy": pytest.approx(test_accuracy, abs=0.01),
+    }
+    assert metadata["target_type"] == "soft"
     assert teacher.hf_distill_input_settings["mean"] == pytest.approx(trainer.train_data.mean)
     again = RDEDConfig(
         **TINY, candidates_per_class=8, factor=2, teacher_name_or_path=str(tmp_path / "a" / TEACHER_DIR)
     )
     second = DistillTrainer(again, data["train"], data["test"])
     torch.testing.assert_close(second.synthetic.images, trainer.synthetic.images)
-    assert second.method.run_metadata() == {"teacher": {"name_or_path": str(tmp_path / "a" / TEACHER_DIR)}}
+    assert second.method.run_metadata() == {
+        "teacher": {
+            "name_or_path": str(tmp_path / "a" / TEACHER_DIR),
+            "test_accuracy": metadata["teacher"]["test_accuracy"],
+        }
+    }
 
     # A set made with a local teacher carries a copy of it, even saved over the folder the teacher came from.
     teacher_files = {path.name: path.read_bytes() for path in (tmp_path / "a" / TEACHER_DIR).iterdir()}
@@ -229,3 +240,5 @@ def test_the_card_of_a_teacher_based_set_names_its_teacher_and_soft_labels(tiny_
     card = str(render_dataset_card(tmp_path / "set"))
     assert "| Labels | the teacher's soft labels (`soft_label` column) |" in card
     assert "| Teacher | `teacher`: the distillation architecture trained 1 epochs on the whole training split" in card
+    accuracy = trainer.method.teacher_test_accuracy
+    assert f"kept in the run folder as `teacher/` for the KD step; {accuracy:.2f} % on the test split |" in card

@@ -25,7 +25,7 @@ from ..constants import TEACHER_DIR
 from ..modeling import load_teacher
 from ..registry import register_method
 from ..seeding import derive_generator
-from ..training import autocast_context
+from ..training import autocast_context, predictions_accuracy
 from .base import DistillationMethod, SelectionContext, TrainedNetworkConfig
 
 logger = logging.getLogger(__name__)
@@ -61,20 +61,31 @@ class TeacherMethod(DistillationMethod):
     (or read from a local folder) is saved with the set as `teacher/`, so the KD step can use it."""
 
     teacher: nn.Module | None = None
+    teacher_test_accuracy: float | None = None  # percent, on the run's test split (set by `setup` when there is one)
 
     def setup(self, context: SelectionContext) -> None:
-        """The configured teacher, or the run's architecture trained `teacher_epochs` epochs on the real split."""
+        """The configured teacher, or the run's architecture trained `teacher_epochs` epochs on the real split; its
+        accuracy on the test split, when the run has one, is recorded in `distill_config.json` (what its labels are
+        worth)."""
         if self.config.teacher_name_or_path:
             self.teacher = load_teacher(
                 self.config.teacher_name_or_path, device=context.device, modality=self.modality
             )
         else:
             self.teacher = context.network(epochs=self.config.teacher_epochs, key="teacher").requires_grad_(False)
+        test_data = context.prepared.test_data
+        if test_data is not None:
+            predicted = self.teacher_logits(test_data.inputs).argmax(dim=-1).cpu()
+            self.teacher_test_accuracy = round(100 * predictions_accuracy(predicted, test_data.labels.cpu()), 2)
 
     def run_metadata(self) -> dict:
         if self.config.teacher_name_or_path:
-            return {"teacher": {"name_or_path": self.config.teacher_name_or_path}}
-        return {"teacher": {"name_or_path": TEACHER_DIR, "trained_here": True, "epochs": self.config.teacher_epochs}}
+            teacher = {"name_or_path": self.config.teacher_name_or_path}
+        else:
+            teacher = {"name_or_path": TEACHER_DIR, "trained_here": True, "epochs": self.config.teacher_epochs}
+        if self.teacher_test_accuracy is not None:
+            teacher["test_accuracy"] = self.teacher_test_accuracy
+        return {"teacher": teacher}
 
     def save_artifacts(self, output_dir: Path) -> None:
         """A teacher trained here goes to `output_dir/teacher` with an image processor for the run's data, so
